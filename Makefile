@@ -1,0 +1,39 @@
+# Quick start: `make run` (default job) and `make test` (test suite). Both create .venv and
+# install idempotently: a stamp file is refreshed only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch==2.13.0 is pinned by default (a CPU wheel is used where one is provided locally);
+# override with PIP_CONSTRAINT=/your/constraints.txt or PIP_CONSTRAINT= to lift it.
+PIP_CONSTRAINT ?= $(CURDIR)/.ci/constraints.txt
+export PIP_CONSTRAINT
+
+.PHONY: run test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-test
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/hessian-pipeline $(ARGS)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) outputs multirun

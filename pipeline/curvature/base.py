@@ -1,0 +1,202 @@
+"""Shared machinery of the curvature operators: data passes, sample weighting, dtype/device.
+
+For a data set of N samples split into batches of n_i samples with mean losses L_i, the loss is
+L = (1/N) sum_i n_i L_i, so every curvature matrix is C = (1/N) sum_i n_i C_i: batches are
+weighted by sample count and the operator does not depend on how samples are batched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from pipeline.curvature.params import FlatView, ParamSelector, select_parameters
+from pipeline.linalg.operator import Operator
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Batch = tuple[Any, torch.Tensor]
+
+
+_STOCHASTIC_MODEL = (
+    "two passes over the same samples differ: the model is stochastic in eval mode (dropout via "
+    "F.dropout(training=True), BatchNorm forced into train mode, random augmentation inside forward)"
+)
+
+
+class NondeterminismError(RuntimeError):
+    """Two passes over the same data gave different losses or products."""
+
+
+class CurvatureOperator(Operator):
+    """Curvature of the mean loss of ``model`` over all samples of ``data``, as an operator on R^D.
+
+    ``data`` is a re-iterable of (inputs, targets) batches (a list, or a DataLoader without
+    shuffling); ``loss_fn(outputs, targets)`` returns the batch MEAN. ``params`` selects the
+    parameters (see :func:`select_parameters`); the others and all buffers stay fixed. ``dtype``
+    casts parameters, buffers and floating inputs (default: the parameters' dtype). The model
+    is put in eval mode. ``vmap_chunk_size`` bounds how many vectors of a block are vmapped at
+    once (memory grows with it).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        data: Iterable[Batch],
+        params: ParamSelector = None,
+        dtype: torch.dtype | None = None,
+        vmap_chunk_size: int | None = None,
+    ):
+        selected = select_parameters(model, params)
+        first = next(iter(selected.values()))
+        dtype = dtype or first.dtype
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating point type, got {dtype}")
+        if iter(data) is data:
+            raise ValueError(
+                "data is a one-shot iterator (e.g. a generator); every product needs a fresh pass: "
+                "pass a list of batches or a DataLoader"
+            )
+        self.view = FlatView.of(selected)
+        super().__init__(self.view.dim, dtype, first.device)
+        self.model = model.eval()
+        self.loss_fn = loss_fn
+        self.data = data
+        self.vmap_chunk_size = vmap_chunk_size
+        self.theta = self.view.flatten({n: p.detach().to(dtype) for n, p in selected.items()})
+        self._fixed = {
+            name: _cast(t.detach(), dtype)
+            for name, t in (*model.named_parameters(), *model.named_buffers())
+            if name not in selected
+        }
+
+    # ---- model evaluation -------------------------------------------------------------------
+    def forward(self, theta: torch.Tensor, inputs: Any) -> torch.Tensor:
+        """Model outputs at flat parameters ``theta`` (D,)."""
+        return functional_call(self.model, {**self._fixed, **self.view.unflatten(theta)}, (inputs,))
+
+    def batch_loss(self, theta: torch.Tensor, inputs: Any, targets: torch.Tensor) -> torch.Tensor:
+        """Mean loss of one batch at ``theta``."""
+        return self.loss_fn(self.forward(theta, inputs), targets)
+
+    def _prepare(self, batch: Batch) -> tuple[Any, torch.Tensor, int]:
+        try:
+            inputs, targets = batch
+        except (TypeError, ValueError):
+            raise ValueError("each batch of data must be an (inputs, targets) pair") from None
+        inputs = _to(inputs, self.dtype, self.device)
+        targets = _to(targets, self.dtype, self.device)
+        return inputs, targets, int(targets.shape[0])
+
+    # ---- products -------------------------------------------------------------------------
+    @abstractmethod
+    def batch_product(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        """C_i V (D, b) for the curvature C_i of this batch's MEAN loss."""
+
+    def weighted_sum(self, V: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(sum_i n_i C_i V, N): the unnormalised product over this operator's data and its size.
+
+        Distributed workers all-reduce both parts; ``op @ V`` divides one by the other.
+        """
+        total = torch.zeros_like(V)
+        count = 0
+        for index, batch in enumerate(self.data):
+            inputs, targets, n = self._prepare(batch)
+            if n == 0:
+                continue
+            try:
+                product = self.batch_product(inputs, targets, V)
+            except RuntimeError as error:
+                if "randomness" in str(error):
+                    raise NondeterminismError(_STOCHASTIC_MODEL) from error
+                raise
+            if not torch.isfinite(product).all():
+                self._raise_nonfinite(index, inputs, targets)
+            total += n * product
+            count += n
+        if count == 0:
+            raise ValueError("data is empty: the data set yielded no samples; check the data config and subset size")
+        return total, count
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        total, count = self.weighted_sum(V)
+        return total / count
+
+    def _vmap(self, fn: Callable[[torch.Tensor], torch.Tensor], V: torch.Tensor) -> torch.Tensor:
+        """Apply a single-vector product to every column of V in one vectorised pass."""
+        return torch.func.vmap(fn, in_dims=1, out_dims=1, chunk_size=self.vmap_chunk_size)(V)
+
+    def _raise_nonfinite(self, index: int, inputs: Any, targets: torch.Tensor) -> None:
+        with torch.no_grad():
+            loss = self.batch_loss(self.theta, inputs, targets)
+        if not torch.isfinite(loss):
+            raise ValueError(
+                f"loss is {loss.item()} on batch {index}: check the inputs for NaN/inf, the learning "
+                "rate of the checkpoint, or use dtype=float64"
+            )
+        raise ValueError(
+            f"curvature product is not finite on batch {index} although the loss ({loss.item():.4g}) is: "
+            "the model overflows in its second derivatives; try dtype=float64"
+        )
+
+    # ---- checks ---------------------------------------------------------------------------
+    def loss(self) -> float:
+        """Mean loss over all samples of the data."""
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for batch in self.data:
+                inputs, targets, n = self._prepare(batch)
+                if n:
+                    total += n * float(self.batch_loss(self.theta, inputs, targets))
+                    count += n
+        if count == 0:
+            raise ValueError("data is empty: the data set yielded no samples")
+        return total / count
+
+    def check_determinism(self, seed: int = 0, rtol: float = 1e-6) -> None:
+        """Two passes over the data must see the same samples and give the same loss and product.
+
+        Raises NondeterminismError naming the likely cause otherwise.
+        """
+        fingerprints = [_fingerprint(self.data), _fingerprint(self.data)]
+        if fingerprints[0] != fingerprints[1]:
+            raise NondeterminismError(
+                "the data yields different samples on each pass: turn off shuffling (shuffle=False) "
+                "and random augmentation, or pass a fixed list of batches"
+            )
+        losses = [self.loss(), self.loss()]
+        if abs(losses[0] - losses[1]) > rtol * max(abs(losses[0]), 1e-30):
+            raise NondeterminismError(f"{_STOCHASTIC_MODEL} (losses {losses[0]:.8g} vs {losses[1]:.8g})")
+        gen = torch.Generator().manual_seed(seed)
+        v = torch.randn(self.shape[0], generator=gen, dtype=self.dtype).to(self.device)
+        products = [self @ v, self @ v]
+        if not torch.allclose(products[0], products[1], rtol=rtol, atol=rtol * float(products[0].abs().max())):
+            raise NondeterminismError(f"{_STOCHASTIC_MODEL} (two products of the same vector differ)")
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t.to(dtype) if t.is_floating_point() else t
+
+
+def _to(x: Any, dtype: torch.dtype, device: torch.device) -> Any:
+    """Move tensors (and tuples/lists of tensors) to device; floating ones to dtype."""
+    if isinstance(x, torch.Tensor):
+        return _cast(x.to(device, non_blocking=True), dtype)
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to(t, dtype, device) for t in x)
+    return x
+
+
+def _fingerprint(data: Iterable[Batch]) -> str:
+    digest = hashlib.sha1()
+    for inputs, targets in data:
+        for t in (inputs, targets):
+            if isinstance(t, torch.Tensor):
+                digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

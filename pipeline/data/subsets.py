@@ -1,0 +1,40 @@
+"""Fixed, class-balanced subsets, batching and balanced sharding by sample index."""
+
+from __future__ import annotations
+
+import torch
+
+
+def class_balanced_indices(targets: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+    """``size`` sample indices with classes as equal as possible (the first size % C classes get one
+    more), drawn without replacement by a seeded permutation; returned sorted."""
+    classes = torch.unique(targets)
+    if size <= 0 or size > targets.shape[0]:
+        raise ValueError(f"subset size must be in 1..{targets.shape[0]} (the data set size), got {size}")
+    gen = torch.Generator().manual_seed(seed)
+    chosen = []
+    for rank, label in enumerate(classes.tolist()):
+        members = torch.nonzero(targets == label).flatten()
+        want = size // len(classes) + (1 if rank < size % len(classes) else 0)
+        if want > members.numel():
+            raise ValueError(f"class {label} has only {members.numel()} samples, a balanced subset of {size} needs {want}")
+        chosen.append(members[torch.randperm(members.numel(), generator=gen)[:want]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def shard_indices(num_samples: int, num_shards: int, rank: int) -> range:
+    """Contiguous, balanced shard ``rank`` of ``num_samples`` (sizes differ by at most one)."""
+    if num_shards <= 0:
+        raise ValueError(f"number of shards must be positive, got {num_shards}")
+    if num_shards > num_samples:
+        raise ValueError(f"cannot split {num_samples} samples into {num_shards} non-empty shards; use fewer workers")
+    base, extra = divmod(num_samples, num_shards)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))
+
+
+def batches(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Consecutive (inputs, targets) batches; the last may be smaller."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    return list(zip(torch.split(inputs, batch_size), torch.split(targets, batch_size)))

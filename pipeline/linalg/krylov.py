@@ -1,0 +1,115 @@
+"""Block Krylov-Schur basis with full reorthogonalisation in float64.
+
+Maintains an orthonormal basis V = [v_1 .. v_nb] (D, nb) and the projected matrix T = V^T H V
+built from the orthogonalisation coefficients, with the relation
+    H V[:, :n] = V[:, :n] T[:n, :n] + V[:, n:nb] T[n:nb, :n],
+where the last nb - n columns are the residual block whose products are not yet computed.
+Ritz pair (theta_i, V S_i) then has the exact residual norm ||T[n:nb, :n] S_i||.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.linalg.operator import Operator
+
+
+class KrylovBasis:
+    """Expand, Rayleigh-Ritz and thick-restart a block Krylov basis of an operator."""
+
+    def __init__(
+        self, op: Operator, start: torch.Tensor, capacity: int, seed: int = 0, basis_dtype: torch.dtype = torch.float64
+    ):
+        """``start`` (D, b): the starting block; ``capacity``: basis columns to allocate (at most D);
+        ``seed`` draws replacement directions after an invariant subspace is found."""
+        dim = op.shape[0]
+        self.op = op
+        self.capacity = min(capacity, dim)
+        self.V = torch.zeros(dim, self.capacity, dtype=basis_dtype, device=op.device)
+        self.T = torch.zeros(self.capacity, self.capacity, dtype=torch.float64)
+        self.n = 0  # columns whose products are in T
+        self.nb = 0  # basis columns
+        self.norm_estimate = 0.0
+        self._eps = torch.finfo(op.dtype).eps
+        self._gen = torch.Generator().manual_seed(seed)
+        self._append(start.to(basis_dtype), coupling=None)
+
+    # ---- expansion ---------------------------------------------------------------------------
+    def expand(self, until: int) -> None:
+        """Compute products block by block until ``until`` columns (or the whole space) are done."""
+        until = min(until, self.capacity)
+        while self.n < min(until, self.nb):
+            cols = slice(self.n, min(self.nb, until))
+            block = self.V[:, cols]
+            W = (self.op @ block.to(self.op.dtype)).to(self.V.dtype)
+            self.norm_estimate = max(self.norm_estimate, float(W.norm(dim=0).max()))
+            basis = self.V[:, : self.nb]
+            coeffs = basis.T @ W
+            W -= basis @ coeffs
+            correction = basis.T @ W
+            W -= basis @ correction
+            self.T[: self.nb, cols] = (coeffs + correction).to(torch.float64).cpu()
+            self.n = cols.stop
+            self._append(W, coupling=cols)
+
+    def _append(self, W: torch.Tensor, coupling: slice | None) -> None:
+        """Orthonormalise the columns of W (already orthogonal to the basis) against the basis and
+        each other, append them, and record W = Q R in T[new rows, coupling]. A direction already
+        in the span (an invariant subspace) is replaced by a random one with zero coupling."""
+        R = torch.zeros(W.shape[1], W.shape[1], dtype=torch.float64)
+        threshold = 10 * self._eps * self.norm_estimate
+        added = 0
+        for i in range(W.shape[1]):
+            if self.nb + added == self.capacity:
+                break  # the basis spans the whole space: what is left lies in it
+            w = W[:, i].clone()
+            for _ in range(2):
+                basis = self.V[:, : self.nb + added]
+                coeffs = basis.T @ w
+                w -= basis @ coeffs
+                R[:added, i] += coeffs[self.nb :].to(torch.float64).cpu()
+            norm = float(w.norm())
+            if norm <= threshold:
+                w, norm = self._random_orthogonal(self.nb + added), 0.0
+            else:
+                w /= norm
+            R[added, i] = norm
+            self.V[:, self.nb + added] = w
+            added += 1
+        if coupling is not None:
+            self.T[self.nb : self.nb + added, coupling] = R[:added]
+        self.nb += added
+
+    def _random_orthogonal(self, size: int) -> torch.Tensor:
+        w = torch.randn(self.V.shape[0], generator=self._gen, dtype=torch.float64).to(self.V)
+        for _ in range(2):
+            basis = self.V[:, :size]
+            w -= basis @ (basis.T @ w)
+        return w / w.norm()
+
+    # ---- Rayleigh-Ritz and restart -------------------------------------------------------------
+    def ritz(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Ritz values theta (n,), coordinates S (n, n) and residual norms ||H y_i - theta_i y_i|| (n,)."""
+        n = self.n
+        Tn = self.T[:n, :n]
+        theta, S = torch.linalg.eigh((Tn + Tn.T) / 2)
+        residuals = torch.linalg.vector_norm(self.T[n : self.nb, :n] @ S, dim=0)
+        return theta, S, residuals
+
+    def vectors(self, S: torch.Tensor) -> torch.Tensor:
+        """Ritz vectors V[:, :n] S (D, len)."""
+        return self.V[:, : self.n] @ S.to(self.V)
+
+    def restart(self, theta: torch.Tensor, S: torch.Tensor) -> None:
+        """Thick restart keeping the Ritz pairs (theta, S columns) and the residual block."""
+        p, n, nb = S.shape[1], self.n, self.nb
+        residual = self.V[:, n:nb].clone()
+        coupling = self.T[n:nb, :n] @ S
+        self.V[:, :p] = self.vectors(S)
+        self.V[:, p : p + nb - n] = residual
+        self.T.zero_()
+        self.T[:p, :p] = torch.diag(theta)
+        self.T[p : p + nb - n, :p] = coupling
+        self.T[:p, p : p + nb - n] = coupling.T
+        self.n, self.nb = p, p + nb - n
+

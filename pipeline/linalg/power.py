@@ -1,0 +1,51 @@
+"""Power iteration with deflation: the PyHessian baseline (not the recommended path)."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.linalg.operator import Operator
+from pipeline.linalg.result import EigResult
+from pipeline.linalg.test_matrices import random_columns
+from pipeline.linalg.validation import check_k, check_positive
+
+
+def power_iteration(op: Operator, k: int = 1, tol: float = 1e-3, max_iter: int = 100, seed: int = 0) -> EigResult:
+    """Top-k eigenpairs by |lambda|, one at a time, as PyHessian computes them.
+
+    Each pair iterates v <- H v / ||H v|| with v kept orthogonal to the pairs already found,
+    stopping when the Rayleigh quotient changes by less than ``tol`` relatively (PyHessian's
+    criterion) or after ``max_iter`` products. Residuals ||H v - lambda v|| / |lambda| are those
+    of the last iterate.
+    """
+    check_k(op, k)
+    check_positive(max_iter, "max_iter")
+    dim = op.shape[0]
+    found = torch.zeros(dim, 0, dtype=torch.float64, device=op.device)
+    values, residuals, converged = [], [], []
+    before = op.num_matvecs
+    for index in range(k):
+        v = random_columns("gaussian", seed, dim, [index], device=op.device)[:, 0]
+        previous = None
+        for iteration in range(max_iter):
+            v -= found @ (found.T @ v)
+            v /= v.norm()
+            Hv = (op @ v.to(op.dtype)).to(torch.float64)
+            value = float(v @ Hv)
+            done = previous is not None and abs(value - previous) <= tol * (abs(previous) + 1e-6)
+            if done or iteration == max_iter - 1:
+                break
+            previous = value
+            v = Hv.clone()
+        residuals.append(float((Hv - value * v).norm()) / max(abs(value), 1e-300))
+        values.append(value)
+        converged.append(done)
+        found = torch.cat([found, v[:, None]], dim=1)
+    return EigResult(
+        eigenvalues=torch.tensor(values, dtype=torch.float64),
+        eigenvectors=found,
+        residuals=torch.tensor(residuals, dtype=torch.float64),
+        matvecs=op.num_matvecs - before,
+        converged=torch.tensor(converged),
+        info={"tol": tol, "criterion": "relative change of the Rayleigh quotient"},
+    )

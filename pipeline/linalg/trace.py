@@ -1,0 +1,48 @@
+"""Stochastic trace estimators: Hutchinson and Hutch++ (Meyer, Musco, Musco, Woodruff 2021)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pipeline.linalg.operator import Operator
+from pipeline.linalg.probes import apply_in_blocks, probe_quadratic_forms
+from pipeline.linalg.result import TraceEstimate
+from pipeline.linalg.test_matrices import random_columns
+from pipeline.linalg.validation import check_positive
+
+
+def hutchinson_trace(
+    op: Operator, num_samples: int, seed: int = 0, block_size: int = 1, distribution: str = "rademacher"
+) -> TraceEstimate:
+    """tr(H) ~ (1/m) sum_j z_j^T H z_j with E[z z^T] = I; stderr = sample std / sqrt(m)."""
+    check_positive(num_samples, "num_samples")
+    check_positive(block_size, "block_size")
+    before = op.num_matvecs
+    samples = probe_quadratic_forms(op, range(num_samples), seed, distribution, block_size).cpu().numpy()
+    stderr = float(samples.std(ddof=1) / math.sqrt(num_samples)) if num_samples > 1 else math.inf
+    return TraceEstimate(float(samples.mean()), stderr, op.num_matvecs - before, samples)
+
+
+def hutchpp_trace(op: Operator, num_matvecs: int, seed: int = 0, block_size: int = 8) -> TraceEstimate:
+    """Hutch++: tr(H) = tr(Q^T H Q) + Hutchinson on (I - QQ^T) H (I - QQ^T), Q = orth(H S).
+
+    ``num_matvecs`` m is split into m/3 for H S, m/3 for H Q and m/3 probes (columns after the
+    sketch's in the same seeded stream). Unbiased; stderr is that of the Hutchinson part.
+    """
+    if isinstance(num_matvecs, bool) or not isinstance(num_matvecs, int) or num_matvecs < 6:
+        raise ValueError(f"num_matvecs must be an integer >= 6 (three parts of at least 2), got {num_matvecs!r}")
+    check_positive(block_size, "block_size")
+    dim = op.shape[0]
+    sketch_size = min(num_matvecs // 3, dim)
+    num_probes = num_matvecs - 2 * sketch_size
+    before = op.num_matvecs
+    S = random_columns("rademacher", seed, dim, range(sketch_size), device=op.device)
+    Q, _ = torch.linalg.qr(apply_in_blocks(op, S, block_size))
+    low_rank_part = float((Q * apply_in_blocks(op, Q, block_size)).sum())
+    samples = probe_quadratic_forms(
+        op, range(sketch_size, sketch_size + num_probes), seed, "rademacher", block_size, project_out=Q
+    ).cpu().numpy()
+    stderr = float(samples.std(ddof=1) / math.sqrt(num_probes)) if num_probes > 1 else math.inf
+    return TraceEstimate(low_rank_part + float(samples.mean()), stderr, op.num_matvecs - before, low_rank_part + samples)

@@ -1,0 +1,27 @@
+"""Argument checks shared by the algorithms (clear ValueErrors before any product is spent)."""
+
+from __future__ import annotations
+
+from pipeline.linalg.operator import Operator
+
+WHICH = ("LM", "LA", "SA")
+
+
+def check_k(op: Operator, k: int, name: str = "k") -> int:
+    """1 <= k < D."""
+    dim = op.shape[0]
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 < k < dim:
+        raise ValueError(f"{name} must be an integer with 1 <= {name} < D = {dim} (the operator dimension), got {k!r}")
+    return k
+
+
+def check_positive(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_which(which: str) -> str:
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH} (largest magnitude, largest, smallest algebraic), got {which!r}")
+    return which

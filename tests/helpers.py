@@ -1,0 +1,81 @@
+"""Small models, data and dense ground truth shared by the tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call, hessian, jacrev
+
+from pipeline.curvature import FlatView
+
+
+def small_mlp(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).to(dtype)
+
+
+def small_cnn(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+    """Conv + BatchNorm (eval mode, non-trivial running stats) + linear head."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 3)
+    ).to(dtype)
+    bn = model[1]
+    bn.running_mean.copy_(torch.randn(3, dtype=dtype) * 0.1)
+    bn.running_var.copy_(torch.rand(3, dtype=dtype) + 0.5)
+    return model.eval()
+
+
+def classification_data(n: int, in_shape: tuple[int, ...], classes: int = 3, seed: int = 1, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *in_shape, generator=gen, dtype=dtype), torch.randint(0, classes, (n,), generator=gen)
+
+
+def split(x: torch.Tensor, y: torch.Tensor, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return list(zip(torch.split(x, sizes), torch.split(y, sizes)))
+
+
+def full_loss_fn(model: nn.Module, loss_fn, x, y, names=None):
+    """Mean loss over all samples as a function of the flat selected parameters, and theta."""
+    params = {n: p.detach() for n, p in model.named_parameters() if names is None or n in names}
+    view = FlatView.of(params)
+    others = {n: p.detach() for n, p in model.named_parameters() if n not in params}
+    buffers = dict(model.named_buffers())
+
+    def f(theta):
+        return loss_fn(functional_call(model, {**others, **buffers, **view.unflatten(theta)}, (x,)), y)
+
+    return f, view.flatten(params), view
+
+
+def dense_hessian(model, loss_fn, x, y, names=None) -> torch.Tensor:
+    f, theta, _ = full_loss_fn(model, loss_fn, x, y, names)
+    return hessian(f)(theta)
+
+
+def dense_ggn(model, loss_fn, x, y) -> torch.Tensor:
+    """J^T H_out J with the full Jacobian and output Hessian of the mean loss."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    view = FlatView.of(params)
+    theta = view.flatten(params)
+
+    def outputs(t):
+        return functional_call(model, {**dict(model.named_buffers()), **view.unflatten(t)}, (x,))
+
+    out = outputs(theta)
+    J = jacrev(outputs)(theta).reshape(out.numel(), -1)
+    H_out = hessian(lambda o: loss_fn(o, y))(out).reshape(out.numel(), out.numel())
+    return J.T @ H_out @ J
+
+
+def dense_fisher(model, loss_fn, x, y) -> torch.Tensor:
+    """(1/N) sum_n g_n g_n^T from per-sample gradients."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    view = FlatView.of(params)
+    theta = view.flatten(params)
+
+    def sample_loss(t, xi, yi):
+        return loss_fn(functional_call(model, {**dict(model.named_buffers()), **view.unflatten(t)}, (xi[None],)), yi[None])
+
+    G = torch.stack([jacrev(sample_loss)(theta, x[i], y[i]) for i in range(x.shape[0])])
+    return G.T @ G / x.shape[0]

@@ -1,0 +1,126 @@
+"""Lanczos and power iteration against dense eigh in float64."""
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import classification_data, dense_hessian, small_mlp, split
+from pipeline.curvature import HessianOperator
+from pipeline.linalg import DenseOperator, lanczos, power_iteration
+
+CE = nn.functional.cross_entropy
+
+
+@pytest.fixture(scope="module")
+def hessian_problem():
+    model = small_mlp()
+    x, y = classification_data(60, (6,))
+    return HessianOperator(model, CE, split(x, y, [32, 28])), dense_hessian(model, CE, x, y)
+
+
+def dense_top(H, k, which):
+    w, V = torch.linalg.eigh(H)
+    key = {"LM": -w.abs(), "LA": -w, "SA": w}[which]
+    idx = torch.argsort(key)[:k]
+    return w[idx], V[:, idx]
+
+
+def assert_matches_dense(result, H, k, which, rtol):
+    values, vectors = dense_top(H, k, which)
+    torch.testing.assert_close(result.eigenvalues, values, rtol=rtol, atol=0)
+    cosines = (result.eigenvectors.T @ vectors).diagonal().abs()
+    assert (cosines > 1 - rtol).all(), cosines
+    recomputed = (H @ result.eigenvectors - result.eigenvectors * result.eigenvalues).norm(dim=0) / result.eigenvalues.abs()
+    torch.testing.assert_close(result.residuals, recomputed, rtol=1e-3, atol=1e-13)
+
+
+@pytest.mark.parametrize("which", ["LM", "LA"])
+@pytest.mark.parametrize("block_size", [1, 4])
+def test_lanczos_on_hessian_matches_eigh(hessian_problem, which, block_size):
+    op, H = hessian_problem
+    result = lanczos(op, 6, tol=1e-10, which=which, block_size=block_size)
+    assert result.converged.all()
+    assert (result.residuals <= 1e-10).all()
+    assert_matches_dense(result, H, 6, which, rtol=1e-8)
+
+
+def synthetic(dim=400, seed=0, spectrum=None):
+    gen = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))
+    if spectrum is None:
+        spectrum = torch.cat([torch.tensor([50.0, -40.0, 30.0, 20.0, -15.0, 12.0, 10.0, 9.0]), 0.5 * torch.randn(dim - 8, generator=gen)])
+    return DenseOperator(Q @ torch.diag(spectrum.double()) @ Q.T)
+
+
+@pytest.mark.parametrize("which", ["LM", "LA", "SA"])
+def test_lanczos_synthetic_indefinite(which):
+    op = synthetic()
+    result = lanczos(op, 5, tol=1e-9, which=which)
+    assert_matches_dense(result, op.matrix, 5, which, rtol=1e-8)
+    assert result.matvecs == op.num_matvecs
+
+
+def test_lanczos_restarts_with_small_basis():
+    op = synthetic()
+    result = lanczos(op, 5, tol=1e-9, ncv=12)
+    assert result.info["restarts"] > 0
+    assert_matches_dense(result, op.matrix, 5, "LM", rtol=1e-8)
+
+
+def test_lanczos_finds_invariant_subspace_of_low_rank_operator():
+    spectrum = torch.cat([torch.tensor([5.0, 4.0, -3.0, 2.0]), torch.zeros(96)])
+    op = synthetic(100, spectrum=spectrum)
+    result = lanczos(op, 4, tol=1e-10)
+    assert_matches_dense(result, op.matrix, 4, "LM", rtol=1e-8)
+
+
+def test_lanczos_full_space_is_exact():
+    op = synthetic(30)
+    result = lanczos(op, 29, ncv=100)
+    assert_matches_dense(result, op.matrix, 29, "LM", rtol=1e-8)
+
+
+def test_lanczos_reports_unconverged_when_budget_runs_out():
+    op = synthetic(spectrum=torch.linspace(1, 2, 400))
+    result = lanczos(op, 5, tol=1e-12, ncv=10, max_matvecs=20)
+    assert not result.converged.all()
+    assert result.matvecs <= 30
+
+
+def test_lanczos_is_seeded():
+    op = synthetic()
+    a, b = lanczos(op, 3, tol=1e-3, seed=4), lanczos(op, 3, tol=1e-3, seed=4)
+    torch.testing.assert_close(a.eigenvectors, b.eigenvectors, rtol=0, atol=0)
+
+
+def test_power_iteration_finds_top_pairs():
+    op = synthetic(200, spectrum=torch.cat([torch.tensor([10.0, -6.0, 3.0]), 0.1 * torch.rand(197)]))
+    result = power_iteration(op, 3, tol=1e-10, max_iter=500)
+    values, vectors = dense_top(op.matrix, 3, "LM")
+    torch.testing.assert_close(result.eigenvalues, values, rtol=1e-6, atol=0)
+    assert ((result.eigenvectors.T @ vectors).diagonal().abs() > 1 - 1e-6).all()
+    assert result.matvecs == op.num_matvecs
+
+
+def test_power_iteration_needs_more_products_than_lanczos():
+    op = synthetic(300)
+    power = power_iteration(op, 5, tol=1e-6, max_iter=1000)
+    krylov = lanczos(op, 5, tol=1e-6)
+    assert krylov.matvecs < power.matvecs
+
+
+@pytest.mark.parametrize("k", [0, -1, 400, 401, 2.0, True])
+def test_bad_k(k):
+    op = synthetic()
+    with pytest.raises(ValueError, match="1 <= k < D = 400"):
+        lanczos(op, k)
+    with pytest.raises(ValueError, match="1 <= k < D = 400"):
+        power_iteration(op, k)
+
+
+def test_bad_which_and_block():
+    op = synthetic()
+    with pytest.raises(ValueError, match="which"):
+        lanczos(op, 2, which="BE")
+    with pytest.raises(ValueError, match="block_size"):
+        lanczos(op, 2, block_size=0)
