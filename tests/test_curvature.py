@@ -135,11 +135,12 @@ def test_to_scipy_matches(mlp_problem):
     torch.testing.assert_close(torch.from_numpy(lin.matvec(V[:, 0].numpy())), op @ V[:, 0])
 
 
-def test_vmap_chunks_give_same_block(mlp_problem):
+@pytest.mark.parametrize("mode", ["forward-over-reverse", "reverse-over-reverse"])
+def test_vector_chunks_give_same_block(mlp_problem, mode):
     model, x, y = mlp_problem
     V = _block(sum(p.numel() for p in model.parameters()), b=5)
-    full = HessianOperator(model, CE, [(x, y)]) @ V
-    chunked = HessianOperator(model, CE, [(x, y)], vmap_chunk_size=2) @ V
+    full = HessianOperator(model, CE, [(x, y)], hvp_mode=mode) @ V
+    chunked = HessianOperator(model, CE, [(x, y)], hvp_mode=mode, vmap_chunk_size=2) @ V
     torch.testing.assert_close(full, chunked, rtol=1e-12, atol=1e-13)
 
 

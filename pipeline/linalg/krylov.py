@@ -1,7 +1,8 @@
 """Block Krylov-Schur basis with full reorthogonalisation in float64.
 
-Maintains an orthonormal basis V = [v_1 .. v_nb] (D, nb) and the projected matrix T = V^T H V
-built from the orthogonalisation coefficients, with the relation
+Maintains an orthonormal basis V = [v_1 .. v_nb] (stored as rows, (nb, D), so every vector is
+contiguous) and the projected matrix T = V^T H V built from the orthogonalisation
+coefficients, with the relation
     H V[:, :n] = V[:, :n] T[:n, :n] + V[:, n:nb] T[n:nb, :n],
 where the last nb - n columns are the residual block whose products are not yet computed.
 Ritz pair (theta_i, V S_i) then has the exact residual norm ||T[n:nb, :n] S_i||.
@@ -20,53 +21,52 @@ class KrylovBasis:
     def __init__(
         self, op: Operator, start: torch.Tensor, capacity: int, seed: int = 0, basis_dtype: torch.dtype = torch.float64
     ):
-        """``start`` (D, b): the starting block; ``capacity``: basis columns to allocate (at most D);
+        """``start`` (D, b): the starting block; ``capacity``: basis vectors to allocate (at most D);
         ``seed`` draws replacement directions after an invariant subspace is found."""
         dim = op.shape[0]
         self.op = op
         self.capacity = min(capacity, dim)
-        self.V = torch.zeros(dim, self.capacity, dtype=basis_dtype, device=op.device)
+        self.rows = torch.zeros(self.capacity, dim, dtype=basis_dtype, device=op.device)
         self.T = torch.zeros(self.capacity, self.capacity, dtype=torch.float64)
-        self.n = 0  # columns whose products are in T
-        self.nb = 0  # basis columns
+        self.n = 0  # vectors whose products are in T
+        self.nb = 0  # basis vectors
         self.norm_estimate = 0.0
         self._eps = torch.finfo(op.dtype).eps
         self._gen = torch.Generator().manual_seed(seed)
-        self._append(start.to(basis_dtype), coupling=None)
+        self._append(start.to(basis_dtype).T, coupling=None)
 
     # ---- expansion ---------------------------------------------------------------------------
     def expand(self, until: int) -> None:
-        """Compute products block by block until ``until`` columns (or the whole space) are done."""
+        """Compute products block by block until ``until`` vectors (or the whole space) are done."""
         until = min(until, self.capacity)
         while self.n < min(until, self.nb):
             cols = slice(self.n, min(self.nb, until))
-            block = self.V[:, cols]
-            W = (self.op @ block.to(self.op.dtype)).to(self.V.dtype)
-            self.norm_estimate = max(self.norm_estimate, float(W.norm(dim=0).max()))
-            basis = self.V[:, : self.nb]
-            coeffs = basis.T @ W
-            W -= basis @ coeffs
-            correction = basis.T @ W
-            W -= basis @ correction
+            W = (self.op @ self.rows[cols].T.to(self.op.dtype)).to(self.rows.dtype).T.contiguous()  # (b, D)
+            self.norm_estimate = max(self.norm_estimate, float(W.norm(dim=1).max()))
+            basis = self.rows[: self.nb]
+            coeffs = basis @ W.T  # (nb, b)
+            W -= coeffs.T @ basis
+            correction = basis @ W.T
+            W -= correction.T @ basis
             self.T[: self.nb, cols] = (coeffs + correction).to(torch.float64).cpu()
             self.n = cols.stop
             self._append(W, coupling=cols)
 
     def _append(self, W: torch.Tensor, coupling: slice | None) -> None:
-        """Orthonormalise the columns of W (already orthogonal to the basis) against the basis and
-        each other, append them, and record W = Q R in T[new rows, coupling]. A direction already
-        in the span (an invariant subspace) is replaced by a random one with zero coupling."""
-        R = torch.zeros(W.shape[1], W.shape[1], dtype=torch.float64)
+        """Orthonormalise the rows of W (b, D), already orthogonal to the basis, against the basis
+        and each other, append them, and record W^T = Q R in T[new rows, coupling]. A direction
+        already in the span (an invariant subspace) is replaced by a random one, coupling zero."""
+        R = torch.zeros(W.shape[0], W.shape[0], dtype=torch.float64)
         threshold = 10 * self._eps * self.norm_estimate
         added = 0
-        for i in range(W.shape[1]):
+        for i in range(W.shape[0]):
             if self.nb + added == self.capacity:
                 break  # the basis spans the whole space: what is left lies in it
-            w = W[:, i].clone()
+            w = W[i].clone()
             for _ in range(2):
-                basis = self.V[:, : self.nb + added]
-                coeffs = basis.T @ w
-                w -= basis @ coeffs
+                basis = self.rows[: self.nb + added]
+                coeffs = basis @ w
+                w -= coeffs @ basis
                 R[:added, i] += coeffs[self.nb :].to(torch.float64).cpu()
             norm = float(w.norm())
             if norm <= threshold:
@@ -74,17 +74,17 @@ class KrylovBasis:
             else:
                 w /= norm
             R[added, i] = norm
-            self.V[:, self.nb + added] = w
+            self.rows[self.nb + added] = w
             added += 1
         if coupling is not None:
             self.T[self.nb : self.nb + added, coupling] = R[:added]
         self.nb += added
 
     def _random_orthogonal(self, size: int) -> torch.Tensor:
-        w = torch.randn(self.V.shape[0], generator=self._gen, dtype=torch.float64).to(self.V)
+        w = torch.randn(self.rows.shape[1], generator=self._gen, dtype=torch.float64).to(self.rows)
         for _ in range(2):
-            basis = self.V[:, :size]
-            w -= basis @ (basis.T @ w)
+            basis = self.rows[:size]
+            w -= (basis @ w) @ basis
         return w / w.norm()
 
     # ---- Rayleigh-Ritz and restart -------------------------------------------------------------
@@ -97,19 +97,18 @@ class KrylovBasis:
         return theta, S, residuals
 
     def vectors(self, S: torch.Tensor) -> torch.Tensor:
-        """Ritz vectors V[:, :n] S (D, len)."""
-        return self.V[:, : self.n] @ S.to(self.V)
+        """Ritz vectors V[:, :n] S, shape (D, len)."""
+        return self.rows[: self.n].T @ S.to(self.rows)
 
     def restart(self, theta: torch.Tensor, S: torch.Tensor) -> None:
         """Thick restart keeping the Ritz pairs (theta, S columns) and the residual block."""
         p, n, nb = S.shape[1], self.n, self.nb
-        residual = self.V[:, n:nb].clone()
+        residual = self.rows[n:nb].clone()
         coupling = self.T[n:nb, :n] @ S
-        self.V[:, :p] = self.vectors(S)
-        self.V[:, p : p + nb - n] = residual
+        self.rows[:p] = S.T.to(self.rows) @ self.rows[:n]
+        self.rows[p : p + nb - n] = residual
         self.T.zero_()
         self.T[:p, :p] = torch.diag(theta)
         self.T[p : p + nb - n, :p] = coupling
         self.T[:p, p : p + nb - n] = coupling.T
         self.n, self.nb = p, p + nb - n
-

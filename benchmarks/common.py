@@ -1,0 +1,50 @@
+"""Shared pieces of the benchmark scripts: timing and the benchmark problems."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from pipeline.data.digits import load_digits
+from pipeline.data.subsets import batches, class_balanced_indices
+from pipeline.models.mlp import tanh_mlp
+
+
+def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def digits_problem(widths: tuple[int, ...], samples: int = 1000, train_steps: int = 300, seed: int = 0):
+    """A tanh-MLP briefly trained (SGD, lr 0.3, full batch) on a class-balanced digits subset.
+
+    Returns (model, loss_fn, inputs, targets); the spectrum of a trained net decays like the
+    paper's, which is what the eigensolver comparisons need.
+    """
+    torch.manual_seed(seed)
+    x, y = load_digits()
+    index = class_balanced_indices(y, samples, seed=seed)
+    x, y = x[index], y[index]
+    model = tanh_mlp(widths)
+    loss_fn = nn.functional.cross_entropy
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
+    for _ in range(train_steps):
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+    return model.eval(), loss_fn, x, y
+
+
+def data_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int):
+    return batches(x, y, batch_size)
