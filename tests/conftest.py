@@ -15,3 +15,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory):
+    """One local Ray instance for the whole session (8 logical CPUs: workers mostly wait), files under a temp dir."""
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    import ray
+    from ray import cloudpickle
+
+    import helpers
+
+    cloudpickle.register_pickle_by_value(helpers)  # workers cannot import the tests directory
+    ray.init(num_cpus=8, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
+    yield ray
+    ray.shutdown()

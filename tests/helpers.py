@@ -79,3 +79,34 @@ def dense_fisher(model, loss_fn, x, y) -> torch.Tensor:
 
     G = torch.stack([jacrev(sample_loss)(theta, x[i], y[i]) for i in range(x.shape[0])])
     return G.T @ G / x.shape[0]
+
+
+def mlp_factory(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+    """Picklable model factory for Ray workers (a slightly wider MLP)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3)).to(dtype)
+
+
+def data_factory(n: int = 61, dtype: torch.dtype = torch.float64):
+    return classification_data(n, (6,), dtype=dtype)
+
+
+def failing_factory():
+    raise RuntimeError("checkpoint file /nonexistent/model.pt not found")
+
+
+class SlowDataset(torch.utils.data.Dataset):
+    """A map-style data set that sleeps per sample (to kill a worker in the middle of a product)."""
+
+    def __init__(self, n: int = 40, delay_s: float = 0.02):
+        self.x, self.y = classification_data(n, (6,))
+        self.delay_s = delay_s
+
+    def __len__(self):
+        return self.x.shape[0]
+
+    def __getitem__(self, i):
+        import time
+
+        time.sleep(self.delay_s)
+        return self.x[i], self.y[i]

@@ -1,4 +1,4 @@
-"""Fixed, class-balanced subsets, batching and balanced sharding by sample index."""
+"""Fixed, class-balanced subsets and batching."""
 
 from __future__ import annotations
 
@@ -20,17 +20,6 @@ def class_balanced_indices(targets: torch.Tensor, size: int, seed: int = 0) -> t
             raise ValueError(f"class {label} has only {members.numel()} samples, a balanced subset of {size} needs {want}")
         chosen.append(members[torch.randperm(members.numel(), generator=gen)[:want]])
     return torch.sort(torch.cat(chosen)).values
-
-
-def shard_indices(num_samples: int, num_shards: int, rank: int) -> range:
-    """Contiguous, balanced shard ``rank`` of ``num_samples`` (sizes differ by at most one)."""
-    if num_shards <= 0:
-        raise ValueError(f"number of shards must be positive, got {num_shards}")
-    if num_shards > num_samples:
-        raise ValueError(f"cannot split {num_samples} samples into {num_shards} non-empty shards; use fewer workers")
-    base, extra = divmod(num_samples, num_shards)
-    start = rank * base + min(rank, extra)
-    return range(start, start + base + (1 if rank < extra else 0))
 
 
 def batches(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

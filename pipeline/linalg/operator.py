@@ -8,10 +8,17 @@ b vectors, done in one pass), and ``op.to_scipy()`` for scipy.sparse.linalg.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Protocol
 
 import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
+
+
+class ColumnWriter(Protocol):
+    """Receives measured column blocks (e.g. a Zarr array writer); must be picklable to travel."""
+
+    def write(self, columns: range, block: torch.Tensor) -> None: ...
 
 
 class Operator(ABC):
@@ -53,6 +60,18 @@ class Operator(ABC):
         if v.device.type != self.device.type:
             raise ValueError(f"vector is on {v.device}, the operator on {self.device}")
         return v if v.ndim == 2 else v[:, None]
+
+    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None) -> torch.Tensor | None:
+        """H Omega[:, columns] for the seeded test matrix ``kind`` (see ``random_columns``), shape
+        (D, len(columns)); with a ``writer`` the block is handed to ``writer.write(columns, block)``
+        and None is returned. Distributed operators generate Omega where the products are made."""
+        from pipeline.linalg.test_matrices import random_columns
+
+        block = self @ random_columns(kind, seed, self.shape[0], columns, dtype=self.dtype, device=self.device)
+        if writer is None:
+            return block
+        writer.write(columns, block)
+        return None
 
     def to_scipy(self) -> LinearOperator:
         """A scipy LinearOperator applying this operator to numpy arrays (copies via the host)."""

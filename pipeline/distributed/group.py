@@ -1,0 +1,146 @@
+"""WorkerGroup: N worker actors in a PACK placement group with one torch.distributed group,
+rebuilt from scratch when a worker dies."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from pipeline.distributed.spec import ProblemSpec
+from pipeline.distributed.worker import CurvatureWorker
+
+log = logging.getLogger(__name__)
+
+
+class WorkerDied(RuntimeError):
+    """A worker process died (killed, OOM, node lost); the group must be rebuilt."""
+
+
+class WorkerGroup:
+    """Start ``num_workers`` actors (``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs each,
+    torch threads = CPUs), build each shard's operator and the process group. ``run`` calls a
+    worker method on all ranks; if a worker dies the whole group is torn down, rebuilt on the
+    same shards, and the call redone, up to ``max_failures`` times."""
+
+    def __init__(
+        self,
+        spec: ProblemSpec,
+        num_workers: int,
+        cpus_per_worker: float = 1,
+        gpus_per_worker: float = 0,
+        max_failures: int = 3,
+        collective_timeout_s: float = 1800.0,
+        placement_timeout_s: float = 120.0,
+    ):
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers <= 0:
+            raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}")
+        if max_failures < 0:
+            raise ValueError(f"max_failures must be >= 0, got {max_failures}")
+        num_samples = spec.num_samples()
+        if num_workers > num_samples:
+            raise ValueError(f"cannot split {num_samples} samples into {num_workers} non-empty shards; use at most {num_samples} workers")
+        if not ray.is_initialized():
+            raise RuntimeError("Ray is not running: call pipeline.distributed.init_ray(...) (or ray.init) first")
+        self.spec = spec
+        self.num_workers = num_workers
+        self.cpus_per_worker = cpus_per_worker
+        self.gpus_per_worker = gpus_per_worker
+        self.max_failures = max_failures
+        self.collective_timeout_s = collective_timeout_s
+        self.placement_timeout_s = placement_timeout_s
+        self.failures = 0
+        self.actors: list[Any] = []
+        self._placement = None
+        self.info: list[dict[str, Any]] = []
+        self._start()
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def _start(self) -> None:
+        bundle = {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
+        self._placement = placement_group([bundle] * self.num_workers, strategy="PACK")
+        try:
+            ray.get(self._placement.ready(), timeout=self.placement_timeout_s)
+        except GetTimeoutError:
+            self.shutdown()
+            raise RuntimeError(
+                f"cannot place {self.num_workers} workers of {bundle} within {self.placement_timeout_s:.0f}s; "
+                f"the cluster has {ray.cluster_resources()}: use fewer workers or fewer CPUs/GPUs per worker"
+            ) from None
+        remote_cls = ray.remote(CurvatureWorker)
+        self.actors = [
+            remote_cls.options(
+                num_cpus=self.cpus_per_worker,
+                num_gpus=self.gpus_per_worker,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self._placement, placement_group_bundle_index=rank),
+            ).remote(self.spec, rank, self.num_workers, threads=max(1, int(self.cpus_per_worker)))
+            for rank in range(self.num_workers)
+        ]
+        try:
+            self.info = self._gather([actor.build.remote() for actor in self.actors])
+            dims = {info["dim"] for info in self.info}
+            if len(dims) != 1:
+                raise RuntimeError(f"workers built operators of different dimensions {sorted(dims)}: the model factory is not deterministic")
+            address, port = ray.get(self.actors[0].rendezvous.remote())
+            self._gather([actor.join.remote(address, port, self.collective_timeout_s) for actor in self.actors])
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def shutdown(self) -> None:
+        """Kill the actors and release the placement group (idempotent)."""
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors = []
+        if self._placement is not None:
+            remove_placement_group(self._placement)
+            self._placement = None
+
+    def restart(self) -> None:
+        self.shutdown()
+        self._start()
+
+    # ---- calls ------------------------------------------------------------------------------
+    def run(self, method: str, *args: Any) -> list[Any]:
+        """Call ``method(*args)`` on every rank and return the results in rank order."""
+        while True:
+            try:
+                return self._gather([getattr(actor, method).remote(*args) for actor in self.actors])
+            except WorkerDied as death:
+                self.failures += 1
+                if self.failures > self.max_failures:
+                    self.shutdown()
+                    raise RuntimeError(
+                        f"workers died {self.failures} times (max_failures={self.max_failures}); last: {death}. "
+                        "Check the workers' memory (OOM kills) and node health; measured results in the store are kept"
+                    ) from death
+                log.warning("worker died (%s); rebuilding the group (failure %d of at most %d)", death, self.failures, self.max_failures)
+                self.restart()
+
+    def _gather(self, refs: list[Any]) -> list[Any]:
+        """ray.get in completion order, so that one dead worker is noticed while others block in a
+        collective; a task error where a worker is dead counts as a death, others are re-raised."""
+        results: dict[Any, Any] = {}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            try:
+                results[ready[0]] = ray.get(ready[0])
+            except RayActorError as error:
+                raise WorkerDied(str(error).splitlines()[0]) from error
+            except RayTaskError as error:
+                if not self._all_alive():
+                    raise WorkerDied(f"a peer died during a collective: {error.cause!r}") from error
+                raise error.cause from None
+        return [results[ref] for ref in refs]
+
+    def _all_alive(self, timeout_s: float = 10.0) -> bool:
+        try:
+            ray.get([actor.pid.remote() for actor in self.actors], timeout=timeout_s)
+            return True
+        except (RayActorError, GetTimeoutError):
+            return False

@@ -1,0 +1,54 @@
+"""RayOperator: the operator protocol backed by a WorkerGroup."""
+
+from __future__ import annotations
+
+import torch
+
+import ray
+from pipeline.distributed.group import WorkerGroup
+from pipeline.distributed.spec import ProblemSpec
+from pipeline.linalg.operator import ColumnWriter, Operator
+
+
+class RayOperator(Operator):
+    """H of the mean loss over the union of the workers' shards: ``op @ V`` ships V once through
+    the object store, every worker computes its sample-weighted partial product, and the
+    all-reduced result comes back from rank 0. Equal to the in-process operator on all samples.
+
+    ``last_timings`` holds each rank's compute / all-reduce seconds of the latest call.
+    """
+
+    def __init__(self, spec: ProblemSpec, num_workers: int = 2, cpus_per_worker: float = 1, gpus_per_worker: float = 0, max_failures: int = 3, **group_options):
+        self.group = WorkerGroup(spec, num_workers, cpus_per_worker, gpus_per_worker, max_failures, **group_options)
+        info = self.group.info[0]
+        super().__init__(info["dim"], getattr(torch, info["dtype"]), "cpu")
+        self.last_timings: list[dict[str, float]] = []
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        block = ray.put(V.detach().cpu().contiguous().numpy())  # zero-copy reads on the workers
+        return self._reduced("matmat", block)
+
+    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None) -> torch.Tensor | None:
+        """H Omega[:, columns] with Omega generated on the workers (no D-sized vector passes
+        through the driver when a ``writer`` stores the block from rank 0)."""
+        product = self._reduced("measure", kind, seed, columns, writer)
+        self.num_matvecs += len(columns)
+        return product
+
+    def _reduced(self, method: str, *args) -> torch.Tensor | None:
+        results = self.group.run(method, *args)
+        self.last_timings = [timings for _, timings in results]
+        return results[0][0]
+
+    @property
+    def failures(self) -> int:
+        return self.group.failures
+
+    def close(self) -> None:
+        self.group.shutdown()
+
+    def __enter__(self) -> "RayOperator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

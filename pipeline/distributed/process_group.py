@@ -1,0 +1,41 @@
+"""torch.distributed setup inside Ray actors (rank 0 publishes address and a free port)."""
+
+from __future__ import annotations
+
+import socket
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+def free_port() -> int:
+    """A TCP port that was free on this host a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+def node_address() -> str:
+    import ray
+
+    return ray.util.get_node_ip_address()
+
+
+def init_process_group(address: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float) -> None:
+    """Join the group at tcp://address:port (NCCL on GPU, gloo on CPU)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    dist.init_process_group(
+        backend=backend,
+        init_method=f"tcp://{address}:{port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=timeout_s),
+    )
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """In-place sum over the group."""
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor

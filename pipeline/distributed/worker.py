@@ -1,0 +1,79 @@
+"""The worker actor: a model replica on its data shard, all-reducing partial products."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.distributed import process_group
+from pipeline.distributed.spec import ProblemSpec
+from pipeline.linalg.operator import ColumnWriter
+from pipeline.linalg.test_matrices import random_columns
+
+
+class CurvatureWorker:
+    """Rank ``rank`` of ``world_size``: builds its shard's operator, joins the process group and
+    returns sum-reduced, sample-weighted products (rank 0 returns them, the others None)."""
+
+    def __init__(self, spec: ProblemSpec, rank: int, world_size: int, threads: int | None = None):
+        self.spec, self.rank, self.world_size = spec, rank, world_size
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if threads:
+            torch.set_num_threads(threads)
+        self.op = None
+
+    # ---- setup ------------------------------------------------------------------------------
+    def build(self) -> dict[str, Any]:
+        """Build the model replica and the shard's operator; report what the driver needs."""
+        self.op = self.spec.build(self.world_size, self.rank, self.device)
+        return {"dim": self.op.shape[0], "dtype": str(self.op.dtype).removeprefix("torch."), "pid": os.getpid(),
+                "device": str(self.device)}
+
+    def rendezvous(self) -> tuple[str, int]:
+        return process_group.node_address(), process_group.free_port()
+
+    def join(self, address: str, port: int, timeout_s: float) -> None:
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        process_group.init_process_group(address, port, self.rank, self.world_size, backend, timeout_s)
+
+    # ---- products ---------------------------------------------------------------------------
+    def matmat(self, V: np.ndarray) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """(H V on rank 0 else None, timings) for V (D, b), a read-only view into the object store."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the view is read-only; it is never written
+            block = torch.from_numpy(V)
+        return self._reduced_product(block.to(self.device, self.op.dtype))
+
+    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """H Omega[:, columns] with Omega generated here; rank 0 writes it (or returns it)."""
+        omega = random_columns(kind, seed, self.op.shape[0], columns, dtype=self.op.dtype, device=self.device)
+        product, timings = self._reduced_product(omega)
+        if writer is not None and product is not None:
+            start = time.perf_counter()
+            writer.write(columns, product)
+            timings["write_s"] = time.perf_counter() - start
+            product = None
+        return product, timings
+
+    def _reduced_product(self, V: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, float]]:
+        start = time.perf_counter()
+        total, count = self.op.weighted_sum(V)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        computed = time.perf_counter()
+        counts = torch.tensor([float(count)], dtype=torch.float64, device=self.device)
+        process_group.all_reduce_sum(total)
+        process_group.all_reduce_sum(counts)
+        reduced = time.perf_counter()
+        timings = {"compute_s": computed - start, "allreduce_s": reduced - computed}
+        if self.rank != 0:
+            return None, timings
+        return (total / counts.to(total.dtype)).cpu(), timings
+
+    def pid(self) -> int:
+        return os.getpid()

@@ -1,0 +1,143 @@
+"""RayOperator against the in-process operator, fault handling and bad input."""
+
+import functools
+import os
+import signal
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import SlowDataset, data_factory, failing_factory, mlp_factory, split
+from pipeline.curvature import GGNOperator, HessianOperator
+from pipeline.distributed import ProblemSpec, RayOperator, shard_indices
+from pipeline.linalg import lanczos, random_columns
+
+CE = nn.functional.cross_entropy
+
+
+def spec(dtype=torch.float64, n=61, curvature="hessian", batch_size=16, **kwargs):
+    return ProblemSpec(
+        model_factory=functools.partial(mlp_factory, dtype=dtype),
+        dataset_factory=functools.partial(data_factory, n=n, dtype=dtype),
+        loss_fn=CE,
+        curvature=curvature,
+        batch_size=batch_size,
+        **kwargs,
+    )
+
+
+def local_operator(dtype=torch.float64, n=61, cls=HessianOperator):
+    x, y = data_factory(n, dtype)
+    return cls(mlp_factory(dtype=dtype), CE, split(x, y, [n]))
+
+
+@pytest.fixture(scope="module")
+def ray_op(ray_session):
+    with RayOperator(spec(), num_workers=2) as op:
+        yield op
+
+
+def test_shards_are_balanced_and_cover_everything():
+    shards = [shard_indices(61, 2, r) for r in range(2)]
+    assert [len(s) for s in shards] == [31, 30]
+    assert list(shards[0]) + list(shards[1]) == list(range(61))
+
+
+def test_two_workers_equal_in_process_float64(ray_op):
+    local = local_operator()
+    V = torch.randn(local.shape[0], 3, dtype=torch.float64)
+    torch.testing.assert_close(ray_op @ V, local @ V, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ray_op @ V[:, 0], local @ V[:, 0], rtol=1e-10, atol=1e-12)
+    assert len(ray_op.last_timings) == 2 and all(t["compute_s"] > 0 for t in ray_op.last_timings)
+
+
+def test_two_workers_equal_in_process_float32_ggn(ray_session):
+    local = local_operator(torch.float32, cls=GGNOperator)
+    V = torch.randn(local.shape[0], 2, dtype=torch.float32)
+    with RayOperator(spec(torch.float32, curvature="ggn", batch_size=7), num_workers=2) as op:
+        assert op.dtype == torch.float32
+        result = op @ V
+    expected = local @ V
+    assert float((result - expected).norm() / expected.norm()) < 1e-5
+
+
+def test_lanczos_through_ray_equals_in_process(ray_op):
+    ours = lanczos(ray_op, 4, tol=1e-10)
+    reference = lanczos(local_operator(), 4, tol=1e-10)
+    torch.testing.assert_close(ours.eigenvalues, reference.eigenvalues, rtol=1e-9, atol=0)
+    assert ((ours.eigenvectors.T @ reference.eigenvectors).diagonal().abs() > 1 - 1e-9).all()
+
+
+def test_measure_generates_test_vectors_on_workers(ray_op):
+    local = local_operator()
+    columns = range(3, 6)
+    expected = local @ random_columns("rademacher", 11, local.shape[0], columns)
+    before = ray_op.num_matvecs
+    torch.testing.assert_close(ray_op.measure("rademacher", 11, columns), expected, rtol=1e-10, atol=1e-12)
+    assert ray_op.num_matvecs - before == 3
+
+
+def _worker_pids(op):
+    return [info["pid"] for info in op.group.info]
+
+
+def test_worker_killed_between_products_is_replaced(ray_session):
+    local = local_operator()
+    V = torch.randn(local.shape[0], 2, dtype=torch.float64)
+    with RayOperator(spec(), num_workers=2) as op:
+        first = op @ V
+        victim = _worker_pids(op)[1]
+        os.kill(victim, signal.SIGKILL)
+        second = op @ V
+        assert op.failures == 1
+        assert victim not in _worker_pids(op)
+    torch.testing.assert_close(first, second, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(second, local @ V, rtol=1e-10, atol=1e-12)
+
+
+def test_worker_killed_during_a_product_is_redone(ray_session):
+    dataset = SlowDataset(n=40, delay_s=0.03)
+    slow = ProblemSpec(functools.partial(mlp_factory), functools.partial(lambda d: d, dataset), CE, batch_size=4)
+    local = HessianOperator(mlp_factory(), CE, split(dataset.x, dataset.y, [40]))
+    V = torch.randn(local.shape[0], dtype=torch.float64)
+    with RayOperator(slow, num_workers=2) as op:
+        victim = _worker_pids(op)[0]
+        timer = threading.Timer(0.3, os.kill, (victim, signal.SIGKILL))
+        timer.start()
+        result = op @ V  # takes ~0.6 s per product: the kill lands inside it
+        timer.join()
+        assert op.failures == 1
+        assert victim not in _worker_pids(op)
+    torch.testing.assert_close(result, local @ V, rtol=1e-10, atol=1e-12)
+
+
+def test_too_many_failures_stop_with_a_clear_error(ray_session):
+    op = RayOperator(spec(), num_workers=2, max_failures=0)
+    os.kill(_worker_pids(op)[0], signal.SIGKILL)
+    with pytest.raises(RuntimeError, match="max_failures=0"):
+        op @ torch.ones(op.shape[0], dtype=torch.float64)
+    op.close()
+
+
+def test_more_workers_than_samples(ray_session):
+    with pytest.raises(ValueError, match="cannot split 3 samples into 4"):
+        RayOperator(spec(n=3), num_workers=4)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5])
+def test_bad_worker_count(ray_session, workers):
+    with pytest.raises(ValueError, match="num_workers"):
+        RayOperator(spec(), num_workers=workers)
+
+
+def test_model_factory_that_raises(ray_session):
+    broken = ProblemSpec(failing_factory, functools.partial(data_factory), CE)
+    with pytest.raises(RuntimeError, match="checkpoint file /nonexistent/model.pt not found"):
+        RayOperator(broken, num_workers=2)
+
+
+def test_unknown_curvature():
+    with pytest.raises(ValueError, match="unknown curvature"):
+        spec(curvature="kfac")
