@@ -31,7 +31,8 @@ def assert_matches_dense(result, H, k, which, rtol):
     cosines = (result.eigenvectors.T @ vectors).diagonal().abs()
     assert (cosines > 1 - rtol).all(), cosines
     recomputed = (H @ result.eigenvectors - result.eigenvectors * result.eigenvalues).norm(dim=0) / result.eigenvalues.abs()
-    torch.testing.assert_close(result.residuals, recomputed, rtol=1e-3, atol=1e-13)
+    # reported residuals come from the Krylov relation; recomputed ones add rounding ~eps ||H|| / |lambda|
+    torch.testing.assert_close(result.residuals, recomputed, rtol=1e-3, atol=1e-11)
 
 
 @pytest.mark.parametrize("which", ["LM", "LA"])

@@ -2,9 +2,11 @@
 
 from pipeline.linalg.density import slq_density
 from pipeline.linalg.lanczos import lanczos
+from pipeline.linalg.measurements import MemoryStore, StoreMismatchError
 from pipeline.linalg.operator import DenseOperator, LowRankPlusDiagonalOperator, Operator
 from pipeline.linalg.power import power_iteration
 from pipeline.linalg.result import EigResult, SketchResult, SpectralDensity, TraceEstimate
+from pipeline.linalg.seigh import seigh
 from pipeline.linalg.sketch import sketch_eigs
 from pipeline.linalg.test_matrices import random_columns
 from pipeline.linalg.trace import hutchinson_trace, hutchpp_trace
@@ -13,15 +15,18 @@ __all__ = [
     "DenseOperator",
     "EigResult",
     "LowRankPlusDiagonalOperator",
+    "MemoryStore",
     "Operator",
     "SketchResult",
     "SpectralDensity",
+    "StoreMismatchError",
     "TraceEstimate",
     "hutchinson_trace",
     "hutchpp_trace",
     "lanczos",
     "power_iteration",
     "random_columns",
+    "seigh",
     "sketch_eigs",
     "slq_density",
 ]

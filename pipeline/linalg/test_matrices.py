@@ -1,8 +1,9 @@
-"""Seeded random test matrices whose column j depends only on (seed, j).
+"""Seeded random test matrices whose entry (i, j) depends only on (seed, i, j).
 
-Columns never depend on the block size or the worker count, so a sketch measured in any split
-is identical. Every kind has E[omega omega^T] = I (entries of unit variance; columns of squared
-norm about D).
+A counter-based generator (SplitMix64 finaliser of (seed, column, row)) makes any block of
+rows and columns computable on its own: columns never depend on the block size or worker
+count, and post-processing can stream row blocks of Psi. Every kind has E[omega omega^T] = I.
+SSRFT (structured; Woolfe et al. 2008) is column-accessible only.
 """
 
 from __future__ import annotations
@@ -15,12 +16,46 @@ import scipy.fft
 import torch
 
 KINDS = ("rademacher", "gaussian", "ssrft")
+ROW_ACCESSIBLE = ("rademacher", "gaussian")
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_CHUNK_ENTRIES = 1 << 20
 
 
-def column_generator(seed: int, column: int) -> torch.Generator:
-    """A CPU torch generator determined by (seed, column) alone."""
-    state = np.random.SeedSequence([int(seed), int(column)]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser (a bijection on uint64 with good avalanche)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _bits(seed: int, rows: range, columns: np.ndarray, stream: int = 0) -> np.ndarray:
+    """(len(rows), len(columns)) uint64 random bits for entry (i, j) of ``seed``."""
+    with np.errstate(over="ignore"):
+        base = _mix(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) + np.uint64(stream) * _GOLDEN)
+        keys = _mix(base + columns.astype(np.uint64) * _GOLDEN)
+        row_ids = np.arange(rows.start, rows.stop, dtype=np.uint64)
+        return _mix(keys[None, :] ^ _mix(row_ids * _GOLDEN + np.uint64(1))[:, None])
+
+
+def random_block(kind: str, seed: int, rows: range, columns: Iterable[int]) -> np.ndarray:
+    """Entries rows x columns of the test matrix ``kind`` (rademacher or gaussian), float64."""
+    columns = np.asarray(list(columns), dtype=np.int64)
+    if kind not in ROW_ACCESSIBLE:
+        raise ValueError(f"row blocks exist only for {ROW_ACCESSIBLE} test matrices, not {kind!r}")
+    if columns.size and columns.min() < 0:
+        raise ValueError("column indices must be non-negative")
+    out = np.empty((len(rows), columns.size))
+    step = max(1, _CHUNK_ENTRIES // max(columns.size, 1))  # bound the uint64 temporaries
+    for start in range(0, len(rows), step):
+        part = rows[start : start + step]
+        bits = _bits(seed, part, columns)
+        if kind == "rademacher":
+            out[start : start + len(part)] = 1.0 - 2.0 * (bits >> np.uint64(63)).astype(np.float64)
+        else:  # Box-Muller on the two 32-bit halves
+            u1 = ((bits >> np.uint64(32)).astype(np.float64) + 1.0) * 2.0**-32
+            u2 = (bits & np.uint64(0xFFFFFFFF)).astype(np.float64) * 2.0**-32
+            out[start : start + len(part)] = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    return out
 
 
 def random_columns(
@@ -35,26 +70,15 @@ def random_columns(
     columns = list(columns)
     if kind not in KINDS:
         raise ValueError(f"unknown test matrix kind {kind!r}; choose one of {KINDS}")
-    if any(j < 0 for j in columns):
-        raise ValueError("column indices must be non-negative")
-    if kind == "ssrft":
-        block = _ssrft_columns(seed, dim, columns)
-    else:
-        block = torch.empty(dim, len(columns), dtype=torch.float64)
-        for i, j in enumerate(columns):
-            gen = column_generator(seed, j)
-            if kind == "rademacher":
-                block[:, i] = torch.randint(0, 2, (dim,), generator=gen, dtype=torch.float64) * 2 - 1
-            else:
-                block[:, i] = torch.randn(dim, generator=gen, dtype=torch.float64)
-    return block.to(device=device, dtype=dtype)
+    block = _ssrft_columns(seed, dim, columns) if kind == "ssrft" else random_block(kind, seed, range(dim), columns)
+    return torch.from_numpy(block).to(device=device, dtype=dtype)
 
 
 @lru_cache(maxsize=4)
 def _ssrft_plan(seed: int, dim: int) -> tuple[np.ndarray, ...]:
-    rng = np.random.default_rng([int(seed), dim, 0x55F7])
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, dim, 0x55F7])
     return (
-        rng.permutation(dim),  # which output row column j reads
+        rng.permutation(dim),  # which row of T column j reads
         rng.permutation(dim),
         rng.choice([-1.0, 1.0], dim),
         rng.permutation(dim),
@@ -62,11 +86,11 @@ def _ssrft_plan(seed: int, dim: int) -> tuple[np.ndarray, ...]:
     )
 
 
-def _ssrft_columns(seed: int, dim: int, columns: list[int]) -> torch.Tensor:
+def _ssrft_columns(seed: int, dim: int, columns: list[int]) -> np.ndarray:
     """Columns of Omega = sqrt(D) T^T R^T with T = F P2 S2 F P1 S1 (F orthonormal DCT-II, P
-    permutations, S random signs) and R selecting rows; column j reads row perm0[j] of T."""
-    if columns and max(columns) >= dim:
-        raise ValueError(f"an SSRFT test matrix has at most D={dim} columns")
+    permutations, S random signs) and R selecting rows; column j reads row rows[j] of T."""
+    if columns and (min(columns) < 0 or max(columns) >= dim):
+        raise ValueError(f"an SSRFT test matrix has columns 0..{dim - 1}")
     rows, perm2, signs2, perm1, signs1 = _ssrft_plan(seed, dim)
     e = np.zeros((dim, len(columns)))
     e[rows[columns], np.arange(len(columns))] = 1.0
@@ -74,7 +98,7 @@ def _ssrft_columns(seed: int, dim: int, columns: list[int]) -> torch.Tensor:
     x = _inverse_permute(x, perm2) * signs2[:, None]  # S2 P2^T
     x = scipy.fft.idct(x, norm="ortho", axis=0)  # F^T
     x = _inverse_permute(x, perm1) * signs1[:, None]  # S1 P1^T
-    return torch.from_numpy(np.sqrt(dim) * x)
+    return np.sqrt(dim) * x
 
 
 def _inverse_permute(x: np.ndarray, perm: np.ndarray) -> np.ndarray:

@@ -1,0 +1,73 @@
+"""A-posteriori figures of an eigen-approximation H ~ V diag(lambda) V^T."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import brentq
+
+from pipeline.linalg.operator import Operator
+from pipeline.linalg.probes import apply_in_blocks
+from pipeline.linalg.test_matrices import random_columns
+
+
+def pair_residuals(op: Operator, values: torch.Tensor, vectors: torch.Tensor, block_size: int) -> torch.Tensor:
+    """||H v_i - lambda_i v_i|| / |lambda_i| for unit columns v_i of ``vectors`` (k products)."""
+    V = vectors.to(torch.float64)
+    HV = apply_in_blocks(op, V, block_size)
+    return (HV - V * values).norm(dim=0).cpu() / values.abs().clamp(min=1e-300)
+
+
+@dataclass
+class FrobeniusErrorEstimate:
+    """est^2 = (1/q) sum_i ||(H - H_k) g_i||^2 with Gaussian g_i is unbiased for ||H - H_k||_F^2.
+
+    est^2 / err^2 is a convex combination of chi^2_q / q variables, so Chernoff's bound
+    P{X >= t} (t > 1) and P{X <= t} (t < 1) <= (t e^(1 - t))^(q/2) holds (Tropp et al. 2019,
+    Sec. 6); ``low``/``high`` bound the true error with probability >= 1 - 2 * ``failure``.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    failure: float
+    relative: float  # estimate / ||H||_F estimate from the same probes
+    test_vectors: int
+
+
+def chernoff_ratio(q: int, failure: float, upper: bool) -> float:
+    """The t with (t e^(1-t))^(q/2) = failure on the upper (t > 1) or lower (t < 1) side."""
+    def gap(t: float) -> float:
+        return (q / 2) * (math.log(t) + 1 - t) - math.log(failure)
+
+    return brentq(gap, 1.0, 1e6) if upper else brentq(gap, 1e-12, 1.0)
+
+
+def frobenius_error(
+    op: Operator, values: torch.Tensor, vectors: torch.Tensor, test_vectors: int, seed: int, block_size: int, failure: float = 0.05
+) -> FrobeniusErrorEstimate:
+    """Estimate ||H - V diag(values) V^T||_F with ``test_vectors`` Gaussian probes (that many products)."""
+    G = random_columns("gaussian", seed, op.shape[0], range(test_vectors), device=op.device)
+    HG = apply_in_blocks(op, G, block_size)
+    V = vectors.to(torch.float64)
+    residual = HG - V @ (values[:, None] * (V.T @ G))
+    est2 = float((residual**2).sum()) / test_vectors
+    norm2 = float((HG**2).sum()) / test_vectors
+    est = math.sqrt(est2)
+    high_ratio = chernoff_ratio(test_vectors, failure, upper=False)  # est^2 / err^2 >= this w.p. 1 - failure
+    low_ratio = chernoff_ratio(test_vectors, failure, upper=True)
+    return FrobeniusErrorEstimate(
+        estimate=est,
+        low=est / math.sqrt(low_ratio),
+        high=est / math.sqrt(high_ratio),
+        failure=failure,
+        relative=est / math.sqrt(norm2) if norm2 > 0 else float("nan"),
+        test_vectors=test_vectors,
+    )
+
+
+def as_dict(estimate: FrobeniusErrorEstimate) -> dict[str, float]:
+    return {k: float(v) if isinstance(v, (float, np.floating)) else v for k, v in estimate.__dict__.items()}

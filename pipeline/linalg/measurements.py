@@ -1,0 +1,110 @@
+"""Where SEIGH keeps its measurements: column-blocked arrays with completion marks.
+
+``BlockedColumns`` works on anything sliceable like numpy (numpy arrays here, Zarr arrays in
+``pipeline.store``): a block's mark is set only after its data is written, so a run killed at
+any point resumes by measuring exactly the unmarked blocks. ``MemoryStore`` is the in-memory
+backend with the same interface as ``pipeline.store.RunStore``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.linalg.operator import ColumnWriter
+
+
+class StoreMismatchError(ValueError):
+    """A store holds measurements of another configuration."""
+
+
+def fingerprint_hash(fingerprint: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_fingerprint(stored: dict[str, Any] | None, wanted: dict[str, Any], where: str) -> None:
+    """Raise StoreMismatchError naming the keys that differ between ``stored`` and ``wanted``."""
+    if stored is None or fingerprint_hash(stored) == fingerprint_hash(wanted):
+        return
+    keys = sorted(set(stored) | set(wanted))
+    diffs = ", ".join(f"{key}: {stored.get(key)!r} -> {wanted.get(key)!r}" for key in keys if stored.get(key) != wanted.get(key))
+    raise StoreMismatchError(
+        f"{where} holds measurements of another configuration ({diffs}); use a new output "
+        "directory, or rerun with the original configuration to resume"
+    )
+
+
+class BlockedColumns:
+    """A (D, n) measurement array written in blocks of ``block`` columns; ``done[i]`` marks block i.
+
+    ``writer`` (picklable, or None) lets remote workers write blocks themselves.
+    """
+
+    def __init__(self, data: Any, done: Any, block: int, writer: ColumnWriter | None = None):
+        self.data, self.done, self.block, self.writer = data, done, block, writer
+        self.shape = tuple(data.shape)
+
+    def blocks(self) -> list[range]:
+        n = self.shape[1]
+        return [range(start, min(start + self.block, n)) for start in range(0, n, self.block)]
+
+    def missing_blocks(self) -> list[range]:
+        marks = np.asarray(self.done[:])
+        return [cols for index, cols in enumerate(self.blocks()) if not marks[index]]
+
+    def write(self, columns: range, values: torch.Tensor | np.ndarray) -> None:
+        """Store columns ``columns`` (aligned to one block), then mark the block complete."""
+        if columns.start % self.block or len(columns) != len(self.blocks()[columns.start // self.block]):
+            raise ValueError(f"columns {columns} are not one whole block of {self.block}")
+        array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        self.data[:, columns.start : columns.stop] = array.astype(self.data.dtype, copy=False)
+        self.done[columns.start // self.block] = 1
+
+    def unmark(self, columns: range) -> None:
+        """Forget the blocks overlapping ``columns`` (their data is damaged); they are remeasured."""
+        for index in range(columns.start // self.block, (columns.stop - 1) // self.block + 1):
+            self.done[index] = 0
+
+    def read_rows(self, rows: range, ncols: int | None = None) -> np.ndarray:
+        """Rows ``rows`` of the first ``ncols`` columns as float64 (m, ncols)."""
+        ncols = self.shape[1] if ncols is None else ncols
+        return np.asarray(self.data[rows.start : rows.stop, :ncols], dtype=np.float64)
+
+
+class MemoryStore:
+    """In-memory backend: numpy arrays, the same interface as the Zarr ``RunStore``."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+        self.attrs: dict[str, Any] = {}
+
+    def bind(self, fingerprint: dict[str, Any]) -> None:
+        check_fingerprint(self.attrs.get("fingerprint"), fingerprint, "this MemoryStore")
+        self.attrs["fingerprint"] = fingerprint
+
+    row_chunk = None
+
+    def columns(self, name: str, dim: int, ncols: int, block: int, dtype: torch.dtype) -> BlockedColumns:
+        if name not in self.arrays:
+            self.arrays[name] = np.full((dim, ncols), np.nan, dtype=_numpy_dtype(dtype))
+            self.arrays[name + "_done"] = np.zeros(-(-ncols // block), dtype=np.uint8)
+        return BlockedColumns(self.arrays[name], self.arrays[name + "_done"], block)
+
+    def matrix(self, name: str, shape: tuple[int, int], chunk_rows: int, dtype: Any = np.float64) -> np.ndarray:
+        """A (rows, cols) array written and read by row blocks (recreated on every call)."""
+        self.arrays[name] = np.zeros(shape, dtype=dtype)
+        return self.arrays[name]
+
+    def save(self, name: str, value: np.ndarray) -> None:
+        self.arrays[name] = np.asarray(value)
+
+    def eigenvectors(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array)
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty((), dtype=dtype).numpy().dtype

@@ -1,0 +1,212 @@
+"""SEIGH: sketched symmetric eigendecomposition from outer and inner measurements.
+
+Tropp, Yurtsever, Udell, Cevher (2019), symmetric case: Y = H Omega (D x nO), W = H Psi^T
+(D x nI), Z = Psi W; Q = orth(Y) by two-level TSQR in float64 streamed over row blocks;
+C = (Psi Q)^+ Z ((Psi Q)^+)^T by QR solves, symmetrised; C = U L U^T; V = Q U (top k by
+|lambda|). Every pass over D-sized data reads row blocks, so peak memory is a few row blocks
+whatever nO x D is; the same code runs on in-memory arrays and on a Zarr store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.linalg.aposteriori import as_dict, frobenius_error, pair_residuals
+from pipeline.linalg.lanczos import lanczos, order_by
+from pipeline.linalg.measurements import BlockedColumns, MemoryStore
+from pipeline.linalg.operator import Operator
+from pipeline.linalg.result import EigResult
+from pipeline.linalg.test_matrices import KINDS, ROW_ACCESSIBLE, random_block
+from pipeline.linalg.validation import check_k, check_positive
+
+log = logging.getLogger(__name__)
+
+
+def derived_seed(seed: int, stream: int) -> int:
+    """Independent seeds for Omega (0), Psi (1) and the error probes (2)."""
+    return int(np.random.SeedSequence([int(seed), stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def seigh(
+    op: Operator,
+    k: int,
+    outer: int,
+    inner: int,
+    seed: int = 0,
+    store=None,
+    block_size: int = 8,
+    outer_kind: str = "rademacher",
+    inner_kind: str = "rademacher",
+    recycled: bool = False,
+    residuals: bool = True,
+    error_test_vectors: int = 8,
+    refine_tol: float | None = None,
+    memory_bytes: int = 2**30,
+    problem: dict | None = None,
+    progress: bool | None = None,
+    on_block: Callable[[str, range], None] | None = None,
+) -> EigResult:
+    """Top-k eigenpairs (by |lambda|) of ``op`` from ``outer`` + ``inner`` measurements.
+
+    ``store``: None (in memory) or a ``pipeline.store.RunStore``; measurements already in the
+    store are reused (resume), a store of another configuration is refused. ``recycled`` uses
+    the first nO columns of Psi^T as Omega (nI products instead of nO + nI). ``residuals``
+    spends k more products on ||H v - lambda v|| / |lambda|; ``error_test_vectors`` q more on the
+    Frobenius error estimate. ``refine_tol`` runs block Lanczos started from the SEIGH vectors
+    until every residual is below it. ``memory_bytes`` bounds the row blocks of post-processing.
+    ``problem`` (a dict) names the operator in the store's fingerprint.
+    """
+    dim = op.shape[0]
+    check_k(op, k)
+    check_positive(block_size, "block_size")
+    if not k <= outer < dim:
+        raise ValueError(f"outer must satisfy k={k} <= outer < D={dim}, got {outer}")
+    if not 2 * outer <= inner <= dim:
+        raise ValueError(f"inner must satisfy 2 * outer = {2 * outer} <= inner <= D = {dim}, got {inner}")
+    if outer_kind not in KINDS:
+        raise ValueError(f"unknown outer test matrix {outer_kind!r}; choose one of {KINDS}")
+    if inner_kind not in ROW_ACCESSIBLE:
+        raise ValueError(f"inner test matrix must be one of {ROW_ACCESSIBLE} (Psi is streamed by rows), got {inner_kind!r}")
+    store = store if store is not None else MemoryStore()
+    outer_kind = inner_kind if recycled else outer_kind
+    seeds = {name: derived_seed(seed, i) for i, name in enumerate(("outer", "inner", "error"))}
+    if recycled:
+        seeds["outer"] = seeds["inner"]
+    store.bind({
+        "dim": dim, "dtype": str(op.dtype), "outer": outer, "inner": inner, "seed": seed, "block_size": block_size,
+        "outer_kind": outer_kind, "inner_kind": inner_kind, "recycled": recycled, "problem": problem or {},
+    })
+
+    rows = _row_blocks(dim, outer, memory_bytes // (8 * (2 * inner + 2 * outer)))
+    if store.row_chunk is None:
+        store.row_chunk = len(rows[0])  # measurement chunks line up with the row blocks read later
+    before = op.num_matvecs
+    W = store.columns("inner", dim, inner, block_size, op.dtype)
+    _measure(op, W, inner_kind, seeds["inner"], "inner", progress, on_block)
+    if recycled:
+        Y = W
+    else:
+        Y = store.columns("outer", dim, outer, block_size, op.dtype)
+        _measure(op, Y, outer_kind, seeds["outer"], "outer", progress, on_block)
+    measured = op.num_matvecs - before
+
+    Q = _tsqr(store, Y, outer, rows, progress)
+    psi_q, Z = _project_inner(W, Q, inner_kind, seeds["inner"], outer, rows, progress)
+    values, U = _core_eigh(psi_q, Z)
+    top = order_by(torch.from_numpy(values), "LM")[:k].numpy()
+    V_store = store.matrix("eigenvectors", (dim, k), rows[0].stop, np.float64)
+    for block in rows:
+        V_store[block.start : block.stop] = np.asarray(Q[block.start : block.stop]) @ U[:, top]
+    eigenvalues = torch.from_numpy(values[top].copy())
+    info = {"outer": outer, "inner": inner, "recycled": recycled, "measured_now": measured, "row_blocks": len(rows),
+            "sketch_eigenvalues": values[order_by(torch.from_numpy(values), "LM").numpy()].tolist()}
+    return _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residuals, error_test_vectors,
+                   seeds["error"], refine_tol)
+
+
+def _measure(op: Operator, array: BlockedColumns, kind: str, seed: int, name: str, progress, on_block) -> None:
+    missing = array.missing_blocks()
+    done = len(array.blocks()) - len(missing)
+    if done:
+        log.info("%s measurements: %d of %d blocks already in the store, measuring %d", name, done, len(array.blocks()), len(missing))
+    for columns in tqdm(missing, desc=f"{name} measurements", unit="block", disable=_quiet(progress)):
+        block = op.measure(kind, seed, columns, writer=array.writer)
+        if block is not None:
+            array.write(columns, block)
+        if on_block is not None:
+            on_block(name, columns)
+
+
+def _row_blocks(dim: int, min_rows: int, target_rows: int) -> list[range]:
+    """Row blocks of about ``target_rows`` rows, each with at least ``min_rows`` (for the QR)."""
+    height = max(min_rows, target_rows, 1)
+    count = max(1, dim // height)
+    edges = np.linspace(0, dim, count + 1).round().astype(int)
+    return [range(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _checked_rows(array: BlockedColumns, block: range, ncols: int, name: str) -> np.ndarray:
+    values = array.read_rows(block, ncols)
+    bad = ~np.isfinite(values).all(axis=0)
+    if bad.any():
+        cols = np.flatnonzero(bad)
+        array.unmark(range(int(cols.min()), int(cols.max()) + 1))
+        raise RuntimeError(
+            f"the store's {name} measurements are damaged in columns {cols.min()}..{cols.max()} (missing or "
+            "non-finite chunks); their blocks were unmarked: rerun the same command to remeasure them"
+        )
+    return values
+
+
+def _tsqr(store, Y: BlockedColumns, outer: int, rows: list[range], progress) -> np.ndarray:
+    """Q = orth(Y[:, :outer]) in float64: QR of each row block, QR of the stacked R factors,
+    then Q_i <- Q_i Q2_i written back (two passes over the rows)."""
+    Q = store.matrix("Q", (Y.shape[0], outer), rows[0].stop, np.float64)
+    factors = []
+    for block in tqdm(rows, desc="TSQR", unit="rows", disable=_quiet(progress)):
+        q, r = np.linalg.qr(_checked_rows(Y, block, outer, "outer"))
+        Q[block.start : block.stop] = q
+        factors.append(r)
+    q2, _ = np.linalg.qr(np.concatenate(factors))
+    for index, block in enumerate(rows):
+        Q[block.start : block.stop] = np.asarray(Q[block.start : block.stop]) @ q2[index * outer : (index + 1) * outer]
+    return Q
+
+
+def _project_inner(W: BlockedColumns, Q, kind: str, seed: int, outer: int, rows: list[range], progress) -> tuple[np.ndarray, np.ndarray]:
+    """Psi Q (nI, nO) and Z = Psi W (nI, nI), accumulated over row blocks of Psi^T."""
+    inner = W.shape[1]
+    psi_q = np.zeros((inner, outer))
+    Z = np.zeros((inner, inner))
+    for block in tqdm(rows, desc="Psi Q and Z", unit="rows", disable=_quiet(progress)):
+        psi_t = random_block(kind, seed, block, range(inner))  # rows of Psi^T, (m, nI)
+        psi_q += psi_t.T @ np.asarray(Q[block.start : block.stop])
+        Z += psi_t.T @ _checked_rows(W, block, inner, "inner")
+    return psi_q, (Z + Z.T) / 2
+
+
+def _core_eigh(psi_q: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """C = (Psi Q)^+ Z ((Psi Q)^+)^T with Psi Q = Qp Rp: C = Rp^-1 (Qp^T Z Qp) Rp^-T; eigh(C)."""
+    from scipy.linalg import solve_triangular
+
+    qp, rp = np.linalg.qr(psi_q)
+    inner_core = qp.T @ Z @ qp
+    left = solve_triangular(rp, inner_core, lower=False)
+    C = solve_triangular(rp, left.T, lower=False).T
+    return np.linalg.eigh((C + C.T) / 2)
+
+
+def _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residuals, error_test_vectors, error_seed, refine_tol) -> EigResult:
+    V = torch.from_numpy(np.asarray(V_store[:])) if refine_tol is not None or residuals or error_test_vectors else None
+    res = torch.full((k,), float("nan"), dtype=torch.float64)
+    if refine_tol is not None:
+        refined = lanczos(op, k, tol=refine_tol, start=V.to(op.device), block_size=k, ncv=3 * k)
+        order = order_by(refined.eigenvalues, "LM")
+        eigenvalues, V, res = refined.eigenvalues[order], refined.eigenvectors[:, order].cpu(), refined.residuals[order]
+        V_store[:] = V.numpy()
+        info["refine_matvecs"] = refined.matvecs
+    elif residuals:
+        res = pair_residuals(op, eigenvalues, V.to(op.device), block_size)
+    if error_test_vectors:
+        info["frobenius_error"] = as_dict(frobenius_error(op, eigenvalues, V.to(op.device), error_test_vectors, error_seed, block_size))
+    store.save("eigenvalues", eigenvalues.numpy())
+    store.save("residuals", res.numpy())
+    tol = refine_tol if refine_tol is not None else math.inf
+    return EigResult(
+        eigenvalues=eigenvalues,
+        eigenvectors=store.eigenvectors(V_store),
+        residuals=res,
+        matvecs=op.num_matvecs - before,
+        converged=res <= tol,
+        info=info,
+    )
+
+
+def _quiet(progress: bool | None) -> bool | None:
+    return None if progress is None else not progress

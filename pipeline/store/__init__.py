@@ -1,0 +1,6 @@
+"""Zarr run store: measurements, results, resume manifest."""
+
+from pipeline.linalg.measurements import StoreMismatchError
+from pipeline.store.run_store import RunStore, ZarrBlockWriter
+
+__all__ = ["RunStore", "StoreMismatchError", "ZarrBlockWriter"]

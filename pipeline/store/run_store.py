@@ -1,0 +1,93 @@
+"""The Zarr v3 run store: measurements, post-processing arrays, results and the resume manifest.
+
+Layout of the group at ``url`` (a local path or an fsspec URL):
+  outer, inner        (D, n) measurements, chunks (row block, measurement block), no compression
+  outer_done, ...     (n_blocks,) uint8 completion marks, one chunk each, set after the data
+  Q, eigenvectors     (D, nO) / (D, k) float64, chunks of whole row blocks
+  eigenvalues, residuals, attrs: fingerprint (config hash), versions
+Zarr writes each chunk by an atomic rename, so a chunk that exists is complete; a block whose
+mark is set has all its chunks.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from pipeline.linalg.measurements import BlockedColumns, check_fingerprint, fingerprint_hash
+
+
+class ZarrBlockWriter:
+    """Picklable writer that workers use to store their measured column blocks themselves."""
+
+    def __init__(self, url: str, name: str, block: int):
+        self.url, self.name, self.block = url, name, block
+
+    def write(self, columns: range, values: torch.Tensor) -> None:
+        group = zarr.open_group(self.url, mode="r+")
+        BlockedColumns(group[self.name], group[self.name + "_done"], self.block).write(columns, values)
+
+
+class RunStore:
+    """A Zarr group holding one SEIGH run; reopening it resumes the run."""
+
+    def __init__(self, url: str, row_chunk: int | None = None):
+        """``row_chunk``: rows per chunk of new measurement arrays (default: SEIGH's row block)."""
+        self.url = str(url)
+        self.group = zarr.open_group(self.url, mode="a")
+        self.row_chunk = row_chunk
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.group.attrs)
+
+    def bind(self, fingerprint: dict[str, Any]) -> None:
+        """Adopt ``fingerprint`` on a new store; refuse a store made for another configuration."""
+        check_fingerprint(self.group.attrs.get("fingerprint"), fingerprint, f"the store at {self.url}")
+        if "fingerprint" not in self.group.attrs:
+            self.group.attrs.update({
+                "fingerprint": fingerprint,
+                "fingerprint_hash": fingerprint_hash(fingerprint),
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "versions": {name: _version(name) for name in ("hessian-pipeline", "torch", "zarr", "numpy")},
+            })
+
+    def columns(self, name: str, dim: int, ncols: int, block: int, dtype: torch.dtype) -> BlockedColumns:
+        if name not in self.group:
+            row_chunk = min(dim, self.row_chunk or max(1, (32 * 2**20) // (block * dtype.itemsize)))
+            self.group.create_array(name, shape=(dim, ncols), chunks=(row_chunk, block), dtype=_numpy(dtype),
+                                    fill_value=np.nan, compressors=None)
+            self.group.create_array(name + "_done", shape=(-(-ncols // block),), chunks=(1,), dtype=np.uint8, fill_value=0)
+        return BlockedColumns(self.group[name], self.group[name + "_done"], block, ZarrBlockWriter(self.url, name, block))
+
+    def matrix(self, name: str, shape: tuple[int, int], chunk_rows: int, dtype: Any = np.float64) -> zarr.Array:
+        """A fresh (rows, cols) array written by row blocks of ``chunk_rows`` (replaces an old one)."""
+        return self.group.create_array(name, shape=shape, chunks=(min(chunk_rows, shape[0]), shape[1]), dtype=dtype,
+                                       fill_value=0.0, compressors=None, overwrite=True)
+
+    def save(self, name: str, value: np.ndarray) -> None:
+        value = np.asarray(value)
+        array = self.group.create_array(name, shape=value.shape, dtype=value.dtype, overwrite=True, compressors=None)
+        array[...] = value
+
+    def eigenvectors(self, array: zarr.Array) -> zarr.Array:
+        return array
+
+    def load(self, name: str) -> np.ndarray:
+        return np.asarray(self.group[name][...])
+
+
+def _numpy(dtype: torch.dtype) -> np.dtype:
+    return torch.empty((), dtype=dtype).numpy().dtype
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,233 @@
+"""SEIGH: accuracy on known spectra, invariance across configurations, resume and refusal."""
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import data_factory, mlp_factory
+from pipeline.distributed import ProblemSpec, RayOperator
+from pipeline.linalg import DenseOperator, LowRankPlusDiagonalOperator, MemoryStore, StoreMismatchError, seigh
+from pipeline.linalg.aposteriori import chernoff_ratio
+from pipeline.store import RunStore
+
+
+def low_rank_plus_tail(dim=2000, seed=0):
+    """U diag(s) U^T + diag(tail): a clear gap after 10 partly negative eigenvalues."""
+    gen = torch.Generator().manual_seed(seed)
+    U, _ = torch.linalg.qr(torch.randn(dim, 40, generator=gen, dtype=torch.float64))
+    s = torch.cat([torch.tensor([90.0, -70, 55, 40, -33, 27, 21, -16, 12, 10]), torch.linspace(1, 0.1, 30)])
+    tail = 0.01 * torch.randn(dim, generator=gen, dtype=torch.float64)
+    return LowRankPlusDiagonalOperator(U, s.double(), tail)
+
+
+def dense_eigenpairs(op, k):
+    dense = op.U @ torch.diag(op.s) @ op.U.T + torch.diag(op.d)
+    w, V = torch.linalg.eigh(dense)
+    order = torch.argsort(-w.abs())
+    return dense, w[order], V[:, order[:k]]
+
+
+@pytest.fixture(scope="module")
+def problem():
+    op = low_rank_plus_tail()
+    return op, dense_eigenpairs(op, 10)
+
+
+def test_synthetic_top_k_within_one_percent_and_a_posteriori_bounds(problem):
+    op, (dense, w, _) = problem
+    result = seigh(op, 10, outer=60, inner=120, seed=3, error_test_vectors=16)
+    assert result.matvecs == 60 + 120 + 10 + 16
+    rel = (result.eigenvalues - w[:10]).abs() / w[:10].abs()
+    assert rel.max() < 0.01
+    # every Ritz value lies within its residual of a true eigenvalue (symmetric matrices)
+    gaps = (w[None, :] - result.eigenvalues[:, None]).abs().min(dim=1).values
+    assert (gaps <= result.residuals * result.eigenvalues.abs() * (1 + 1e-8)).all()
+    V = result.eigenvectors
+    true_error = float(torch.linalg.matrix_norm(dense - V @ torch.diag(result.eigenvalues) @ V.T))
+    est = result.info["frobenius_error"]
+    assert est["low"] <= true_error <= est["high"]
+
+
+def test_frobenius_bound_formula():
+    # the Chernoff bound (t e^(1-t))^(q/2) = failure on both sides of 1
+    for q in (4, 16):
+        for upper in (True, False):
+            t = chernoff_ratio(q, 0.05, upper)
+            assert (t > 1) == upper
+            assert abs((q / 2) * (np.log(t) + 1 - t) - np.log(0.05)) < 1e-9
+
+
+def test_recycled_variant_costs_inner_products_only(problem):
+    op, (_, w, _) = problem
+    result = seigh(op, 10, outer=60, inner=120, seed=3, recycled=True, residuals=False, error_test_vectors=0)
+    assert result.matvecs == 120
+    assert ((result.eigenvalues - w[:10]).abs() / w[:10].abs()).max() < 0.01
+
+
+@pytest.mark.parametrize("outer_kind, inner_kind", [("gaussian", "gaussian"), ("ssrft", "rademacher")])
+def test_test_matrix_kinds(problem, outer_kind, inner_kind):
+    op, (_, w, _) = problem
+    result = seigh(op, 10, 60, 120, seed=1, outer_kind=outer_kind, inner_kind=inner_kind, residuals=False, error_test_vectors=0)
+    assert ((result.eigenvalues - w[:10]).abs() / w[:10].abs()).max() < 0.01
+
+
+def test_refinement_drives_residuals_below_tol(problem):
+    op, (_, w, V) = problem
+    result = seigh(op, 5, 30, 60, seed=0, refine_tol=1e-8, error_test_vectors=0)
+    assert (result.residuals <= 1e-8).all() and result.converged.all()
+    torch.testing.assert_close(result.eigenvalues, w[:5], rtol=1e-7, atol=0)
+    assert ((result.eigenvectors.T @ V[:, :5]).diagonal().abs() > 1 - 1e-7).all()
+
+
+def _plain(op, **kwargs):
+    options = dict(k=6, outer=30, inner=60, seed=5, residuals=False, error_test_vectors=0)
+    options.update(kwargs)
+    return seigh(op, **options)
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 64])
+def test_block_size_does_not_change_the_result(problem, block_size):
+    op = problem[0]
+    reference = _plain(op, block_size=8)
+    other = _plain(op, block_size=block_size)
+    torch.testing.assert_close(other.eigenvalues, reference.eigenvalues, rtol=1e-10, atol=0)
+
+
+def test_out_of_core_equals_in_memory(problem, tmp_path):
+    op = problem[0]
+    memory = _plain(op)
+    disk = _plain(op, store=RunStore(tmp_path / "run.zarr"), memory_bytes=200 * 1024)  # many row blocks
+    assert disk.info["row_blocks"] > 4
+    torch.testing.assert_close(disk.eigenvalues, memory.eigenvalues, rtol=1e-10, atol=0)
+    cosines = np.abs(np.sum(np.asarray(disk.eigenvectors[:]) * memory.eigenvectors.numpy(), axis=0))
+    assert (cosines > 1 - 1e-10).all()
+    reopened = RunStore(tmp_path / "run.zarr")
+    np.testing.assert_allclose(reopened.load("eigenvalues"), memory.eigenvalues.numpy(), rtol=1e-10)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _kill_after(blocks):
+    seen = []
+
+    def hook(name, columns):
+        seen.append(columns)
+        if len(seen) == blocks:
+            raise Interrupted(f"killed after {blocks} blocks")
+
+    return hook
+
+
+def test_killed_run_resumes_without_remeasuring(problem, tmp_path):
+    op = problem[0]
+    url = tmp_path / "resume.zarr"
+    uninterrupted = _plain(op, block_size=8, store=RunStore(tmp_path / "clean.zarr"))
+    with pytest.raises(Interrupted):
+        _plain(op, block_size=8, store=RunStore(url), on_block=_kill_after(5))
+    resumed = _plain(op, block_size=8, store=RunStore(url))
+    total = 30 + 60
+    assert resumed.info["measured_now"] == total - 5 * 8
+    torch.testing.assert_close(resumed.eigenvalues, uninterrupted.eigenvalues, rtol=0, atol=0)
+    again = _plain(op, block_size=8, store=RunStore(url))
+    assert again.info["measured_now"] == 0
+
+
+def test_damaged_store_is_detected_and_remeasured(problem, tmp_path):
+    op = problem[0]
+    url = tmp_path / "damaged.zarr"
+    reference = _plain(op, store=RunStore(url))
+    store = RunStore(url)
+    store.group["outer"][:, 8:16] = np.nan  # a block whose chunks were lost
+    with pytest.raises(RuntimeError, match="damaged in columns 8..15"):
+        _plain(op, store=RunStore(url))
+    repaired = _plain(op, store=RunStore(url))
+    assert repaired.info["measured_now"] == 8
+    torch.testing.assert_close(repaired.eigenvalues, reference.eigenvalues, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("change", [{"seed": 6}, {"outer": 31, "inner": 62}, {"block_size": 4}, {"recycled": True}])
+def test_changed_config_is_refused(problem, tmp_path, change):
+    op = problem[0]
+    url = tmp_path / "refuse.zarr"
+    _plain(op, store=RunStore(url))
+    with pytest.raises(StoreMismatchError, match="another configuration"):
+        _plain(op, store=RunStore(url), **change)
+    with pytest.raises(StoreMismatchError):
+        store = MemoryStore()
+        _plain(op, store=store)
+        _plain(op, store=store, **change)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"k": 0}, "1 <= k"),
+    ({"outer": 5}, "outer must satisfy"),
+    ({"inner": 40}, "inner must satisfy"),
+    ({"inner_kind": "ssrft"}, "inner test matrix"),
+    ({"outer_kind": "sobol"}, "unknown outer"),
+])
+def test_bad_arguments(problem, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _plain(problem[0], **kwargs)
+
+
+def test_one_vs_two_workers_give_the_same_sketch(ray_session, tmp_path):
+    spec = ProblemSpec(functools.partial(mlp_factory), functools.partial(data_factory, n=61), batch_size=16)
+    results = []
+    for workers in (1, 2):
+        with RayOperator(spec, num_workers=workers) as op:
+            results.append(seigh(op, 4, 12, 24, seed=2, store=RunStore(tmp_path / f"w{workers}.zarr"), block_size=5,
+                                 error_test_vectors=0))
+    torch.testing.assert_close(results[0].eigenvalues, results[1].eigenvalues, rtol=1e-9, atol=0)
+    for name in ("outer", "inner"):  # written by the workers themselves
+        one = np.asarray(RunStore(tmp_path / "w1.zarr").group[name][:])
+        two = np.asarray(RunStore(tmp_path / "w2.zarr").group[name][:])
+        np.testing.assert_allclose(one, two, rtol=1e-9, atol=1e-12)
+
+
+def test_exact_low_rank_matrix_is_recovered_exactly():
+    """If rank(H) <= outer, range(Y) = range(H) and the sketch reconstructs H to rounding."""
+    gen = torch.Generator().manual_seed(0)
+    U, _ = torch.linalg.qr(torch.randn(300, 20, generator=gen, dtype=torch.float64))
+    s = torch.linspace(-5, 9, 20, dtype=torch.float64)
+    op = DenseOperator(U @ torch.diag(s) @ U.T)
+    w = s[torch.argsort(-s.abs())]
+    result = seigh(op, 8, outer=25, inner=50, error_test_vectors=4)
+    torch.testing.assert_close(result.eigenvalues, w[:8], rtol=1e-9, atol=0)
+    assert (result.residuals < 1e-9).all()
+    error = result.info["frobenius_error"]
+    truncation = float(w[8:].norm())  # ||H - H_8||_F: the 12 eigenvalues left out
+    assert error["low"] <= truncation <= error["high"]
+
+
+def test_paper_mlp_on_digits_top10_within_two_percent_of_dense_eigh():
+    """The paper's tanh-MLP (7,030 parameters) on 500 digits with its nO=355, nI=710."""
+    from torch import nn
+
+    from pipeline.curvature import HessianOperator
+    from pipeline.data.digits import load_digits
+    from pipeline.data.subsets import batches, class_balanced_indices
+    from pipeline.models.mlp import tanh_mlp
+
+    torch.manual_seed(0)
+    x, y = load_digits()
+    index = class_balanced_indices(y, 500)
+    x, y = x[index].double(), y[index]
+    model = tanh_mlp().double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
+    for _ in range(100):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    op = HessianOperator(model, nn.functional.cross_entropy, batches(x, y, 250))
+    dim = op.shape[0]
+    assert dim == 7030
+    eye = torch.eye(dim, dtype=torch.float64)
+    dense = torch.cat([op @ eye[:, i : i + 512] for i in range(0, dim, 512)], dim=1)
+    w = torch.linalg.eigvalsh((dense + dense.T) / 2)
+    w = w[torch.argsort(-w.abs())][:10]
+    result = seigh(op, 10, outer=355, inner=710, block_size=128, error_test_vectors=0)
+    assert ((result.eigenvalues - w).abs() / w.abs()).max() < 0.02
