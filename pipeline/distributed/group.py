@@ -82,9 +82,11 @@ class WorkerGroup:
         ]
         try:
             self.info = self._gather([actor.build.remote() for actor in self.actors])
-            dims = {info["dim"] for info in self.info}
-            if len(dims) != 1:
-                raise RuntimeError(f"workers built operators of different dimensions {sorted(dims)}: the model factory is not deterministic")
+            if len({(info["dim"], info["weights"]) for info in self.info}) != 1:
+                raise RuntimeError(
+                    "workers built different models: the model factory is not deterministic; seed the "
+                    "initialisation (model.init_seed) or load a checkpoint (model.checkpoint)"
+                )
             address, port = ray.get(self.actors[0].rendezvous.remote())
             self._gather([actor.join.remote(address, port, self.collective_timeout_s) for actor in self.actors])
         except BaseException:

@@ -56,6 +56,7 @@ def lanczos(
 
     matvecs_before = op.num_matvecs
     restarts = 0
+    history = []
     while True:
         basis.expand(until=ncv)
         theta, S, residual_norms = basis.ritz()
@@ -65,6 +66,7 @@ def lanczos(
         wanted = order[:k]
         spent = op.num_matvecs - matvecs_before
         converged = relative[wanted] <= tol
+        history.append((spent, float(relative[wanted].max())))
         if bool(converged.all()) or basis.n >= dim or spent >= max_matvecs:
             break
         keep = order[: max(k, min(basis.n - block_size, k + (ncv - k) // 2))]
@@ -79,5 +81,5 @@ def lanczos(
         residuals=relative[wanted].clone(),
         matvecs=spent,
         converged=converged,
-        info={"restarts": restarts, "ncv": ncv, "block_size": block_size, "which": which, "tol": tol},
+        info={"history": history, "restarts": restarts, "ncv": ncv, "block_size": block_size, "which": which, "tol": tol},
     )

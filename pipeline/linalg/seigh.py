@@ -47,6 +47,7 @@ def seigh(
     residuals: bool = True,
     error_test_vectors: int = 8,
     refine_tol: float | None = None,
+    tol: float | None = None,
     memory_bytes: int = 2**30,
     problem: dict | None = None,
     progress: bool | None = None,
@@ -59,7 +60,8 @@ def seigh(
     the first nO columns of Psi^T as Omega (nI products instead of nO + nI). ``residuals``
     spends k more products on ||H v - lambda v|| / |lambda|; ``error_test_vectors`` q more on the
     Frobenius error estimate. ``refine_tol`` runs block Lanczos started from the SEIGH vectors
-    until every residual is below it. ``memory_bytes`` bounds the row blocks of post-processing.
+    until every residual is below it; ``converged`` compares the residuals with ``refine_tol``, else
+    ``tol`` (default: none, all pairs whose residual was computed). ``memory_bytes`` bounds the row blocks of post-processing.
     ``problem`` (a dict) names the operator in the store's fingerprint.
     """
     dim = op.shape[0]
@@ -104,10 +106,10 @@ def seigh(
     for block in rows:
         V_store[block.start : block.stop] = np.asarray(Q[block.start : block.stop]) @ U[:, top]
     eigenvalues = torch.from_numpy(values[top].copy())
-    info = {"outer": outer, "inner": inner, "recycled": recycled, "measured_now": measured, "row_blocks": len(rows),
-            "sketch_eigenvalues": values[order_by(torch.from_numpy(values), "LM").numpy()].tolist()}
+    store.save("sketch_eigenvalues", values[order_by(torch.from_numpy(values), "LM").numpy()])
+    info = {"outer": outer, "inner": inner, "recycled": recycled, "measured_now": measured, "row_blocks": len(rows)}
     return _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residuals, error_test_vectors,
-                   seeds["error"], refine_tol)
+                   seeds["error"], refine_tol, tol)
 
 
 def _measure(op: Operator, array: BlockedColumns, kind: str, seed: int, name: str, progress, on_block) -> None:
@@ -182,7 +184,7 @@ def _core_eigh(psi_q: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.linalg.eigh((C + C.T) / 2)
 
 
-def _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residuals, error_test_vectors, error_seed, refine_tol) -> EigResult:
+def _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residuals, error_test_vectors, error_seed, refine_tol, tol) -> EigResult:
     V = torch.from_numpy(np.asarray(V_store[:])) if refine_tol is not None or residuals or error_test_vectors else None
     res = torch.full((k,), float("nan"), dtype=torch.float64)
     if refine_tol is not None:
@@ -197,7 +199,7 @@ def _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residu
         info["frobenius_error"] = as_dict(frobenius_error(op, eigenvalues, V.to(op.device), error_test_vectors, error_seed, block_size))
     store.save("eigenvalues", eigenvalues.numpy())
     store.save("residuals", res.numpy())
-    tol = refine_tol if refine_tol is not None else math.inf
+    tol = refine_tol if refine_tol is not None else (tol if tol is not None else math.inf)
     return EigResult(
         eigenvalues=eigenvalues,
         eigenvectors=store.eigenvectors(V_store),

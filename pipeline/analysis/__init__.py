@@ -1,0 +1,1 @@
+"""Analysis of results: plots and the loss along eigenvectors."""

@@ -1,0 +1,64 @@
+"""The Hydra entry point: ``hessian-pipeline [overrides]`` or ``python -m pipeline [overrides]``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from pipeline.algorithms import run_algorithm
+from pipeline.analysis.landscape import loss_along
+from pipeline.config import register
+from pipeline.outputs import write_results
+from pipeline.problem import fingerprint, open_operator, plain, problem_spec
+from pipeline.store import RunStore
+
+log = logging.getLogger("pipeline")
+register()
+# conf/ sits beside the package in the repository (installs are editable: pip install -e .);
+# HESSIAN_PIPELINE_CONF points elsewhere, and Hydra's --config-dir adds more.
+CONFIG_DIR = os.environ.get("HESSIAN_PIPELINE_CONF", str(Path(__file__).resolve().parent.parent / "conf"))
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Build the operator, run the algorithm, write the outputs; returns the results record."""
+    start = time.perf_counter()
+    spec = problem_spec(cfg)
+    config = plain(cfg)
+    with open_operator(cfg, spec) as op:
+        store = RunStore(run_dir / cfg.output.store) if cfg.algorithm.name == "seigh" else None
+        results = run_algorithm(cfg, op, store, problem=fingerprint(cfg))
+        results.update(algorithm=cfg.algorithm.name, num_params=op.shape[0], curvature=cfg.curvature.kind)
+    if cfg.output.landscape and "eigenvectors" in results:
+        local = spec.build(1, 0)
+        count = min(cfg.output.landscape_vectors, len(results["eigenvalues"]))
+        results["landscape"] = loss_along(local, results["eigenvectors"][:, :count], cfg.output.landscape_radius, cfg.output.landscape_points)
+    results["wall_time_s"] = time.perf_counter() - start
+    record = write_results(run_dir, results, config, cfg.output.plots)
+    log.info("%s on %d parameters: %d products in %.1f s", cfg.algorithm.name, op.shape[0], results["hvps"], results["wall_time_s"])
+    return record
+
+
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(cfg, run_dir)
+    except MissingMandatoryValue as error:
+        log.error("error: a required setting is missing: %s (set it on the command line, e.g. data.root=/path)", error.full_key)
+        sys.exit(2)
+    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        log.error("error: %s", error)
+        sys.exit(2)
+    log.debug(OmegaConf.to_yaml(cfg))
+
+
+if __name__ == "__main__":
+    main()

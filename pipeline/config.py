@@ -1,0 +1,107 @@
+"""Structured-config schemas: a wrong type or an unknown key fails when Hydra composes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tanh_mlp"  # tanh_mlp | 3c3d | allcnnc | resnet18 | target
+    widths: Optional[list[int]] = None  # tanh_mlp only
+    num_classes: Optional[int] = None  # 3c3d, allcnnc, resnet18
+    target: Optional[dict[str, Any]] = None  # {_target_: torchvision.models.resnet18, ...} for name=target
+    checkpoint: Optional[str] = None  # torch.save'd state dict, loaded weights-only
+    init_seed: int = 0  # initial weights when no checkpoint is given
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # digits | synthetic | mnist | cifar10 | cifar100 | imagenet
+    root: Optional[str] = None
+    split: str = "train"
+    subset: Optional[int] = 500  # fixed class-balanced subset size; null = all samples
+    seed: int = 0
+    batch_size: int = 128
+    image_size: Optional[int] = 16
+    samples: int = 512  # synthetic only
+    input_shape: list[int] = field(default_factory=lambda: [1, 16, 16])  # synthetic only
+    num_classes: int = 10  # synthetic only
+
+
+@dataclass
+class CurvatureConfig:
+    kind: str = "hessian"  # hessian | ggn | fisher
+    hvp_mode: str = "forward-over-reverse"  # or reverse-over-reverse (Hessian only)
+    params: Optional[list[str]] = None  # name globs / "re:" regexes; null = all trainable
+    check_determinism: bool = False
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "seigh"  # lanczos | power | trace | density | sketch | seigh
+    k: int = 10
+    tol: float = 1e-3
+    which: str = "LM"
+    block_size: int = 32
+    ncv: Optional[int] = None  # lanczos basis size
+    max_matvecs: Optional[int] = None  # lanczos budget
+    max_iter: int = 100  # power iteration
+    method: str = "hutchpp"  # trace: hutchinson | hutchpp
+    num_matvecs: int = 96  # trace budget
+    num_probes: int = 8  # density
+    num_steps: int = 64  # density
+    sketch_size: int = 64  # sketch
+    outer: int = 355  # seigh
+    inner: int = 710  # seigh
+    recycled: bool = False
+    outer_kind: str = "rademacher"
+    inner_kind: str = "rademacher"
+    residuals: bool = True
+    error_test_vectors: int = 8
+    refine_tol: Optional[float] = None
+    memory_gb: float = 1.0
+
+
+@dataclass
+class ClusterConfig:
+    mode: str = "local"  # none (in process) | local (Ray started here) | ray (existing cluster)
+    num_workers: int = 2
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    address: Optional[str] = None  # mode=ray: default $RAY_ADDRESS
+    max_failures: int = 3
+
+
+@dataclass
+class OutputConfig:
+    plots: bool = True
+    store: str = "store.zarr"  # relative to the run dir
+    landscape: bool = False  # loss along the top eigenvectors
+    landscape_vectors: int = 3
+    landscape_points: int = 21
+    landscape_radius: float = 1.0
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = 0
+    dtype: str = "float32"  # float32 | float64
+    device: str = "auto"  # auto | cpu | cuda (mode=none)
+
+
+def register() -> None:
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)
+    for group, node in (("model", ModelConfig), ("data", DataConfig), ("curvature", CurvatureConfig),
+                        ("algorithm", AlgorithmConfig), ("cluster", ClusterConfig)):
+        store.store(group=group, name="schema", node=node)

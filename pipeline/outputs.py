@@ -1,0 +1,51 @@
+"""What a run leaves in its output directory: results.json, eigenvalues.npy, PNG plots."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.analysis import plots
+
+log = logging.getLogger(__name__)
+
+
+def write_results(run_dir: Path, results: dict[str, Any], config: dict[str, Any], want_plots: bool) -> dict[str, Any]:
+    """Write results.json (algorithm, num_params, eigenvalues, residuals, hvps, wall_time_s,
+    config and extras), eigenvalues.npy and plots; return the JSON record."""
+    record = {key: value for key, value in results.items() if key not in ("eigenvectors", "density", "landscape")}
+    record["config"] = config
+    figures = []
+    if "eigenvalues" in results:
+        np.save(run_dir / "eigenvalues.npy", np.asarray(results["eigenvalues"]))
+    if want_plots and "residuals" in results:
+        figures.append(plots.spectrum(results["eigenvalues"], results["residuals"], run_dir / "spectrum.png", title=results["algorithm"]))
+        history = results.get("extra", {}).get("history")
+        figures.append(plots.convergence(results["residuals"], run_dir / "convergence.png", history, config["algorithm"].get("tol")))
+    if "density" in results:
+        density = results["density"]
+        np.savez(run_dir / "density.npz", grid=density.grid, density=density.density, nodes=density.nodes, weights=density.weights)
+        if want_plots:
+            figures.append(plots.density(density.grid, density.density, run_dir / "density.png"))
+    if "landscape" in results:
+        steps, losses = results["landscape"]
+        np.savez(run_dir / "landscape.npz", steps=steps, losses=losses)
+        record["landscape_losses"] = losses.tolist()
+        if want_plots:
+            figures.append(plots.landscape(steps, losses, results["eigenvalues"], run_dir / "landscape.png"))
+    record["figures"] = [f.name for f in figures]
+    (run_dir / "results.json").write_text(json.dumps(record, indent=2, default=_jsonable))
+    log.info("wrote %s", ", ".join(["results.json"] + record["figures"]))
+    return record
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,77 @@
+"""From a composed config to a curvature operator: in process, or on Ray workers."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.data import build_dataset
+from pipeline.distributed import ProblemSpec, RayOperator, init_ray
+from pipeline.linalg import Operator
+from pipeline.models import build_from_config
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+MODES = ("none", "local", "ray")
+
+
+def plain(node: Any) -> Any:
+    """A resolved, plain-Python copy of a config node (raises on missing ??? values)."""
+    return OmegaConf.to_container(node, resolve=True, throw_on_missing=True) if isinstance(node, DictConfig) else node
+
+
+def problem_spec(cfg: DictConfig) -> ProblemSpec:
+    """Picklable recipe of the model, data and curvature named by the config."""
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {cfg.dtype!r}")
+    curvature = plain(cfg.curvature)
+    options = {"hvp_mode": curvature["hvp_mode"]} if curvature["kind"] == "hessian" else {}
+    return ProblemSpec(
+        model_factory=functools.partial(build_from_config, plain(cfg.model)),
+        dataset_factory=functools.partial(build_dataset, plain(cfg.data)),
+        curvature=curvature["kind"],
+        batch_size=cfg.data.batch_size,
+        params=curvature["params"],
+        dtype=cfg.dtype,
+        operator_options=options,
+    )
+
+
+def fingerprint(cfg: DictConfig) -> dict[str, Any]:
+    """What determines the operator: a store measured for another problem is refused."""
+    return {"model": plain(cfg.model), "data": plain(cfg.data), "curvature": plain(cfg.curvature), "dtype": cfg.dtype}
+
+
+@contextlib.contextmanager
+def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
+    """The operator for ``cluster.mode``: ``none`` builds it here; ``local`` starts Ray with
+    num_workers x cpus_per_worker CPUs; ``ray`` joins $RAY_ADDRESS (or cluster.address).
+    Workers and a Ray instance started here are shut down on exit."""
+    cluster = cfg.cluster
+    if cluster.mode not in MODES:
+        raise ValueError(f"cluster.mode must be one of {MODES}, got {cluster.mode!r}")
+    if cluster.mode == "none":
+        device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+        op = spec.build(1, 0, device)
+        if cfg.curvature.check_determinism:
+            op.check_determinism()
+        yield op
+        return
+    cpus = max(1, round(cluster.num_workers * cluster.cpus_per_worker))
+    started = init_ray(num_cpus=cpus, address=cluster.address) if cluster.mode == "ray" or cluster.address else init_ray(num_cpus=cpus)
+    try:
+        with RayOperator(spec, cluster.num_workers, cluster.cpus_per_worker, cluster.gpus_per_worker, cluster.max_failures) as op:
+            log.info("%d Ray workers ready, D=%d, dtype=%s", cluster.num_workers, op.shape[0], op.dtype)
+            yield op
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()

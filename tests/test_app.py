@@ -1,0 +1,133 @@
+"""The Hydra app: composition, bad overrides, the default job end to end, resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from hydra import compose, initialize_config_dir
+from torch import nn
+
+from pipeline.app import CONFIG_DIR
+from pipeline.curvature import HessianOperator
+from pipeline.data import build_dataset
+from pipeline.data.subsets import batches
+from pipeline.linalg import lanczos
+from pipeline.models import build_from_config
+
+GROUPS = {group: sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+          for group in ("model", "data", "curvature", "algorithm", "cluster", "experiment")}
+
+
+def app(*overrides, env_extra=None, **kwargs):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "pipeline", *overrides], capture_output=True, text=True, env=env, **kwargs)
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g, options in GROUPS.items() for o in options])
+def test_every_config_group_option_composes(group, option):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose("config", overrides=[f"{group}={option}"] if group != "experiment" else [f"+experiment={option}"])
+    assert cfg.algorithm.k > 0 and cfg.model.name
+
+
+def test_slurm_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher.max_num_timeout == 3
+
+
+def test_experiment_parameter_counts_match_the_paper():
+    from pipeline.models import PAPER_PARAMETER_COUNTS, build_from_config
+    from pipeline.problem import plain
+
+    for experiment in GROUPS["experiment"]:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+            cfg = compose("config", overrides=[f"+experiment={experiment}"])
+        model = build_from_config(plain(cfg.model))
+        assert sum(p.numel() for p in model.parameters()) == PAPER_PARAMETER_COUNTS[cfg.model.name]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("algorithm.bogus=1", "bogus"),
+    ("algorithm.k=ten", "k"),
+    ("cluster.num_workers=[1]", "num_workers"),
+])
+def test_bad_override_fails_at_composition(tmp_path, override, message):
+    result = app(override, f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["algorithm.k=7030"], "1 <= k < D = 7030"),
+    (["data=mnist"], "data.root"),
+    (["data=mnist", "data.root=/nonexistent"], "not found in /nonexistent"),
+    (["dtype=float16"], "dtype must be one of"),
+])
+def test_bad_values_exit_with_one_line_reason(tmp_path, overrides, message):
+    result = app("cluster=none", "algorithm=lanczos", *overrides, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert message in output
+    assert "Traceback" not in output
+
+
+def test_default_job_end_to_end_matches_in_process_lanczos(tmp_path):
+    result = app(f"hydra.run.dir={tmp_path}", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["algorithm"] == "seigh" and record["num_params"] == 7030
+    assert record["config"]["cluster"]["num_workers"] == 2
+    assert {"spectrum.png", "convergence.png"} <= set(record["figures"])
+    assert all((tmp_path / f).stat().st_size > 0 for f in record["figures"])
+    np.testing.assert_allclose(np.load(tmp_path / "eigenvalues.npy"), record["eigenvalues"])
+    x, y = build_dataset(record["config"]["data"])
+    model = build_from_config(record["config"]["model"])
+    op = HessianOperator(model, nn.functional.cross_entropy, batches(x, y, 250))
+    reference = lanczos(op, 10, tol=1e-6)
+    assert record["num_params"] == op.shape[0]
+    assert max(record["residuals"]) <= 1e-3 and all(record["converged"])
+    # residual r bounds the eigenvalue error by r |lambda| (and by r^2 |lambda|^2 / gap when separated)
+    np.testing.assert_allclose(record["eigenvalues"], reference.eigenvalues.numpy(), rtol=2e-3)
+
+
+def test_resume_after_kill_measures_only_what_is_missing(tmp_path):
+    overrides = ["cluster=none", "algorithm.outer=60", "algorithm.inner=120", "algorithm.block_size=1",
+                 "algorithm.refine_tol=null", "algorithm.error_test_vectors=0", f"hydra.run.dir={tmp_path}"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done_path = tmp_path / "store.zarr" / "inner_done"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if done_path.exists() and int(np.asarray(zarr.open_array(str(done_path), mode="r")[:]).sum()) >= 3:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    marked = int(np.asarray(zarr.open_array(str(done_path), mode="r")[:]).sum())
+    assert 3 <= marked < 120 and not (tmp_path / "results.json").exists()
+    result = app(*overrides, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["extra"]["measured_now"] <= 180 - marked
+    clean = tmp_path / "clean"
+    result = app(*overrides[:-1], f"hydra.run.dir={clean}", timeout=300)
+    np.testing.assert_allclose(record["eigenvalues"], json.loads((clean / "results.json").read_text())["eigenvalues"], rtol=1e-12)
+
+
+def test_changed_config_in_same_dir_is_refused(tmp_path):
+    base = ["cluster=none", "algorithm.outer=20", "algorithm.inner=40", "algorithm.refine_tol=null", f"hydra.run.dir={tmp_path}"]
+    assert app(*base).returncode == 0
+    result = app(*base, "seed=1")
+    assert result.returncode == 2
+    assert "another configuration" in result.stdout + result.stderr
