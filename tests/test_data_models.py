@@ -1,0 +1,156 @@
+"""Data loaders on tiny files written in each real format; model parameter counts."""
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.data import build_dataset, class_balanced_indices, load_cifar, load_digits, load_mnist
+from pipeline.data.imagenet import ImageFolder
+from pipeline.data.mnist import read_idx
+from pipeline.distributed import ProblemSpec, shard_batches
+from pipeline.models import PAPER_PARAMETER_COUNTS, build, build_from_config
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_PARAMETER_COUNTS))
+def test_parameter_counts_equal_the_papers_table_1(name):
+    assert sum(p.numel() for p in build(name).parameters()) == PAPER_PARAMETER_COUNTS[name]
+
+
+@pytest.mark.parametrize("name, shape, classes", [("tanh_mlp", (1, 16, 16), 10), ("3c3d", (3, 32, 32), 10),
+                                                   ("allcnnc", (3, 32, 32), 100), ("resnet18", (3, 64, 64), 1000)])
+def test_models_map_inputs_to_logits(name, shape, classes):
+    assert build(name).eval()(torch.randn(2, *shape)).shape == (2, classes)
+
+
+def test_seeded_initialisation_and_checkpoint_loading(tmp_path):
+    a = build_from_config({"name": "tanh_mlp", "init_seed": 3})
+    b = build_from_config({"name": "tanh_mlp", "init_seed": 3})
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    torch.save({"model": a.state_dict()}, tmp_path / "ckpt.pt")
+    c = build_from_config({"name": "tanh_mlp", "init_seed": 4, "checkpoint": str(tmp_path / "ckpt.pt")})
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+    with pytest.raises(FileNotFoundError, match="model.checkpoint"):
+        build_from_config({"name": "tanh_mlp", "checkpoint": str(tmp_path / "missing.pt")})
+    with pytest.raises(ValueError, match="unknown model"):
+        build_from_config({"name": "vgg"})
+
+
+def _write_idx(path, array, compress):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    opener = gzip.open if compress else open
+    with opener(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_mnist_idx_files(tmp_path, compress):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 28, 28))
+    labels = np.arange(12) % 10
+    suffix = ".gz" if compress else ""
+    _write_idx(tmp_path / f"t10k-images-idx3-ubyte{suffix}", images, compress)
+    _write_idx(tmp_path / f"t10k-labels-idx1-ubyte{suffix}", labels, compress)
+    x, y = load_mnist(tmp_path, "test", size=28)
+    assert x.shape == (12, 1, 28, 28)
+    np.testing.assert_allclose(x[:, 0].numpy(), images / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(y.numpy(), labels)
+    assert load_mnist(tmp_path, "test", size=16)[0].shape == (12, 1, 16, 16)
+    with pytest.raises(FileNotFoundError, match="data.root"):
+        load_mnist(tmp_path, "train")
+
+
+def test_idx_truncated_is_rejected(tmp_path):
+    path = tmp_path / "bad-idx1-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + bytes(3))
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(path)
+
+
+def _cifar_batch(n, rng, label_key):
+    return {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), label_key: list(rng.integers(0, 10, n))}
+
+
+def test_cifar10_pickles(tmp_path):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batches = {f"data_batch_{i}": _cifar_batch(4, rng, b"labels") for i in range(1, 6)}
+    batches["test_batch"] = _cifar_batch(3, rng, b"labels")
+    for name, content in batches.items():
+        (folder / name).write_bytes(pickle.dumps(content))
+    x, y = load_cifar(tmp_path, 10, "train")
+    assert x.shape == (20, 3, 32, 32) and y.tolist() == sum((b[b"labels"] for n, b in batches.items() if n != "test_batch"), [])
+    raw = batches["data_batch_1"][b"data"][0].reshape(3, 32, 32) / 255.0
+    mean, std = np.array([0.4914, 0.4822, 0.4465]), np.array([0.2470, 0.2435, 0.2616])
+    np.testing.assert_allclose(x[0].numpy(), (raw - mean[:, None, None]) / std[:, None, None], rtol=1e-5, atol=1e-5)
+    assert load_cifar(tmp_path, 10, "test")[0].shape == (3, 3, 32, 32)
+
+
+def test_cifar100_pickles_use_fine_labels(tmp_path):
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    content = {b"data": rng.integers(0, 256, (5, 3072), dtype=np.uint8), b"fine_labels": [99, 3, 50, 0, 7], b"coarse_labels": [1] * 5}
+    (folder / "test").write_bytes(pickle.dumps(content))
+    x, y = load_cifar(tmp_path, 100, "test")
+    assert y.tolist() == [99, 3, 50, 0, 7] and x.shape == (5, 3, 32, 32)
+    with pytest.raises(FileNotFoundError, match="data.root"):
+        load_cifar(tmp_path, 100, "train")
+
+
+def _imagenet(tmp_path, classes=("n01440764", "n01443537"), per_class=3):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for name in classes:
+        folder = tmp_path / "val" / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).save(folder / f"img{i}.JPEG")
+    return tmp_path
+
+
+def test_imagenet_class_folders(tmp_path):
+    root = _imagenet(tmp_path)
+    data = ImageFolder(root, "val", resize=36, crop=32)
+    assert len(data) == 6 and data.classes == ["n01440764", "n01443537"]
+    x, label = data[4]
+    assert x.shape == (3, 32, 32) and label == 1
+    assert abs(float(x.mean())) < 3  # normalised
+    loader = shard_batches(data, 2, 1, batch_size=2)
+    assert [b[1].tolist() for b in loader] == [[1, 1], [1]]
+    subset = build_dataset({"name": "imagenet", "root": str(root), "split": "val", "subset": 4, "image_size": 32})
+    assert len(subset) == 4 and sorted(subset.dataset.targets[subset.indices].tolist()) == [0, 0, 1, 1]
+    with pytest.raises(FileNotFoundError, match="data.root"):
+        ImageFolder(root, "train")
+
+
+def test_digits_and_class_balanced_subset():
+    x, y = load_digits(16)
+    assert x.shape == (1797, 1, 16, 16) and 0 <= float(x.min()) and float(x.max()) <= 1
+    index = class_balanced_indices(y, 500, seed=0)
+    counts = torch.bincount(y[index], minlength=10)
+    assert counts.max() - counts.min() <= 1 and counts.sum() == 500
+    assert torch.equal(index, class_balanced_indices(y, 500, seed=0))
+    assert not torch.equal(index, class_balanced_indices(y, 500, seed=1))
+    with pytest.raises(ValueError, match="subset size"):
+        class_balanced_indices(y, 5000)
+
+
+def test_synthetic_and_missing_root():
+    x, y = build_dataset({"name": "synthetic", "samples": 50, "input_shape": [4], "num_classes": 3, "seed": 1})
+    assert x.shape == (50, 4) and int(y.max()) <= 2
+    with pytest.raises(ValueError, match="data.root"):
+        build_dataset({"name": "cifar10"})
+    with pytest.raises(ValueError, match="unknown data set"):
+        build_dataset({"name": "svhn"})
+
+
+def test_problem_spec_counts_samples_of_a_dataset(tmp_path):
+    root = _imagenet(tmp_path)
+    spec = ProblemSpec(lambda: build("tanh_mlp"), lambda: ImageFolder(root, "val", crop=16))
+    assert spec.num_samples() == 6
