@@ -43,14 +43,24 @@ class KrylovBasis:
             cols = slice(self.n, min(self.nb, until))
             W = (self.op @ self.rows[cols].T.to(self.op.dtype)).to(self.rows.dtype).T.contiguous()  # (b, D)
             self.norm_estimate = max(self.norm_estimate, float(W.norm(dim=1).max()))
-            basis = self.rows[: self.nb]
-            coeffs = basis @ W.T  # (nb, b)
-            W -= coeffs.T @ basis
-            correction = basis @ W.T
-            W -= correction.T @ basis
-            self.T[: self.nb, cols] = (coeffs + correction).to(torch.float64).cpu()
+            coeffs = self._orthogonalize(W, self.rows[: self.nb])
+            self.T[: self.nb, cols] = coeffs.to(torch.float64).cpu()
             self.n = cols.stop
             self._append(W, coupling=cols)
+
+    @staticmethod
+    def _orthogonalize(W: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        """W <- (I - B^T B) W in place for the rows W (b, D) and orthonormal rows B; returns the
+        coefficients (nb, b). A second pass runs only where the first cancelled more than
+        half the norm (Daniel-Gragg-Kaufman-Stewart), so most steps read the basis twice, not four times."""
+        before = W.norm(dim=1)
+        coeffs = basis @ W.T
+        W -= coeffs.T @ basis
+        if bool((W.norm(dim=1) < 0.5 * before).any()):
+            correction = basis @ W.T
+            W -= correction.T @ basis
+            coeffs += correction
+        return coeffs
 
     def _append(self, W: torch.Tensor, coupling: slice | None) -> None:
         """Orthonormalise the rows of W (b, D), already orthogonal to the basis, against the basis
@@ -62,12 +72,13 @@ class KrylovBasis:
         for i in range(W.shape[0]):
             if self.nb + added == self.capacity:
                 break  # the basis spans the whole space: what is left lies in it
-            w = W[i].clone()
-            for _ in range(2):
-                basis = self.rows[: self.nb + added]
-                coeffs = basis @ w
-                w -= coeffs @ basis
-                R[:added, i] += coeffs[self.nb :].to(torch.float64).cpu()
+            w = W[i].clone()[None]
+            # W is orthogonal to the old basis already: project out this block's new rows, and
+            # the whole basis again only if that cancels (a nearly dependent block)
+            R[:added, i] = self._orthogonalize(w, self.rows[self.nb : self.nb + added])[:, 0].to(torch.float64).cpu()
+            if float(w.norm()) < 0.5 * float(W[i].norm()):
+                R[:added, i] += self._orthogonalize(w, self.rows[: self.nb + added])[self.nb :, 0].to(torch.float64).cpu()
+            w = w[0]
             norm = float(w.norm())
             if norm <= threshold:
                 w, norm = self._random_orthogonal(self.nb + added), 0.0
