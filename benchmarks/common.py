@@ -14,6 +14,19 @@ from pipeline.data.subsets import batches, class_balanced_indices
 from pipeline.models.mlp import tanh_mlp
 
 
+def count_calls(owner: object, name: str) -> dict[str, int]:
+    """Replace ``owner.name`` by a wrapper counting its calls; returns the live counter."""
+    calls = {"n": 0}
+    original = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    setattr(owner, name, counted)
+    return calls
+
+
 def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     """Median wall time of ``fn`` in seconds over ``repeats`` runs after ``warmup`` runs."""
     for _ in range(warmup):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import digits_problem
+from common import count_calls, digits_problem
 from pipeline.curvature import HessianOperator
 from pipeline.linalg import lanczos, power_iteration
 
@@ -53,14 +53,8 @@ def run_pyhessian(model, loss_fn, x, y, k, tol):
 
     ph = importlib.import_module("pyhessian.hessian")  # the package re-exports a class of that name
 
-    calls = {"n": 0}
     original = ph.hessian_vector_product
-
-    def counted(*args, **kwargs):
-        calls["n"] += 1
-        return original(*args, **kwargs)
-
-    ph.hessian_vector_product = counted
+    calls = count_calls(ph, "hessian_vector_product")
     try:
         start = time.perf_counter()
         computer = ph.hessian(model, loss_fn, data=(x, y), cuda=False)
@@ -76,14 +70,7 @@ def run_eigenthings(model, loss_fn, x, y, k, tol, max_iter):
     import hessian_eigenthings as he
 
     op = he.HessianOperator(model, [(x, y)], he.supervised_loss(loss_fn))
-    calls = {"n": 0}
-    original = op.matvec
-
-    def counted(v):
-        calls["n"] += 1
-        return original(v)
-
-    op.matvec = counted
+    calls = count_calls(op, "matvec")
     start = time.perf_counter()
     result = he.lanczos(op, k=k, tol=tol, max_iter=max_iter, reorthogonalize=True, seed=0)
     elapsed = time.perf_counter() - start
@@ -98,14 +85,7 @@ def run_curvlinops(model, loss_fn, x, y, k, tol):
     criterion = nn.CrossEntropyLoss()  # curvlinops reads the reduction off a loss module
     op = HessianLinearOperator(model, criterion, params, [(x, y)], progressbar=False, check_deterministic=False)
     scipy_op = op.to_scipy()
-    calls = {"n": 0}
-    original = scipy_op._matvec
-
-    def counted(v):
-        calls["n"] += 1
-        return original(v)
-
-    scipy_op._matvec = counted
+    calls = count_calls(scipy_op, "_matvec")
     start = time.perf_counter()
     values, vectors = eigsh(scipy_op, k=k, which="LM", tol=tol)
     elapsed = time.perf_counter() - start

@@ -18,6 +18,7 @@ from pipeline.analysis.landscape import loss_along
 from pipeline.config import register
 from pipeline.outputs import write_results
 from pipeline.problem import fingerprint, open_operator, plain, problem_spec
+from pipeline.reproduce import reproduce
 from pipeline.store import RunStore
 
 log = logging.getLogger("pipeline")
@@ -50,7 +51,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        run(cfg, run_dir)
+        if cfg.task not in ("eigen", "reproduce"):
+            raise ValueError(f"task must be 'eigen' or 'reproduce', got {cfg.task!r}")
+        if cfg.task == "reproduce":
+            reproduce(cfg, run_dir, run)
+        else:
+            run(cfg, run_dir)
     except MissingMandatoryValue as error:
         log.error("error: a required setting is missing: %s (set it on the command line, e.g. data.root=/path)", error.full_key)
         sys.exit(2)

@@ -87,6 +87,18 @@ class OutputConfig:
 
 
 @dataclass
+class ReproduceConfig:
+    """task=reproduce: SGD settings of the paper's Table 1, checkpoints, Hessian splits, overlap ks."""
+
+    lr: float = 0.3
+    batch_size: int = 500
+    checkpoint_steps: list[int] = field(default_factory=lambda: [0, 2000, 4000, 6000, 8000])
+    test_split: str = "test"  # accuracy of the checkpoints is measured here
+    splits: dict[str, Optional[int]] = field(default_factory=lambda: {"train": 500, "test": 500})  # split -> subset
+    overlap_ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200, 355])
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -94,6 +106,8 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    reproduce: ReproduceConfig = field(default_factory=ReproduceConfig)
+    task: str = "eigen"  # eigen (one decomposition) | reproduce (train -> decompose -> overlap)
     seed: int = 0
     dtype: str = "float32"  # float32 | float64
     device: str = "auto"  # auto | cpu | cuda (mode=none)

@@ -25,7 +25,8 @@ def write_results(run_dir: Path, results: dict[str, Any], config: dict[str, Any]
     if want_plots and "residuals" in results:
         figures.append(plots.spectrum(results["eigenvalues"], results["residuals"], run_dir / "spectrum.png", title=results["algorithm"]))
         history = results.get("extra", {}).get("history")
-        figures.append(plots.convergence(results["residuals"], run_dir / "convergence.png", history, config["algorithm"].get("tol")))
+        if np.isfinite(results["residuals"]).any():  # residuals may be switched off
+            figures.append(plots.convergence(results["residuals"], run_dir / "convergence.png", history, config["algorithm"].get("tol")))
     if "density" in results:
         density = results["density"]
         np.savez(run_dir / "density.npz", grid=density.grid, density=density.density, nodes=density.nodes, weights=density.weights)

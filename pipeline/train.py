@@ -50,7 +50,9 @@ def train_with_checkpoints(
         if step in steps:
             path = out_dir / f"step_{step}.pt"
             torch.save(model.state_dict(), path)
-            manifest[step] = {"step": step, "path": str(path), "test_accuracy": accuracy(model, *test), "train_loss": float(loss_fn(model(x), y))}
+            with torch.no_grad():
+                train_loss = float(loss_fn(model.eval()(x), y))
+            manifest[step] = {"step": step, "path": str(path), "test_accuracy": accuracy(model, *test), "train_loss": train_loss}
             log.info("step %d: test accuracy %.3f, train loss %.4f", step, manifest[step]["test_accuracy"], manifest[step]["train_loss"])
             manifest_path.write_text(json.dumps(sorted(manifest.values(), key=lambda e: e["step"]), indent=2))
         if step == steps[-1]:

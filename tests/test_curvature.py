@@ -84,13 +84,14 @@ def test_batch_split_invariance(mlp_problem):
     torch.testing.assert_close(one, many, rtol=1e-12, atol=1e-13)
 
 
-def test_ggn_matches_dense_definition(mlp_problem):
+@pytest.mark.parametrize("cls, dense, sizes", [(GGNOperator, dense_ggn, [25, 35]), (EmpiricalFisherOperator, dense_fisher, [40, 20])])
+def test_ggn_and_fisher_match_their_dense_definitions(mlp_problem, cls, dense, sizes):
     model, x, y = mlp_problem
-    G = dense_ggn(model, CE, x, y)
-    op = GGNOperator(model, CE, split(x, y, [25, 35]))
+    C = dense(model, CE, x, y)
+    op = cls(model, CE, split(x, y, sizes))
     V = _block(op.shape[0])
-    torch.testing.assert_close(op @ V, G @ V, rtol=1e-10, atol=1e-12)
-    assert torch.linalg.eigvalsh(G).min() > -1e-12  # PSD for cross-entropy
+    torch.testing.assert_close(op @ V, C @ V, rtol=1e-10, atol=1e-12)
+    assert torch.linalg.eigvalsh(C).min() > -1e-12  # both PSD for cross-entropy
 
 
 def test_ggn_equals_hessian_for_linear_model_with_mse():
@@ -100,14 +101,6 @@ def test_ggn_equals_hessian_for_linear_model_with_mse():
     y = torch.randn(30, 2, dtype=torch.float64)
     V = _block(10)
     torch.testing.assert_close(GGNOperator(model, mse, [(x, y)]) @ V, HessianOperator(model, mse, [(x, y)]) @ V)
-
-
-def test_fisher_matches_dense_definition(mlp_problem):
-    model, x, y = mlp_problem
-    F = dense_fisher(model, CE, x, y)
-    op = EmpiricalFisherOperator(model, CE, split(x, y, [40, 20]))
-    V = _block(op.shape[0])
-    torch.testing.assert_close(op @ V, F @ V, rtol=1e-10, atol=1e-12)
 
 
 def test_float32_parameters_and_dtype_override(mlp_problem):

@@ -62,3 +62,21 @@ def landscape(steps: np.ndarray, losses: np.ndarray, eigenvalues: Sequence[float
     ax.set(xlabel="step t along v", ylabel="loss", title="loss along top eigenvectors (dotted: quadratic model)")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def overlap_curves(curves: dict[int, dict[str, list[float]]], path: Path, title: str = "") -> Path:
+    """overlap_k against k for each training step, with the chance baseline k/D; and the overlap
+    at the largest k against the step."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for step, curve in sorted(curves.items()):
+        left.plot(curve["k"], curve["overlap"], "o-", label=f"step {step}")
+    first = next(iter(curves.values()))
+    left.plot(first["k"], first["chance"], "k--", label="chance k/D")
+    left.set(xlabel="k", ylabel="overlap_k", yscale="log", title=title or "eigenspace / magnitude-mask overlap")
+    left.legend(fontsize=7)
+    steps = sorted(curves)
+    right.plot(steps, [curves[s]["overlap"][-1] for s in steps], "o-", label=f"k={first['k'][-1]}")
+    right.plot(steps, [first["chance"][-1]] * len(steps), "k--", label="chance")
+    right.set(xlabel="training step", ylabel="overlap_k", yscale="log", title="over training")
+    right.legend(fontsize=7)
+    return _save(fig, path)

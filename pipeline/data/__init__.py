@@ -28,7 +28,7 @@ def build_dataset(config: dict[str, Any]) -> Any:
         raise ValueError(f"data set {name} needs data.root=/path/to/{name}")
     split = config.get("split", "train")
     if name == "digits":
-        data = load_digits(config.get("image_size", 16))
+        data = load_digits(config.get("image_size", 16), split)
     elif name == "synthetic":
         data = synthetic(config["samples"], config["input_shape"], config["num_classes"], config.get("seed", 0))
     elif name == "mnist":

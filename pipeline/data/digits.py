@@ -6,12 +6,22 @@ import torch
 from torch.nn import functional as F
 
 
-def load_digits(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 1, size, size) float32 scaled to [0, 1] (bilinear upsampling) and labels (N,) int64."""
+SPLITS = ("all", "train", "test")
+
+
+def load_digits(size: int = 16, split: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 1, size, size) float32 scaled to [0, 1] (bilinear upsampling) and labels (N,)
+    int64. ``split``: all 1,797 images, or a fixed split by index (every fifth image is test)."""
     from sklearn.datasets import load_digits as sklearn_digits
 
+    if split not in SPLITS:
+        raise ValueError(f"digits split must be one of {SPLITS}, got {split!r}")
     bunch = sklearn_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 16.0
+    labels = torch.tensor(bunch.target, dtype=torch.int64)
+    if split != "all":
+        keep = (torch.arange(labels.shape[0]) % 5 == 0) == (split == "test")
+        images, labels = images[keep], labels[keep]
     if size != 8:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    return images, torch.tensor(bunch.target, dtype=torch.int64)
+    return images, labels
