@@ -96,6 +96,7 @@ class ReproduceConfig:
     test_split: str = "test"  # accuracy of the checkpoints is measured here
     splits: dict[str, Optional[int]] = field(default_factory=lambda: {"train": 500, "test": 500})  # split -> subset
     overlap_ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200, 355])
+    loader_workers: int = 0  # DataLoader processes for training (ImageNet: 8+)
 
 
 @dataclass

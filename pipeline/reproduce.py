@@ -40,8 +40,10 @@ def reproduce(cfg: DictConfig, run_dir: Path, run_eigen) -> dict[str, Any]:
     train = build_dataset({**data, "split": "train", "subset": None})
     test = build_dataset({**data, "split": r.test_split, "subset": None})
     model_config = {**plain(cfg.model), "checkpoint": None}
+    device = "cuda" if torch.cuda.is_available() and cfg.device in ("auto", "cuda") else "cpu"
     checkpoints = train_with_checkpoints(build_from_config(model_config), train, test, r.lr, r.batch_size,
-                                         r.checkpoint_steps, run_dir / "checkpoints", seed=cfg.seed)
+                                         r.checkpoint_steps, run_dir / "checkpoints", seed=cfg.seed, device=device,
+                                         loader_workers=r.loader_workers)
     ks = [k for k in r.overlap_ks if k <= cfg.algorithm.k] or [cfg.algorithm.k]
     record: dict[str, Any] = {"checkpoints": checkpoints, "ks": ks, "splits": {}}
     for split, subset in plain(r.splits).items():
@@ -56,7 +58,7 @@ def reproduce(cfg: DictConfig, run_dir: Path, run_eigen) -> dict[str, Any]:
             eigen = run_eigen(sub_cfg, sub_dir)
             vectors = RunStore(sub_dir / cfg.output.store).group["eigenvectors"]
             theta = _flat_parameters({**model_config, "checkpoint": checkpoint["path"]}, cfg.curvature.params)
-            curve = overlap_curve(np.asarray(vectors[:]), theta, ks)
+            curve = overlap_curve(vectors, theta, ks)  # reads only the masked rows
             curve["eigenvalues"] = eigen["eigenvalues"]
             curves[checkpoint["step"]] = curve
             log.info("step %d, %s split: overlap at k=%d is %.4f (chance %.2g)", checkpoint["step"], split, ks[-1],

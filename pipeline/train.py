@@ -4,35 +4,58 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 log = logging.getLogger(__name__)
 
 
-def accuracy(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int = 1024) -> float:
+def as_dataset(data: Any) -> Dataset:
+    """An (inputs, targets) pair of tensors as a TensorDataset; a Dataset as it is."""
+    return TensorDataset(*data) if isinstance(data, tuple) else data
+
+
+def evaluate(model: nn.Module, data: Any, device: torch.device, batch_size: int = 512) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode over ``data``."""
     model.eval()
+    loss, correct, count = 0.0, 0, 0
     with torch.no_grad():
-        correct = sum(int((model(x).argmax(dim=1) == y).sum()) for x, y in zip(inputs.split(batch_size), targets.split(batch_size)))
-    return correct / targets.shape[0]
+        for x, y in DataLoader(as_dataset(data), batch_size=batch_size):
+            out = model(x.to(device))
+            y = y.to(device)
+            loss += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(dim=1) == y).sum())
+            count += y.shape[0]
+    return loss / count, correct / count
+
+
+def _batches(data: Dataset, batch_size: int, gen: torch.Generator, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shuffled mini-batches (a fresh seeded permutation every epoch)."""
+    while True:
+        yield from DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True, generator=gen, num_workers=workers)
 
 
 def train_with_checkpoints(
     model: nn.Module,
-    train: tuple[torch.Tensor, torch.Tensor],
-    test: tuple[torch.Tensor, torch.Tensor],
+    train: Any,
+    test: Any,
     lr: float,
     batch_size: int,
     checkpoint_steps: Sequence[int],
     out_dir: Path,
     seed: int = 0,
+    device: str | torch.device = "cpu",
+    loader_workers: int = 0,
 ) -> list[dict]:
-    """Plain SGD on cross-entropy with shuffled mini-batches (seeded); saves ``step_<s>.pt``
-    (state dict) at every step in ``checkpoint_steps`` with its test accuracy, listed in
-    ``checkpoints.json``. Existing checkpoints are reused (a rerun continues, not restarts)."""
+    """Plain SGD on cross-entropy over seeded shuffled mini-batches of ``train`` (tensor pair or
+    Dataset); saves ``step_<s>.pt`` (state dict) at every step in ``checkpoint_steps`` with its
+    train loss and test accuracy, listed in ``checkpoints.json``. If every checkpoint exists
+    already they are reused (a rerun continues with the eigendecompositions)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = sorted(set(int(s) for s in checkpoint_steps))
     if not steps or steps[0] < 0:
@@ -41,31 +64,30 @@ def train_with_checkpoints(
     manifest = {entry["step"]: entry for entry in json.loads(manifest_path.read_text())} if manifest_path.exists() else {}
     if all(step in manifest for step in steps):
         return [manifest[step] for step in steps]
-    x, y = train
-    gen = torch.Generator().manual_seed(seed)
+    device = torch.device(device)
+    model.to(device)
+    train_set = as_dataset(train)
+    if len(train_set) < batch_size:
+        raise ValueError(f"batch_size {batch_size} exceeds the {len(train_set)} training samples")
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    loss_fn = nn.functional.cross_entropy
-    order, cursor = torch.randperm(x.shape[0], generator=gen), 0
+    batches = _batches(train_set, batch_size, torch.Generator().manual_seed(seed), loader_workers)
     for step in range(steps[-1] + 1):
         if step in steps:
             path = out_dir / f"step_{step}.pt"
-            torch.save(model.state_dict(), path)
-            with torch.no_grad():
-                train_loss = float(loss_fn(model.eval()(x), y))
-            manifest[step] = {"step": step, "path": str(path), "test_accuracy": accuracy(model, *test), "train_loss": train_loss}
-            log.info("step %d: test accuracy %.3f, train loss %.4f", step, manifest[step]["test_accuracy"], manifest[step]["train_loss"])
+            torch.save({name: t.cpu() for name, t in model.state_dict().items()}, path)
+            train_loss, _ = evaluate(model, train_set, device)
+            _, test_accuracy = evaluate(model, test, device)
+            manifest[step] = {"step": step, "path": str(path), "test_accuracy": test_accuracy, "train_loss": train_loss}
+            log.info("step %d: test accuracy %.3f, train loss %.4f", step, test_accuracy, train_loss)
             manifest_path.write_text(json.dumps(sorted(manifest.values(), key=lambda e: e["step"]), indent=2))
         if step == steps[-1]:
             break
-        if cursor + batch_size > x.shape[0]:
-            order, cursor = torch.randperm(x.shape[0], generator=gen), 0
-        index = order[cursor : cursor + batch_size]
-        cursor += batch_size
+        x, y = next(batches)
         model.train()
         optimizer.zero_grad()
-        loss = loss_fn(model(x[index]), y[index])
+        loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
         if not torch.isfinite(loss):
-            raise ValueError(f"training diverged at step {step} (loss {loss.item()}): lower train.lr")
+            raise ValueError(f"training diverged at step {step} (loss {loss.item()}): lower reproduce.lr")
         loss.backward()
         optimizer.step()
     return [manifest[step] for step in steps]

@@ -60,6 +60,7 @@ def test_training_checkpoints_are_saved_and_reused(tmp_path):
     assert [c["step"] for c in first] == [0, 5] and first[1]["train_loss"] < first[0]["train_loss"]
     again = train_with_checkpoints(build_from_config({"name": "tanh_mlp"}), (x, y), (x, y), 0.3, 16, [0, 5], tmp_path)
     assert again == first
+    assert 0.0 <= first[1]["test_accuracy"] <= 1.0
     state = torch.load(first[1]["path"], weights_only=True)
     assert not torch.equal(state["1.weight"], torch.load(first[0]["path"], weights_only=True)["1.weight"])
 

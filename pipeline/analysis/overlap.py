@@ -9,6 +9,7 @@ mask gives k/D in expectation (the chance baseline).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,15 +21,20 @@ def magnitude_mask(theta: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-np.abs(theta), kind="stable")[:k]
 
 
-def mask_overlap(vectors: np.ndarray, mask: np.ndarray, k: int) -> float:
-    """||V[mask, :k]||_F^2 / k for V (D, >= k) with orthonormal columns."""
+def mask_overlap(vectors: Any, mask: np.ndarray, k: int) -> float:
+    """||V[mask, :k]||_F^2 / k for V (D, >= k) with orthonormal columns: a numpy array, or a Zarr
+    array of which only the masked rows are read."""
     if k > vectors.shape[1]:
         raise ValueError(f"k={k} exceeds the {vectors.shape[1]} eigenvectors available")
-    block = np.asarray(vectors[mask, :k], dtype=np.float64)
+    rows = np.sort(mask)
+    if hasattr(vectors, "get_orthogonal_selection"):
+        block = np.asarray(vectors.get_orthogonal_selection((rows, slice(0, k))), dtype=np.float64)
+    else:
+        block = np.asarray(vectors[rows, :k], dtype=np.float64)
     return float((block**2).sum() / k)
 
 
-def overlap_curve(vectors: np.ndarray, theta: np.ndarray, ks: Sequence[int]) -> dict[str, list[float]]:
+def overlap_curve(vectors: Any, theta: np.ndarray, ks: Sequence[int]) -> dict[str, list[float]]:
     """overlap_k with the magnitude mask M_k and the chance baseline k/D for each k in ks."""
     dim = theta.shape[0]
     return {

@@ -62,7 +62,8 @@ def seigh(
     Frobenius error estimate. ``refine_tol`` runs block Lanczos started from the SEIGH vectors
     until every residual is below it; ``converged`` compares the residuals with ``refine_tol``, else
     ``tol`` (default: none, all pairs whose residual was computed). ``memory_bytes`` bounds the row blocks of post-processing.
-    ``problem`` (a dict) names the operator in the store's fingerprint.
+    ``problem`` (a dict) names the operator in the store's fingerprint. The a-posteriori figures
+    and refinement hold the D x k eigenvectors in memory; post-processing itself streams.
     """
     dim = op.shape[0]
     check_k(op, k)
