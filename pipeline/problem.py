@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,8 +65,13 @@ def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
             op.check_determinism()
         yield op
         return
-    cpus = max(1, round(cluster.num_workers * cluster.cpus_per_worker))
-    started = init_ray(num_cpus=cpus, address=cluster.address) if cluster.mode == "ray" or cluster.address else init_ray(num_cpus=cpus)
+    if cluster.mode == "ray":
+        address = cluster.address or os.environ.get("RAY_ADDRESS")
+        if not address:
+            raise ValueError("cluster=ray joins an existing cluster: set RAY_ADDRESS or cluster.address (or use cluster=local)")
+        started = init_ray(address=address)
+    else:
+        started = init_ray(num_cpus=max(1, round(cluster.num_workers * cluster.cpus_per_worker)))
     try:
         with RayOperator(spec, cluster.num_workers, cluster.cpus_per_worker, cluster.gpus_per_worker, cluster.max_failures) as op:
             log.info("%d Ray workers ready, D=%d, dtype=%s", cluster.num_workers, op.shape[0], op.dtype)

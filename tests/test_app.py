@@ -26,8 +26,8 @@ GROUPS = {group: sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"
           for group in ("model", "data", "curvature", "algorithm", "cluster", "experiment")}
 
 
-def app(*overrides, env_extra=None, **kwargs):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", **(env_extra or {})}
+def app(*overrides, **kwargs):
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
     return subprocess.run([sys.executable, "-m", "pipeline", *overrides], capture_output=True, text=True, env=env, **kwargs)
 
 
@@ -73,6 +73,8 @@ def test_bad_override_fails_at_composition(tmp_path, override, message):
     (["data=mnist"], "data.root"),
     (["data=mnist", "data.root=/nonexistent"], "not found in /nonexistent"),
     (["dtype=float16"], "dtype must be one of"),
+    (["cluster=ray"], "set RAY_ADDRESS or cluster.address"),
+    (["task=train"], "task must be"),
 ])
 def test_bad_values_exit_with_one_line_reason(tmp_path, overrides, message):
     result = app("cluster=none", "algorithm=lanczos", *overrides, f"hydra.run.dir={tmp_path}")

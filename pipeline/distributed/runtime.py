@@ -12,19 +12,19 @@ log = logging.getLogger(__name__)
 
 
 def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: str | None = None, temp_dir: str | None = None) -> bool:
-    """Connect to the cluster at ``address`` (or $RAY_ADDRESS), else start a local Ray with
-    ``num_cpus``/``num_gpus`` and its session files under ``temp_dir`` (default: a fresh
-    directory under the system temp dir, never the home directory). Returns True if this call
-    started Ray (then the caller should shut it down). RAY_AUTH_MODE defaults to "disabled" for
-    a local instance only; set it explicitly for clusters."""
+    """Connect to the cluster at ``address``, else start a local Ray with ``num_cpus``/``num_gpus``
+    and its session files under ``temp_dir`` (default: a fresh directory under the system temp
+    dir, never the home directory), ignoring $RAY_ADDRESS. Returns True if this call started or
+    joined Ray (then the caller should shut it down). RAY_AUTH_MODE defaults to "disabled" for a
+    local instance only; set it explicitly for clusters."""
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         log.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=True)
         return True
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.pop("RAY_ADDRESS", None)  # ray.init would otherwise join that cluster
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="ray-hessian-")
     ray.init(
         num_cpus=num_cpus,
