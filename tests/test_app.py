@@ -136,3 +136,29 @@ def test_changed_config_in_same_dir_is_refused(tmp_path):
     result = app(*base, "seed=1")
     assert result.returncode == 2
     assert "another configuration" in result.stdout + result.stderr
+
+
+def test_density_and_landscape_outputs(tmp_path):
+    density_dir, landscape_dir = tmp_path / "density", tmp_path / "landscape"
+    result = app("cluster=none", "algorithm=density", "algorithm.num_probes=2", "algorithm.num_steps=12", f"hydra.run.dir={density_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((density_dir / "results.json").read_text())
+    assert "density.png" in record["figures"] and record["hvps"] == 24
+    saved = np.load(density_dir / "density.npz")
+    assert abs(np.trapezoid(saved["density"], saved["grid"]) - 1) < 1e-3
+    result = app("cluster=none", "algorithm=lanczos", "algorithm.k=2", "output.landscape=true", "output.landscape_vectors=2",
+                 "output.landscape_points=5", "output.landscape_radius=0.02", f"hydra.run.dir={landscape_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((landscape_dir / "results.json").read_text())
+    assert "landscape.png" in record["figures"]
+    losses = np.asarray(record["landscape_losses"])  # (2 vectors, 5 points) at t = -0.02 .. 0.02
+    t = 0.01
+    curvature = (losses[:, 3] + losses[:, 1] - 2 * losses[:, 2]) / t**2  # second difference ~ v^T H v
+    np.testing.assert_allclose(curvature, record["eigenvalues"], rtol=0.05)
+
+
+def test_multirun_sweep(tmp_path):
+    result = app("--multirun", "cluster=none", "algorithm=trace", "algorithm.num_matvecs=6,9", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads((tmp_path / str(i) / "results.json").read_text()) for i in range(2)]
+    assert [r["hvps"] for r in records] == [6, 9]

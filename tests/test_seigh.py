@@ -231,3 +231,15 @@ def test_paper_mlp_on_digits_top10_within_two_percent_of_dense_eigh():
     w = w[torch.argsort(-w.abs())][:10]
     result = seigh(op, 10, outer=355, inner=710, block_size=128, error_test_vectors=0)
     assert ((result.eigenvalues - w).abs() / w.abs()).max() < 0.02
+
+
+def test_fsspec_url_store_resumes(problem):
+    """An fsspec URL (here the in-process memory:// filesystem) works like a local path."""
+    op = problem[0]
+    url = "memory://hessian-pipeline-test/run.zarr"
+    first = _plain(op, store=RunStore(url))
+    again = _plain(op, store=RunStore(url))
+    assert again.info["measured_now"] == 0
+    torch.testing.assert_close(again.eigenvalues, first.eigenvalues, rtol=0, atol=0)
+    with pytest.raises(StoreMismatchError):
+        _plain(op, store=RunStore(url), seed=99)
