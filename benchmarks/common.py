@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pipeline.data.digits import load_digits
-from pipeline.data.subsets import batches, class_balanced_indices
+from pipeline.data.subsets import class_balanced_indices
 from pipeline.models.mlp import tanh_mlp
 
 
@@ -57,7 +57,3 @@ def digits_problem(widths: tuple[int, ...], samples: int = 1000, train_steps: in
         loss_fn(model(x), y).backward()
         optimizer.step()
     return model.eval(), loss_fn, x, y
-
-
-def data_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int):
-    return batches(x, y, batch_size)

@@ -9,7 +9,6 @@ Usage: python benchmarks/seigh_out_of_core.py --dir /path/with/60GB [--outer 257
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import threading
 import time

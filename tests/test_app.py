@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import zarr
 from hydra import compose, initialize_config_dir
 from torch import nn

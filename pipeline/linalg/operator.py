@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 
+from pipeline.linalg.test_matrices import random_columns
+
 
 class ColumnWriter(Protocol):
     """Receives measured column blocks (e.g. a Zarr array writer); must be picklable to travel."""
@@ -65,8 +67,6 @@ class Operator(ABC):
         """H Omega[:, columns] for the seeded test matrix ``kind`` (see ``random_columns``), shape
         (D, len(columns)); with a ``writer`` the block is handed to ``writer.write(columns, block)``
         and None is returned. Distributed operators generate Omega where the products are made."""
-        from pipeline.linalg.test_matrices import random_columns
-
         block = self @ random_columns(kind, seed, self.shape[0], columns, dtype=self.dtype, device=self.device)
         if writer is None:
             return block
