@@ -70,8 +70,8 @@ class AlgorithmConfig:
 class ClusterConfig:
     mode: str = "local"  # none (in process) | local (Ray started here) | ray (existing cluster)
     num_workers: int = 2
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
+    cpus_per_worker: Optional[float] = None  # null: the CPUs divided among the workers
+    gpus_per_worker: Optional[float] = None  # null: one GPU each if there is one per worker
     address: Optional[str] = None  # mode=ray: default $RAY_ADDRESS
     max_failures: int = 3
 

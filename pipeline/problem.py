@@ -53,7 +53,7 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
 @contextlib.contextmanager
 def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
     """The operator for ``cluster.mode``: ``none`` builds it here; ``local`` starts Ray with
-    num_workers x cpus_per_worker CPUs; ``ray`` joins $RAY_ADDRESS (or cluster.address).
+    num_workers x cpus_per_worker CPUs (all of this machine's when cpus_per_worker is null); ``ray`` joins $RAY_ADDRESS (or cluster.address).
     Workers and a Ray instance started here are shut down on exit."""
     cluster = cfg.cluster
     if cluster.mode not in MODES:
@@ -71,7 +71,8 @@ def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
             raise ValueError("cluster=ray joins an existing cluster: set RAY_ADDRESS or cluster.address (or use cluster=local)")
         started = init_ray(address=address)
     else:
-        started = init_ray(num_cpus=max(1, round(cluster.num_workers * cluster.cpus_per_worker)))
+        cpus = round(cluster.num_workers * cluster.cpus_per_worker) if cluster.cpus_per_worker else None  # None: all
+        started = init_ray(num_cpus=cpus)
     try:
         with RayOperator(spec, cluster.num_workers, cluster.cpus_per_worker, cluster.gpus_per_worker, cluster.max_failures) as op:
             log.info("%d Ray workers ready, D=%d, dtype=%s", cluster.num_workers, op.shape[0], op.dtype)

@@ -35,7 +35,7 @@ def local_operator(dtype=torch.float64, n=61, cls=HessianOperator):
 
 @pytest.fixture(scope="module")
 def ray_op(ray_session):
-    with RayOperator(spec(), num_workers=2) as op:
+    with RayOperator(spec(), num_workers=2, cpus_per_worker=1) as op:
         yield op
 
 
@@ -56,7 +56,7 @@ def test_two_workers_equal_in_process_float64(ray_op):
 def test_two_workers_equal_in_process_float32_ggn(ray_session):
     local = local_operator(torch.float32, cls=GGNOperator)
     V = torch.randn(local.shape[0], 2, dtype=torch.float32)
-    with RayOperator(spec(torch.float32, curvature="ggn", batch_size=7), num_workers=2) as op:
+    with RayOperator(spec(torch.float32, curvature="ggn", batch_size=7), num_workers=2, cpus_per_worker=1) as op:
         assert op.dtype == torch.float32
         result = op @ V
     expected = local @ V
@@ -86,7 +86,7 @@ def _worker_pids(op):
 def test_worker_killed_between_products_is_replaced(ray_session):
     local = local_operator()
     V = torch.randn(local.shape[0], 2, dtype=torch.float64)
-    with RayOperator(spec(), num_workers=2) as op:
+    with RayOperator(spec(), num_workers=2, cpus_per_worker=1) as op:
         first = op @ V
         victim = _worker_pids(op)[1]
         os.kill(victim, signal.SIGKILL)
@@ -102,7 +102,7 @@ def test_worker_killed_during_a_product_is_redone(ray_session):
     slow = ProblemSpec(functools.partial(mlp_factory), functools.partial(lambda d: d, dataset), CE, batch_size=4)
     local = HessianOperator(mlp_factory(), CE, split(dataset.x, dataset.y, [40]))
     V = torch.randn(local.shape[0], dtype=torch.float64)
-    with RayOperator(slow, num_workers=2) as op:
+    with RayOperator(slow, num_workers=2, cpus_per_worker=1) as op:
         victim = _worker_pids(op)[0]
         timer = threading.Timer(0.3, os.kill, (victim, signal.SIGKILL))
         timer.start()
@@ -114,7 +114,7 @@ def test_worker_killed_during_a_product_is_redone(ray_session):
 
 
 def test_too_many_failures_stop_with_a_clear_error(ray_session):
-    op = RayOperator(spec(), num_workers=2, max_failures=0)
+    op = RayOperator(spec(), num_workers=2, cpus_per_worker=1, max_failures=0)
     os.kill(_worker_pids(op)[0], signal.SIGKILL)
     with pytest.raises(RuntimeError, match="max_failures=0"):
         op @ torch.ones(op.shape[0], dtype=torch.float64)
@@ -123,19 +123,29 @@ def test_too_many_failures_stop_with_a_clear_error(ray_session):
 
 def test_more_workers_than_samples(ray_session):
     with pytest.raises(ValueError, match="cannot split 3 samples into 4"):
-        RayOperator(spec(n=3), num_workers=4)
+        RayOperator(spec(n=3), num_workers=4, cpus_per_worker=1)
 
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5])
 def test_bad_worker_count(ray_session, workers):
     with pytest.raises(ValueError, match="num_workers"):
-        RayOperator(spec(), num_workers=workers)
+        RayOperator(spec(), num_workers=workers, cpus_per_worker=1)
 
 
 def test_model_factory_that_raises(ray_session):
     broken = ProblemSpec(failing_factory, functools.partial(data_factory), CE)
     with pytest.raises(RuntimeError, match="checkpoint file /nonexistent/model.pt not found"):
-        RayOperator(broken, num_workers=2)
+        RayOperator(broken, num_workers=2, cpus_per_worker=1)
+
+
+def test_automatic_resources_divide_the_cluster(ray_session):
+    from pipeline.distributed.group import resources_per_worker
+
+    total = ray_session.cluster_resources()
+    cpus, gpus = resources_per_worker(2, None, None)
+    assert cpus == max(1, total["CPU"] // 2)
+    assert gpus == (1.0 if total.get("GPU", 0) >= 2 else 0.0)
+    assert resources_per_worker(2, 3, 0.5) == (3, 0.5)
 
 
 def test_unknown_curvature():

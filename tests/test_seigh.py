@@ -178,7 +178,7 @@ def test_one_vs_two_workers_give_the_same_sketch(ray_session, tmp_path):
     spec = ProblemSpec(functools.partial(mlp_factory), functools.partial(data_factory, n=61), batch_size=16)
     results = []
     for workers in (1, 2):
-        with RayOperator(spec, num_workers=workers) as op:
+        with RayOperator(spec, num_workers=workers, cpus_per_worker=1) as op:
             results.append(seigh(op, 4, 12, 24, seed=2, store=RunStore(tmp_path / f"w{workers}.zarr"), block_size=5,
                                  error_test_vectors=0))
     torch.testing.assert_close(results[0].eigenvalues, results[1].eigenvalues, rtol=1e-9, atol=0)

@@ -21,9 +21,21 @@ class WorkerDied(RuntimeError):
     """A worker process died (killed, OOM, node lost); the group must be rebuilt."""
 
 
+def resources_per_worker(num_workers: int, cpus: float | None, gpus: float | None) -> tuple[float, float]:
+    """(CPUs, GPUs) per worker, filling in None from the cluster's resources."""
+    available = ray.cluster_resources()
+    if gpus is None:
+        gpus = 1.0 if available.get("GPU", 0) >= num_workers else 0.0
+    if cpus is None:
+        cpus = max(1.0, float(int(available.get("CPU", 1) // num_workers)))
+    return cpus, gpus
+
+
 class WorkerGroup:
     """Start ``num_workers`` actors (``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs each,
-    torch threads = CPUs), build each shard's operator and the process group. ``run`` calls a
+    torch threads = CPUs; None means automatic: one GPU per worker when the cluster has a GPU for
+    every worker, else none, and the cluster's CPUs divided among the workers), build each
+    shard's operator and the process group. ``run`` calls a
     worker method on all ranks; if a worker dies the whole group is torn down, rebuilt on the
     same shards, and the call redone, up to ``max_failures`` times."""
 
@@ -31,8 +43,8 @@ class WorkerGroup:
         self,
         spec: ProblemSpec,
         num_workers: int,
-        cpus_per_worker: float = 1,
-        gpus_per_worker: float = 0,
+        cpus_per_worker: float | None = None,
+        gpus_per_worker: float | None = None,
         max_failures: int = 3,
         collective_timeout_s: float = 1800.0,
         placement_timeout_s: float = 120.0,
@@ -48,8 +60,7 @@ class WorkerGroup:
             raise RuntimeError("Ray is not running: call pipeline.distributed.init_ray(...) (or ray.init) first")
         self.spec = spec
         self.num_workers = num_workers
-        self.cpus_per_worker = cpus_per_worker
-        self.gpus_per_worker = gpus_per_worker
+        self.cpus_per_worker, self.gpus_per_worker = resources_per_worker(num_workers, cpus_per_worker, gpus_per_worker)
         self.max_failures = max_failures
         self.collective_timeout_s = collective_timeout_s
         self.placement_timeout_s = placement_timeout_s

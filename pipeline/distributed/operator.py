@@ -15,10 +15,19 @@ class RayOperator(Operator):
     the object store, every worker computes its sample-weighted partial product, and the
     all-reduced result comes back from rank 0. Equal to the in-process operator on all samples.
 
-    ``last_timings`` holds each rank's compute / all-reduce seconds of the latest call.
+    ``last_timings`` holds each rank's compute / all-reduce seconds of the latest call. CPUs and
+    GPUs per worker default to automatic (see ``WorkerGroup``).
     """
 
-    def __init__(self, spec: ProblemSpec, num_workers: int = 2, cpus_per_worker: float = 1, gpus_per_worker: float = 0, max_failures: int = 3, **group_options):
+    def __init__(
+        self,
+        spec: ProblemSpec,
+        num_workers: int = 2,
+        cpus_per_worker: float | None = None,
+        gpus_per_worker: float | None = None,
+        max_failures: int = 3,
+        **group_options,
+    ):
         self.group = WorkerGroup(spec, num_workers, cpus_per_worker, gpus_per_worker, max_failures, **group_options)
         info = self.group.info[0]
         super().__init__(info["dim"], getattr(torch, info["dtype"]), "cpu")

@@ -67,6 +67,7 @@ def lanczos(
         spent = op.num_matvecs - matvecs_before
         converged = relative[wanted] <= tol
         history.append((spent, float(relative[wanted].max())))
+        log.info("lanczos: %d products, %d of %d pairs converged, worst residual %.2e", spent, int(converged.sum()), k, history[-1][1])
         if bool(converged.all()) or basis.n >= dim or spent >= max_matvecs:
             break
         keep = order[: max(k, min(basis.n - block_size, k + (ncv - k) // 2))]
