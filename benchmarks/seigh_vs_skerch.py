@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
 
 from common import digits_problem
 from pipeline.curvature import HessianOperator

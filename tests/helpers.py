@@ -110,3 +110,9 @@ class SlowDataset(torch.utils.data.Dataset):
 
         time.sleep(self.delay_s)
         return self.x[i], self.y[i]
+
+
+def nan_data_factory(n: int = 20):
+    x, y = classification_data(n, (6,))
+    x[n - 1, 0] = float("nan")
+    return x, y

@@ -148,6 +148,16 @@ def test_automatic_resources_divide_the_cluster(ray_session):
     assert resources_per_worker(2, 3, 0.5) == (3, 0.5)
 
 
+def test_user_errors_on_workers_are_raised_not_retried(ray_session):
+    from helpers import nan_data_factory
+
+    bad = ProblemSpec(functools.partial(mlp_factory), nan_data_factory, CE, batch_size=5)
+    with RayOperator(bad, num_workers=2, cpus_per_worker=1) as op:
+        with pytest.raises(ValueError, match="loss is nan on batch 1"):
+            op @ torch.ones(op.shape[0], dtype=torch.float64)
+        assert op.failures == 0
+
+
 def test_unknown_curvature():
     with pytest.raises(ValueError, match="unknown curvature"):
         spec(curvature="kfac")

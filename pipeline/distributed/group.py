@@ -12,7 +12,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from pipeline.distributed.spec import ProblemSpec
-from pipeline.distributed.worker import CurvatureWorker
+from pipeline.distributed.worker import CurvatureWorker, PeerFailed
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +135,12 @@ class WorkerGroup:
                 self.restart()
 
     def _gather(self, refs: list[Any]) -> list[Any]:
-        """ray.get in completion order, so that one dead worker is noticed while others block in a
-        collective; a task error where a worker is dead counts as a death, others are re-raised."""
+        """ray.get in completion order, so that a dead worker is noticed while others block in a
+        collective (WorkerDied). Task errors are collected until every rank has answered, then
+        the root cause is raised: a rank's own error rather than its peers' PeerFailed, and a
+        communication error where a worker is dead counts as a death."""
         results: dict[Any, Any] = {}
+        errors: list[RayTaskError] = []
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -146,9 +149,12 @@ class WorkerGroup:
             except RayActorError as error:
                 raise WorkerDied(str(error).splitlines()[0]) from error
             except RayTaskError as error:
-                if not self._all_alive():
-                    raise WorkerDied(f"a peer died during a collective: {error.cause!r}") from error
-                raise error.cause from None
+                errors.append(error)
+        if errors:
+            own = [e for e in errors if not isinstance(e.cause, PeerFailed)] or errors
+            if not self._all_alive():
+                raise WorkerDied(f"a peer died during a collective: {own[0].cause!r}") from own[0]
+            raise own[0].cause from None
         return [results[ref] for ref in refs]
 
     def _all_alive(self, timeout_s: float = 10.0) -> bool:

@@ -17,6 +17,10 @@ from pipeline.linalg.operator import ColumnWriter
 from pipeline.linalg.test_matrices import random_columns
 
 
+class PeerFailed(RuntimeError):
+    """Raised on the healthy ranks when another rank's shard failed (its error is the one to report)."""
+
+
 class CurvatureWorker:
     """Rank ``rank`` of ``world_size``: builds its shard's operator, joins the process group and
     returns sum-reduced, sample-weighted products (rank 0 returns them, the others None)."""
@@ -63,19 +67,30 @@ class CurvatureWorker:
         return product, timings
 
     def _reduced_product(self, V: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """All-reduce (sum_i n_i C_i V, N) over the ranks. A rank whose shard fails (NaN loss,
+        bad data) still joins the collectives, so no peer is left blocked: every rank learns of
+        the failure from the reduced flag, the failing one raises its error, the others PeerFailed."""
         start = time.perf_counter()
-        total, count = self.op.weighted_sum(V)
+        error = None
+        try:
+            total, count = self.op.weighted_sum(V)
+        except Exception as caught:  # re-raised below, after the peers have been told
+            error, total, count = caught, torch.zeros_like(V), 0
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         computed = time.perf_counter()
-        counts = torch.tensor([float(count)], dtype=torch.float64, device=self.device)
+        status = torch.tensor([float(count), float(error is not None)], dtype=torch.float64, device=self.device)
+        process_group.all_reduce_sum(status)
+        if error is not None:
+            raise error
+        if status[1] > 0:
+            raise PeerFailed("another worker failed on its shard")
         process_group.all_reduce_sum(total)
-        process_group.all_reduce_sum(counts)
         reduced = time.perf_counter()
         timings = {"compute_s": computed - start, "allreduce_s": reduced - computed}
         if self.rank != 0:
             return None, timings
-        return (total / counts.to(total.dtype)).cpu(), timings
+        return (total / status[0].to(total.dtype)).cpu(), timings
 
     def pid(self) -> int:
         return os.getpid()
