@@ -35,7 +35,7 @@ class DataConfig:
 @dataclass
 class CurvatureConfig:
     kind: str = "hessian"  # hessian | ggn | fisher
-    hvp_mode: str = "forward-over-reverse"  # or reverse-over-reverse (Hessian only)
+    hvp_mode: str = "auto"  # auto (time each mode once, keep the fastest) | forward-over-reverse | graph-reuse | reverse-over-reverse (Hessian only)
     params: Optional[list[str]] = None  # name globs / "re:" regexes; null = all trainable
     check_determinism: bool = False
 

@@ -33,7 +33,6 @@ def problem_spec(cfg: DictConfig) -> ProblemSpec:
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {cfg.dtype!r}")
     curvature = plain(cfg.curvature)
-    options = {"hvp_mode": curvature["hvp_mode"]} if curvature["kind"] == "hessian" else {}
     return ProblemSpec(
         model_factory=functools.partial(build_from_config, plain(cfg.model)),
         dataset_factory=functools.partial(build_dataset, plain(cfg.data)),
@@ -41,7 +40,7 @@ def problem_spec(cfg: DictConfig) -> ProblemSpec:
         batch_size=cfg.data.batch_size,
         params=curvature["params"],
         dtype=cfg.dtype,
-        operator_options=options,
+        operator_options={"hvp_mode": curvature["hvp_mode"]},
     )
 
 

@@ -33,7 +33,7 @@ def _block(dim, b=3, seed=0):
     return torch.randn(dim, b, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-@pytest.mark.parametrize("mode", ["forward-over-reverse", "reverse-over-reverse"])
+@pytest.mark.parametrize("mode", ["auto", *HessianOperator.PRODUCT_MODES])
 def test_hessian_matches_dense_mlp(mlp_problem, mode):
     model, x, y = mlp_problem
     H = dense_hessian(model, CE, x, y)
@@ -44,19 +44,21 @@ def test_hessian_matches_dense_mlp(mlp_problem, mode):
     assert op.num_matvecs == 4
 
 
-def test_hessian_matches_dense_cnn_with_eval_batchnorm():
+@pytest.mark.parametrize("mode", HessianOperator.PRODUCT_MODES)
+def test_hessian_matches_dense_cnn_with_eval_batchnorm(mode):
     model = small_cnn()
     x, y = classification_data(20, (2, 6, 6))
     H = dense_hessian(model, CE, x, y)
-    op = HessianOperator(model, CE, split(x, y, [7, 13]))
+    op = HessianOperator(model, CE, split(x, y, [7, 13]), hvp_mode=mode)
     V = _block(op.shape[0])
     torch.testing.assert_close(op @ V, H @ V, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("mode", HessianOperator.PRODUCT_MODES)
 @pytest.mark.parametrize("selector", [["2.weight", "4.bias"], "re:[24]\\..*", lambda n, p: n.startswith("4")])
-def test_hessian_parameter_subset(mlp_problem, selector):
+def test_hessian_parameter_subset(mlp_problem, selector, mode):
     model, x, y = mlp_problem
-    op = HessianOperator(model, CE, [(x, y)], params=selector)
+    op = HessianOperator(model, CE, [(x, y)], params=selector, hvp_mode=mode)
     names = op.view.names
     H = dense_hessian(model, CE, x, y, names=set(names))
     assert op.shape == H.shape
@@ -84,23 +86,71 @@ def test_batch_split_invariance(mlp_problem):
     torch.testing.assert_close(one, many, rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("mode", ["auto", "forward-over-reverse", "graph-reuse"])
 @pytest.mark.parametrize("cls, dense, sizes", [(GGNOperator, dense_ggn, [25, 35]), (EmpiricalFisherOperator, dense_fisher, [40, 20])])
-def test_ggn_and_fisher_match_their_dense_definitions(mlp_problem, cls, dense, sizes):
+def test_ggn_and_fisher_match_their_dense_definitions(mlp_problem, cls, dense, sizes, mode):
     model, x, y = mlp_problem
     C = dense(model, CE, x, y)
-    op = cls(model, CE, split(x, y, sizes))
+    op = cls(model, CE, split(x, y, sizes), hvp_mode=mode)
     V = _block(op.shape[0])
     torch.testing.assert_close(op @ V, C @ V, rtol=1e-10, atol=1e-12)
     assert torch.linalg.eigvalsh(C).min() > -1e-12  # both PSD for cross-entropy
 
 
-def test_ggn_equals_hessian_for_linear_model_with_mse():
+@pytest.mark.parametrize("ggn_mode", GGNOperator.PRODUCT_MODES)
+@pytest.mark.parametrize("hvp_mode", HessianOperator.PRODUCT_MODES)
+def test_ggn_equals_hessian_for_linear_model_with_mse(ggn_mode, hvp_mode):
     torch.manual_seed(0)
     model = nn.Linear(4, 2).double()
     x = torch.randn(30, 4, dtype=torch.float64)
     y = torch.randn(30, 2, dtype=torch.float64)
     V = _block(10)
-    torch.testing.assert_close(GGNOperator(model, mse, [(x, y)]) @ V, HessianOperator(model, mse, [(x, y)]) @ V)
+    ggn = GGNOperator(model, mse, [(x, y)], hvp_mode=ggn_mode) @ V
+    torch.testing.assert_close(ggn, HessianOperator(model, mse, [(x, y)], hvp_mode=hvp_mode) @ V)
+    torch.testing.assert_close(ggn, _linear_mse_hessian(x) @ V)
+
+
+def _linear_mse_hessian(x):
+    """2 (1/N) [x 1]^T [x 1] per output, permuted to nn.Linear(4, 2)'s (weight, bias) layout."""
+    augmented = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
+    per_output = 2 * torch.kron(torch.eye(2, dtype=x.dtype), augmented.T @ augmented / x.shape[0])
+    order = [0, 1, 2, 3, 5, 6, 7, 8, 4, 9]  # (w0, b0, w1, b1) -> (w0, w1, b0, b1)
+    return per_output[order][:, order]
+
+
+@pytest.mark.parametrize("cls", [HessianOperator, GGNOperator, EmpiricalFisherOperator])
+def test_auto_mode_times_every_mode_once_per_block_width_and_agrees(mlp_problem, cls, caplog):
+    model, x, y = mlp_problem
+    op = cls(model, CE, split(x, y, [32, 28]))
+    assert op.hvp_mode == "auto"
+    V = _block(op.shape[0], b=4)
+    with caplog.at_level("INFO", logger="pipeline.curvature"):
+        first = op @ V
+        op @ V
+    assert set(op.mode_choices) == {4}
+    choice = op.mode_choices[4]
+    assert set(choice["seconds"]) == set(cls.PRODUCT_MODES) and choice["mode"] == min(choice["seconds"], key=choice["seconds"].get)
+    assert sum("hvp_mode=auto for blocks of 4" in r.getMessage() for r in caplog.records) == 1
+    for mode in cls.PRODUCT_MODES:
+        torch.testing.assert_close(cls(model, CE, split(x, y, [32, 28]), hvp_mode=mode) @ V, first, rtol=1e-12, atol=1e-14)
+
+
+def test_unknown_product_mode_names_the_choices(mlp_problem):
+    model, x, y = mlp_problem
+    with pytest.raises(ValueError, match="hvp_mode for GGNOperator must be 'auto' or one of"):
+        GGNOperator(model, CE, [(x, y)], hvp_mode="reverse-over-reverse")
+
+
+def test_list_data_is_prepared_once(mlp_problem):
+    model32 = small_mlp(dtype=torch.float32)
+    _, x, y = mlp_problem
+    op = HessianOperator(model32, CE, [(x, y)], dtype=torch.float64)  # float64 inputs cast once
+    V = _block(op.shape[0])
+    first = op @ V
+    (inputs, _, _), = op._prepared
+    op @ V
+    assert op._prepared[0][0] is inputs
+    torch.testing.assert_close(op @ V, first, rtol=0, atol=0)
 
 
 def test_float32_parameters_and_dtype_override(mlp_problem):

@@ -8,8 +8,10 @@ weighted by sample count and the operator does not depend on how samples are bat
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -21,6 +23,10 @@ from pipeline.linalg.operator import Operator
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[Any, torch.Tensor]
+BatchProduct = Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
+AUTO = "auto"
+
+log = logging.getLogger(__name__)
 
 
 _STOCHASTIC_MODEL = (
@@ -42,7 +48,14 @@ class CurvatureOperator(Operator):
     casts parameters, buffers and floating inputs (default: the parameters' dtype). The model
     is put in eval mode. ``vmap_chunk_size`` bounds how many vectors of a block are vmapped at
     once (memory grows with it).
+
+    ``hvp_mode`` picks how a batch's product is formed: one of the subclass's ``PRODUCT_MODES``,
+    or ``"auto"`` (default): for every new block width b, each mode is timed once on the first
+    batch and the fastest is kept (``mode_choices[b]``; logged). A list of batches is moved to
+    the operator's device and dtype once, on the first pass, not on every product.
     """
+
+    PRODUCT_MODES: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -52,7 +65,12 @@ class CurvatureOperator(Operator):
         params: ParamSelector = None,
         dtype: torch.dtype | None = None,
         vmap_chunk_size: int | None = None,
+        hvp_mode: str = AUTO,
     ):
+        if hvp_mode != AUTO and hvp_mode not in self.PRODUCT_MODES:
+            raise ValueError(
+                f"hvp_mode for {type(self).__name__} must be {AUTO!r} or one of {self.PRODUCT_MODES}, got {hvp_mode!r}"
+            )
         selected = select_parameters(model, params)
         first = next(iter(selected.values()))
         dtype = dtype or first.dtype
@@ -69,6 +87,9 @@ class CurvatureOperator(Operator):
         self.loss_fn = loss_fn
         self.data = data
         self.vmap_chunk_size = vmap_chunk_size
+        self.hvp_mode = hvp_mode
+        self.mode_choices: dict[int, dict[str, Any]] = {}
+        self._prepared: list[tuple[Any, torch.Tensor, int]] | None = None
         self.theta = self.view.flatten({n: p.detach().to(dtype) for n, p in selected.items()})
         self._fixed = {
             name: _cast(t.detach(), dtype)
@@ -79,7 +100,11 @@ class CurvatureOperator(Operator):
     # ---- model evaluation -------------------------------------------------------------------
     def forward(self, theta: torch.Tensor, inputs: Any) -> torch.Tensor:
         """Model outputs at flat parameters ``theta`` (D,)."""
-        return functional_call(self.model, {**self._fixed, **self.view.unflatten(theta)}, (inputs,))
+        return self.call_model(self.view.unflatten(theta), inputs)
+
+    def call_model(self, params: dict[str, torch.Tensor], inputs: Any) -> torch.Tensor:
+        """Model outputs with the selected parameters taken from ``params`` (name -> tensor)."""
+        return functional_call(self.model, {**self._fixed, **params}, (inputs,))
 
     def batch_loss(self, theta: torch.Tensor, inputs: Any, targets: torch.Tensor) -> torch.Tensor:
         """Mean loss of one batch at ``theta``."""
@@ -94,10 +119,62 @@ class CurvatureOperator(Operator):
         targets = _to(targets, self.dtype, self.device)
         return inputs, targets, int(targets.shape[0])
 
+    def batches(self) -> Iterator[tuple[Any, torch.Tensor, int]]:
+        """(inputs, targets, n) of every batch on the operator's device and dtype. A list or
+        tuple of batches is converted once and kept; other iterables are converted per pass."""
+        if self._prepared is not None:
+            yield from self._prepared
+            return
+        if not isinstance(self.data, (list, tuple)):
+            yield from map(self._prepare, self.data)
+            return
+        prepared = []
+        for batch in self.data:
+            prepared.append(self._prepare(batch))
+            yield prepared[-1]
+        self._prepared = prepared
+
     # ---- products -------------------------------------------------------------------------
     @abstractmethod
+    def products(self) -> dict[str, BatchProduct]:
+        """mode -> f(inputs, targets, V) giving C_i V (D, b) for the curvature C_i of one
+        batch's MEAN loss; the keys are ``PRODUCT_MODES``."""
+
     def batch_product(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        """C_i V (D, b) for the curvature C_i of this batch's MEAN loss."""
+        """C_i V (D, b) for one batch, in ``hvp_mode`` (or the mode ``auto`` chose for width b)."""
+        mode = self.hvp_mode if self.hvp_mode != AUTO else self.mode_choices.get(V.shape[1], {}).get("mode")
+        if mode is None:
+            return self._choose_mode(inputs, targets, V)
+        return self.products()[mode](inputs, targets, V)
+
+    def _choose_mode(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        """Time every product mode on this batch (one untimed run each, then one timed run);
+        keep the fastest for block width b = V.shape[1] and return its product."""
+        outputs, seconds, failures = {}, {}, {}
+        for mode, product in self.products().items():
+            try:
+                outputs[mode] = product(inputs, targets, V)
+            except RuntimeError as error:  # e.g. an op functorch cannot transform
+                if "randomness" in str(error):
+                    raise
+                failures[mode] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        for mode in outputs:
+            self._synchronize()
+            start = time.perf_counter()
+            self.products()[mode](inputs, targets, V)
+            self._synchronize()
+            seconds[mode] = time.perf_counter() - start
+        if not seconds:
+            raise RuntimeError(f"no product mode works for this model: {failures}")
+        best = min(seconds, key=seconds.__getitem__)
+        self.mode_choices[V.shape[1]] = {"mode": best, "seconds": seconds, "failed": failures}
+        log.info("hvp_mode=auto for blocks of %d: %s (ms per batch: %s)%s", V.shape[1], best,
+                 ", ".join(f"{m} {1e3 * t:.1f}" for m, t in seconds.items()), f"; failed: {failures}" if failures else "")
+        return outputs[best]
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def weighted_sum(self, V: torch.Tensor) -> tuple[torch.Tensor, int]:
         """(sum_i n_i C_i V, N): the unnormalised product over this operator's data and its size.
@@ -106,8 +183,7 @@ class CurvatureOperator(Operator):
         """
         total = torch.zeros_like(V)
         count = 0
-        for index, batch in enumerate(self.data):
-            inputs, targets, n = self._prepare(batch)
+        for index, (inputs, targets, n) in enumerate(self.batches()):
             if n == 0:
                 continue
             try:
@@ -153,8 +229,7 @@ class CurvatureOperator(Operator):
         """Mean loss over all samples of the data."""
         total, count = 0.0, 0
         with torch.no_grad():
-            for batch in self.data:
-                inputs, targets, n = self._prepare(batch)
+            for inputs, targets, n in self.batches():
                 if n:
                     total += n * float(self.batch_loss(self.theta, inputs, targets))
                     count += n

@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from torch.func import jvp, vjp, vmap
 
-from pipeline.curvature.base import CurvatureOperator
+from pipeline.curvature.base import BatchProduct, CurvatureOperator
+from pipeline.curvature.graph import RetainedGraph, leaves_of
 
 
 class EmpiricalFisherOperator(CurvatureOperator):
@@ -15,12 +16,21 @@ class EmpiricalFisherOperator(CurvatureOperator):
     the per-sample losses, so per-sample gradients are never stored.
 
     The per-sample loss of sample n is ``loss_fn`` on the singleton batch (outputs[n], targets[n]).
+    Product modes: ``"forward-over-reverse"`` (functorch: J_l v by forward mode, vmapped) and
+    ``"graph-reuse"`` (the per-sample losses' graph built once per batch, two backwards a vector).
     """
 
-    def batch_product(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    PRODUCT_MODES = ("forward-over-reverse", "graph-reuse")
+
+    def products(self) -> dict[str, BatchProduct]:
+        return {"forward-over-reverse": self._forward_over_reverse, "graph-reuse": self._graph_reuse}
+
+    def _sample_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return vmap(lambda out, target: self.loss_fn(out[None], target[None]))(outputs, targets)
+
+    def _forward_over_reverse(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         def sample_losses(theta: torch.Tensor) -> torch.Tensor:
-            outputs = self.forward(theta, inputs)
-            return vmap(lambda out, target: self.loss_fn(out[None], target[None]))(outputs, targets)
+            return self._sample_losses(self.forward(theta, inputs), targets)
 
         losses, pullback = vjp(sample_losses, self.theta)
 
@@ -29,3 +39,10 @@ class EmpiricalFisherOperator(CurvatureOperator):
             return pullback(gv)[0]
 
         return self._vmap(fisher_vector, V) / losses.shape[0]
+
+    def _graph_reuse(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        leaves = leaves_of(self.view, self.theta)
+        with torch.enable_grad():
+            losses = self._sample_losses(self.call_model(leaves, inputs), targets)
+            graph = RetainedGraph(losses, list(leaves.values()), self.view)
+            return torch.stack([graph.vjp(graph.jvp(v)) for v in V.T], dim=1) / losses.shape[0]

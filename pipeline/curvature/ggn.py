@@ -7,13 +7,25 @@ from typing import Any
 import torch
 from torch.func import grad, jvp, vjp
 
-from pipeline.curvature.base import CurvatureOperator
+from pipeline.curvature.base import BatchProduct, CurvatureOperator
+from pipeline.curvature.graph import RetainedGraph, leaves_of
+from pipeline.curvature.params import FlatView
 
 
 class GGNOperator(CurvatureOperator):
-    """G v = J^T H_out J v for each batch (positive semi-definite for convex losses)."""
+    """G v = J^T H_out J v for each batch (positive semi-definite for convex losses).
 
-    def batch_product(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    Product modes: ``"forward-over-reverse"`` (functorch: J v by forward mode, J^T by a pullback
+    shared by the block, vmapped) and ``"graph-reuse"`` (the outputs' graph built once per batch;
+    per vector J v and J^T w are two backwards through it).
+    """
+
+    PRODUCT_MODES = ("forward-over-reverse", "graph-reuse")
+
+    def products(self) -> dict[str, BatchProduct]:
+        return {"forward-over-reverse": self._forward_over_reverse, "graph-reuse": self._graph_reuse}
+
+    def _forward_over_reverse(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         def outputs_of(theta: torch.Tensor) -> torch.Tensor:
             return self.forward(theta, inputs)
 
@@ -27,3 +39,14 @@ class GGNOperator(CurvatureOperator):
             return pullback(hjv)[0]
 
         return self._vmap(ggn_vector, V)
+
+    def _graph_reuse(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        leaves = leaves_of(self.view, self.theta)
+        with torch.enable_grad():
+            outputs = self.call_model(leaves, inputs)
+            graph = RetainedGraph(outputs, list(leaves.values()), self.view)
+            at = outputs.detach().requires_grad_()
+            (loss_gradient,) = torch.autograd.grad(self.loss_fn(at, targets), at, create_graph=True)
+            loss_hessian = RetainedGraph(loss_gradient, [at], FlatView.of({"outputs": at}))  # symmetric: H w = J^T w
+            columns = [loss_hessian.vjp(graph.jvp(v)).reshape(outputs.shape) for v in V.T]
+            return torch.stack([graph.vjp([w]) for w in columns], dim=1)
