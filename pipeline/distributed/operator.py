@@ -44,6 +44,10 @@ class RayOperator(Operator):
         self.num_matvecs += len(columns)
         return product
 
+    def wait_for_writes(self) -> None:
+        """Wait until rank 0 has written every measured block."""
+        self.group.run("wait_for_writes")
+
     def _reduced(self, method: str, *args) -> torch.Tensor | None:
         results = self.group.run(method, *args)
         self.last_timings = [timings for _, timings in results]

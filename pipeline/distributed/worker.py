@@ -14,6 +14,7 @@ import torch
 from pipeline.distributed import process_group
 from pipeline.distributed.spec import ProblemSpec
 from pipeline.linalg.operator import ColumnWriter
+from pipeline.linalg.streaming import WriteBehind
 from pipeline.linalg.test_matrices import random_columns
 
 
@@ -31,6 +32,7 @@ class CurvatureWorker:
         if threads:
             torch.set_num_threads(threads)
         self.op = None
+        self.writes = WriteBehind()
 
     # ---- setup ------------------------------------------------------------------------------
     def build(self) -> dict[str, Any]:
@@ -56,15 +58,17 @@ class CurvatureWorker:
         return self._reduced_product(block.to(self.device, self.op.dtype))
 
     def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None) -> tuple[torch.Tensor | None, dict[str, float]]:
-        """H Omega[:, columns] with Omega generated here; rank 0 writes it (or returns it)."""
+        """H Omega[:, columns] with Omega generated here; rank 0 writes it in the background while
+        the next block is computed (``wait_for_writes`` waits for it), or returns it."""
         omega = random_columns(kind, seed, self.op.shape[0], columns, dtype=self.op.dtype, device=self.device)
         product, timings = self._reduced_product(omega)
         if writer is not None and product is not None:
-            start = time.perf_counter()
-            writer.write(columns, product)
-            timings["write_s"] = time.perf_counter() - start
+            timings["write_wait_s"] = self.writes.submit(writer.write, columns, product)
             product = None
         return product, timings
+
+    def wait_for_writes(self) -> None:
+        self.writes.wait()
 
     def _reduced_product(self, V: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, float]]:
         """All-reduce (sum_i n_i C_i V, N) over the ranks. A rank whose shard fails (NaN loss,

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 
+from pipeline.linalg.streaming import WriteBehind
 from pipeline.linalg.test_matrices import random_columns
 
 
@@ -37,6 +38,7 @@ class Operator(ABC):
         self.dtype = dtype
         self.device = torch.device(device)
         self.num_matvecs = 0
+        self._writes = WriteBehind()
 
     @abstractmethod
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
@@ -66,12 +68,19 @@ class Operator(ABC):
     def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None) -> torch.Tensor | None:
         """H Omega[:, columns] for the seeded test matrix ``kind`` (see ``random_columns``), shape
         (D, len(columns)); with a ``writer`` the block is handed to ``writer.write(columns, block)``
-        and None is returned. Distributed operators generate Omega where the products are made."""
+        in the background (while the next block is computed) and None is returned: call
+        ``wait_for_writes`` before reading. Distributed operators generate Omega where the
+        products are made."""
         block = self @ random_columns(kind, seed, self.shape[0], columns, dtype=self.dtype, device=self.device)
         if writer is None:
             return block
-        writer.write(columns, block)
+        self._writes.submit(writer.write, columns, block)
         return None
+
+    def wait_for_writes(self) -> None:
+        """Wait until every block handed to ``measure`` with a writer is written (re-raises a
+        failed write)."""
+        self._writes.wait()
 
     def to_scipy(self) -> LinearOperator:
         """A scipy LinearOperator applying this operator to numpy arrays (copies via the host)."""

@@ -1,10 +1,11 @@
 """SEIGH: sketched symmetric eigendecomposition from outer and inner measurements.
 
 Tropp, Yurtsever, Udell, Cevher (2019), symmetric case: Y = H Omega (D x nO), W = H Psi^T
-(D x nI), Z = Psi W; Q = orth(Y) by two-level TSQR in float64 streamed over row blocks;
-C = (Psi Q)^+ Z ((Psi Q)^+)^T by QR solves, symmetrised; C = U L U^T; V = Q U (top k by
-|lambda|). Every pass over D-sized data reads row blocks, so peak memory is a few row blocks
-whatever nO x D is; the same code runs on in-memory arrays and on a Zarr store.
+(D x nI), Z = Psi W; Q = orth(Y) in float64; C = (Psi Q)^+ Z ((Psi Q)^+)^T by QR solves,
+symmetrised; C = U L U^T; V = Q U (top k by |lambda|). Measurement is here; the streamed
+recovery (Cholesky QR / TSQR, Psi Q, core, V) is ``pipeline.linalg.recovery``. Every pass over
+D-sized data reads row blocks, so peak memory is a few row blocks whatever nO x D is; the same
+code runs on in-memory arrays and on a Zarr store.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from pipeline.linalg.aposteriori import as_dict, frobenius_error, pair_residuals
 from pipeline.linalg.lanczos import lanczos, order_by
 from pipeline.linalg.measurements import BlockedColumns, MemoryStore
 from pipeline.linalg.operator import Operator
+from pipeline.linalg.recovery import Measurements, recover, write_eigenvectors
 from pipeline.linalg.result import EigResult
-from pipeline.linalg.test_matrices import KINDS, ROW_ACCESSIBLE, random_block
+from pipeline.linalg.streaming import compute_device, progress_disabled
+from pipeline.linalg.test_matrices import KINDS, ROW_ACCESSIBLE
 from pipeline.linalg.validation import check_k, check_positive
 
 log = logging.getLogger(__name__)
+_MEASURE_ROUNDS = 3
 
 
 def derived_seed(seed: int, stream: int) -> int:
@@ -52,6 +56,7 @@ def seigh(
     problem: dict | None = None,
     progress: bool | None = None,
     on_block: Callable[[str, range], None] | None = None,
+    device: str | torch.device | None = None,
 ) -> EigResult:
     """Top-k eigenpairs (by |lambda|) of ``op`` from ``outer`` + ``inner`` measurements.
 
@@ -63,7 +68,8 @@ def seigh(
     until every residual is below it; ``converged`` compares the residuals with ``refine_tol``, else
     ``tol`` (default: none, all pairs whose residual was computed). ``memory_bytes`` bounds the row blocks of post-processing.
     ``problem`` (a dict) names the operator in the store's fingerprint. The a-posteriori figures
-    and refinement hold the D x k eigenvectors in memory; post-processing itself streams.
+    and refinement hold the D x k eigenvectors in memory; post-processing itself streams (see
+    ``pipeline.linalg.recovery``) on ``device`` (default: CUDA when available, else the CPU).
     """
     dim = op.shape[0]
     check_k(op, k)
@@ -86,7 +92,7 @@ def seigh(
         "outer_kind": outer_kind, "inner_kind": inner_kind, "recycled": recycled, "problem": problem or {},
     })
 
-    rows = _row_blocks(dim, outer, memory_bytes // (8 * (2 * inner + 2 * outer)))
+    rows = _row_blocks(dim, outer, memory_bytes // (8 * (3 * outer + 5 * inner)))
     if store.row_chunk is None:
         store.row_chunk = len(rows[0])  # measurement chunks line up with the row blocks read later
     before = op.num_matvecs
@@ -99,31 +105,47 @@ def seigh(
         _measure(op, Y, outer_kind, seeds["outer"], "outer", progress, on_block)
     measured = op.num_matvecs - before
 
-    Q = _tsqr(store, Y, outer, rows, progress)
-    psi_q, Z = _project_inner(W, Q, inner_kind, seeds["inner"], outer, rows, progress)
-    values, U = _core_eigh(psi_q, Z)
-    top = order_by(torch.from_numpy(values), "LM")[:k].numpy()
+    device = compute_device(device)
+    meas = Measurements(Y, W, outer, inner_kind, seeds["inner"], recycled)
+    recovered = recover(meas, rows, store, device, progress)
+    values = recovered.values.cpu()
+    order = order_by(values, "LM")
     V_store = store.matrix("eigenvectors", (dim, k), rows[0].stop, np.float64)
-    for block in rows:
-        V_store[block.start : block.stop] = np.asarray(Q[block.start : block.stop]) @ U[:, top]
-    eigenvalues = torch.from_numpy(values[top].copy())
-    store.save("sketch_eigenvalues", values[order_by(torch.from_numpy(values), "LM").numpy()])
-    info = {"outer": outer, "inner": inner, "recycled": recycled, "measured_now": measured, "row_blocks": len(rows)}
+    write_eigenvectors(rows, recovered, order[:k].to(device), V_store, device, progress)
+    eigenvalues = values[order[:k]].clone()
+    store.save("sketch_eigenvalues", values[order].numpy())
+    info = {"outer": outer, "inner": inner, "recycled": recycled, "measured_now": measured, "row_blocks": len(rows),
+            "qr": recovered.method, "cholesky_steps": recovered.cholesky_steps, "device": str(device)}
     return _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residuals, error_test_vectors,
                    seeds["error"], refine_tol, tol)
 
 
 def _measure(op: Operator, array: BlockedColumns, kind: str, seed: int, name: str, progress, on_block) -> None:
+    """Measure every unmarked block. Writes run behind the products (``op.wait_for_writes``); a
+    block whose write was lost (a worker died with it pending) is still unmarked afterwards and
+    measured again, so the loop ends only when every block is marked."""
     missing = array.missing_blocks()
     done = len(array.blocks()) - len(missing)
     if done:
         log.info("%s measurements: %d of %d blocks already in the store, measuring %d", name, done, len(array.blocks()), len(missing))
-    for columns in tqdm(missing, desc=f"{name} measurements", unit="block", disable=_quiet(progress)):
-        block = op.measure(kind, seed, columns, writer=array.writer)
-        if block is not None:
-            array.write(columns, block)
-        if on_block is not None:
-            on_block(name, columns)
+    for attempt in range(_MEASURE_ROUNDS):
+        if not missing:
+            return
+        if attempt:
+            log.warning("%s measurements: %d blocks were not written (a worker died?); measuring them again", name, len(missing))
+        try:
+            for columns in tqdm(missing, desc=f"{name} measurements", unit="block", disable=progress_disabled(progress)):
+                block = op.measure(kind, seed, columns, writer=array.writer)
+                if block is not None:
+                    array.write(columns, block)
+                if on_block is not None:
+                    on_block(name, columns)
+        finally:
+            op.wait_for_writes()  # products already made are kept, also when the loop is interrupted
+        missing = array.missing_blocks()
+    if missing:
+        raise RuntimeError(f"{name} measurements: blocks {[c.start for c in missing]} are still not marked after "
+                           f"{_MEASURE_ROUNDS} rounds; check the store's disk and permissions")
 
 
 def _row_blocks(dim: int, min_rows: int, target_rows: int) -> list[range]:
@@ -132,57 +154,6 @@ def _row_blocks(dim: int, min_rows: int, target_rows: int) -> list[range]:
     count = max(1, dim // height)
     edges = np.linspace(0, dim, count + 1).round().astype(int)
     return [range(a, b) for a, b in zip(edges[:-1], edges[1:])]
-
-
-def _checked_rows(array: BlockedColumns, block: range, ncols: int, name: str) -> np.ndarray:
-    values = array.read_rows(block, ncols)
-    bad = ~np.isfinite(values).all(axis=0)
-    if bad.any():
-        cols = np.flatnonzero(bad)
-        array.unmark(range(int(cols.min()), int(cols.max()) + 1))
-        raise RuntimeError(
-            f"the store's {name} measurements are damaged in columns {cols.min()}..{cols.max()} (missing or "
-            "non-finite chunks); their blocks were unmarked: rerun the same command to remeasure them"
-        )
-    return values
-
-
-def _tsqr(store, Y: BlockedColumns, outer: int, rows: list[range], progress) -> np.ndarray:
-    """Q = orth(Y[:, :outer]) in float64: QR of each row block, QR of the stacked R factors,
-    then Q_i <- Q_i Q2_i written back (two passes over the rows)."""
-    Q = store.matrix("Q", (Y.shape[0], outer), rows[0].stop, np.float64)
-    factors = []
-    for block in tqdm(rows, desc="TSQR", unit="rows", disable=_quiet(progress)):
-        q, r = np.linalg.qr(_checked_rows(Y, block, outer, "outer"))
-        Q[block.start : block.stop] = q
-        factors.append(r)
-    q2, _ = np.linalg.qr(np.concatenate(factors))
-    for index, block in enumerate(rows):
-        Q[block.start : block.stop] = np.asarray(Q[block.start : block.stop]) @ q2[index * outer : (index + 1) * outer]
-    return Q
-
-
-def _project_inner(W: BlockedColumns, Q, kind: str, seed: int, outer: int, rows: list[range], progress) -> tuple[np.ndarray, np.ndarray]:
-    """Psi Q (nI, nO) and Z = Psi W (nI, nI), accumulated over row blocks of Psi^T."""
-    inner = W.shape[1]
-    psi_q = np.zeros((inner, outer))
-    Z = np.zeros((inner, inner))
-    for block in tqdm(rows, desc="Psi Q and Z", unit="rows", disable=_quiet(progress)):
-        psi_t = random_block(kind, seed, block, range(inner))  # rows of Psi^T, (m, nI)
-        psi_q += psi_t.T @ np.asarray(Q[block.start : block.stop])
-        Z += psi_t.T @ _checked_rows(W, block, inner, "inner")
-    return psi_q, (Z + Z.T) / 2
-
-
-def _core_eigh(psi_q: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """C = (Psi Q)^+ Z ((Psi Q)^+)^T with Psi Q = Qp Rp: C = Rp^-1 (Qp^T Z Qp) Rp^-T; eigh(C)."""
-    from scipy.linalg import solve_triangular
-
-    qp, rp = np.linalg.qr(psi_q)
-    inner_core = qp.T @ Z @ qp
-    left = solve_triangular(rp, inner_core, lower=False)
-    C = solve_triangular(rp, left.T, lower=False).T
-    return np.linalg.eigh((C + C.T) / 2)
 
 
 def _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residuals, error_test_vectors, error_seed, refine_tol, tol) -> EigResult:
@@ -209,7 +180,3 @@ def _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residu
         converged=res <= tol,
         info=info,
     )
-
-
-def _quiet(progress: bool | None) -> bool | None:
-    return None if progress is None else not progress

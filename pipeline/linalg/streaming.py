@@ -1,0 +1,65 @@
+"""Overlapping I/O with compute: row-block read-ahead, write-behind, and the compute device."""
+
+from __future__ import annotations
+
+import time
+
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+def compute_device(device: str | torch.device | None = None) -> torch.device:
+    """``device``, or by default the first CUDA device when there is one, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def prefetched(blocks: Sequence[range], load: Callable[[range], T]) -> Iterator[tuple[range, T]]:
+    """Yield (block, load(block)) in order while a background thread already loads the next
+    block, so reading (Zarr, numpy, host-to-device copies: all release the GIL) overlaps the
+    caller's compute. At most two loaded blocks are alive at a time; an error in ``load`` is
+    raised here, at the block it belongs to."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        pending = pool.submit(load, blocks[0]) if blocks else None
+        for index, block in enumerate(blocks):
+            value = pending.result()
+            pending = pool.submit(load, blocks[index + 1]) if index + 1 < len(blocks) else None
+            yield block, value
+
+
+def progress_disabled(progress: bool | None) -> bool | None:
+    """tqdm's ``disable`` for a ``progress`` flag (None: bars only on a terminal)."""
+    return None if progress is None else not progress
+
+
+class WriteBehind:
+    """One write at a time in a background thread, so the caller computes the next block while
+    the last one is written. ``submit`` first waits for the previous write (raising its error);
+    ``wait`` waits for the last one. Nothing is dropped: every submitted write finishes or raises."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+
+    def submit(self, write: Callable[..., Any], *args: Any) -> float:
+        """Start ``write(*args)``; returns the seconds spent waiting for the previous write."""
+        waited = self.wait()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-behind")
+        self._pending = self._pool.submit(write, *args)
+        return waited
+
+    def wait(self) -> float:
+        """Wait for the pending write (re-raising its error); returns the seconds waited."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return 0.0
+        start = time.perf_counter()
+        pending.result()
+        return time.perf_counter() - start
