@@ -50,7 +50,7 @@ def measure(model, loss_fn, x, y, device: str, dtype: torch.dtype) -> dict[str, 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     params = list(model.parameters())
 
-    def timed(fn, repeats=5):
+    def timed(fn, repeats=9):
         return best_time(lambda: (fn(), sync()), repeats=repeats)
 
     def gradient():
@@ -66,7 +66,7 @@ def measure(model, loss_fn, x, y, device: str, dtype: torch.dtype) -> dict[str, 
         op = HessianOperator(model, loss_fn, [(x, y)], hvp_mode=mode)
         for b in BLOCKS:
             V = torch.randn(op.shape[0], b, device=device, dtype=dtype)
-            row[(mode, b)] = timed(lambda: op @ V, repeats=3) / b
+            row[(mode, b)] = timed(lambda: op @ V, repeats=7) / b
         if mode == "auto":
             row["auto choice"] = {b: op.mode_choices[b]["mode"] for b in BLOCKS}
     return row

@@ -45,4 +45,4 @@ class EmpiricalFisherOperator(CurvatureOperator):
         with torch.enable_grad():
             losses = self._sample_losses(self.call_model(leaves, inputs), targets)
             graph = RetainedGraph(losses, list(leaves.values()), self.view)
-            return torch.stack([graph.vjp(graph.jvp(v)) for v in V.T], dim=1) / losses.shape[0]
+            return torch.stack([graph.vjp(graph.jvp(v)) for v in V.T.contiguous()], dim=1) / losses.shape[0]

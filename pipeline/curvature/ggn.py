@@ -48,5 +48,5 @@ class GGNOperator(CurvatureOperator):
             at = outputs.detach().requires_grad_()
             (loss_gradient,) = torch.autograd.grad(self.loss_fn(at, targets), at, create_graph=True)
             loss_hessian = RetainedGraph(loss_gradient, [at], FlatView.of({"outputs": at}))  # symmetric: H w = J^T w
-            columns = [loss_hessian.vjp(graph.jvp(v)).reshape(outputs.shape) for v in V.T]
+            columns = [loss_hessian.vjp(graph.jvp(v)).reshape(outputs.shape) for v in V.T.contiguous()]
             return torch.stack([graph.vjp([w]) for w in columns], dim=1)

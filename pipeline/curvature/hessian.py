@@ -61,4 +61,4 @@ class HessianOperator(CurvatureOperator):
     def _graph_reuse(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         graph = self._gradient_graph(inputs, targets)
         with torch.enable_grad():
-            return torch.stack([graph.vjp(list(self.view.unflatten(v).values())) for v in V.T], dim=1)
+            return torch.stack([graph.vjp(list(self.view.unflatten(v).values())) for v in V.T.contiguous()], dim=1)
