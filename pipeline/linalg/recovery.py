@@ -131,10 +131,13 @@ def _cholesky_factor(meas: Measurements, rows: list[range], gram: torch.Tensor, 
 
 
 def _gram_of_basis(meas: Measurements, rows: list[range], R: torch.Tensor, device, progress) -> torch.Tensor:
+    """Gram matrix of Q1 = Y R^-1, with R^-1 formed once (a GEMM per block is several times
+    faster than a triangular solve on tall blocks; cond(R) <= 1e5 here)."""
     gram = torch.zeros_like(R)
+    inverse = torch.linalg.solve_triangular(R, torch.eye(*R.shape, dtype=R.dtype, device=device), upper=True)
     for _, (Y,) in tqdm(prefetched(rows, _loader(meas, device, outer=True)), total=len(rows), desc="CholeskyQR2 second pass",
                         unit="rows", disable=progress_disabled(progress)):
-        Q = torch.linalg.solve_triangular(R, Y, upper=True, left=False)
+        Q = Y @ inverse
         gram.addmm_(Q.T, Q)
     return gram
 

@@ -25,7 +25,7 @@ from pipeline.linalg.operator import Operator
 from pipeline.linalg.recovery import Measurements, recover, write_eigenvectors
 from pipeline.linalg.result import EigResult
 from pipeline.linalg.streaming import compute_device, progress_disabled
-from pipeline.linalg.test_matrices import KINDS, ROW_ACCESSIBLE
+from pipeline.linalg.test_matrices import GENERATOR_VERSION, KINDS, ROW_ACCESSIBLE
 from pipeline.linalg.validation import check_k, check_positive
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ def seigh(
     store.bind({
         "dim": dim, "dtype": str(op.dtype), "outer": outer, "inner": inner, "seed": seed, "block_size": block_size,
         "outer_kind": outer_kind, "inner_kind": inner_kind, "recycled": recycled, "problem": problem or {},
+        "test_matrices": GENERATOR_VERSION,
     })
 
     rows = _row_blocks(dim, outer, memory_bytes // (8 * (3 * outer + 5 * inner)))

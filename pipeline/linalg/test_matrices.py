@@ -3,7 +3,11 @@
 A counter-based generator (SplitMix64 finaliser of (seed, column, row)) makes any block of
 rows and columns computable on its own: columns never depend on the block size or worker
 count, and post-processing can stream row blocks of Psi. Every kind has E[omega omega^T] = I.
-SSRFT (structured; Woolfe et al. 2008) is column-accessible only.
+Rademacher entry (i, j) is bit j mod 64 of the hash of (seed, j // 64, i), so one hash gives 64
+entries (generating Psi's rows is a small part of post-processing); Gaussian entries use one
+hash each (Box-Muller). SSRFT (structured; Woolfe et al. 2008) is column-accessible only.
+``GENERATOR_VERSION`` goes into every store's fingerprint: measurements made with another
+generator are refused, never mixed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ KINDS = ("rademacher", "gaussian", "ssrft")
 ROW_ACCESSIBLE = ("rademacher", "gaussian")
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _CHUNK_ENTRIES = 1 << 20
+GENERATOR_VERSION = 2  # 1: one hash per Rademacher entry
+_SIGNS = np.array([1.0, -1.0])
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -44,17 +50,33 @@ def random_block(kind: str, seed: int, rows: range, columns: Iterable[int]) -> n
         raise ValueError(f"row blocks exist only for {ROW_ACCESSIBLE} test matrices, not {kind!r}")
     if columns.size and columns.min() < 0:
         raise ValueError("column indices must be non-negative")
+    if kind == "rademacher":
+        return _rademacher(seed, rows, columns)
     out = np.empty((len(rows), columns.size))
     step = max(1, _CHUNK_ENTRIES // max(columns.size, 1))  # bound the uint64 temporaries
     for start in range(0, len(rows), step):
-        part = rows[start : start + step]
-        bits = _bits(seed, part, columns)
-        if kind == "rademacher":
-            out[start : start + len(part)] = 1.0 - 2.0 * (bits >> np.uint64(63)).astype(np.float64)
-        else:  # Box-Muller on the two 32-bit halves
-            u1 = ((bits >> np.uint64(32)).astype(np.float64) + 1.0) * 2.0**-32
-            u2 = (bits & np.uint64(0xFFFFFFFF)).astype(np.float64) * 2.0**-32
-            out[start : start + len(part)] = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+        bits = _bits(seed, rows[start : start + step], columns)
+        u1 = ((bits >> np.uint64(32)).astype(np.float64) + 1.0) * 2.0**-32  # Box-Muller on the two 32-bit halves
+        u2 = (bits & np.uint64(0xFFFFFFFF)).astype(np.float64) * 2.0**-32
+        out[start : start + len(bits)] = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    return out
+
+
+def _rademacher(seed: int, rows: range, columns: np.ndarray) -> np.ndarray:
+    """+-1 entries: bit (j mod 64) of the 64-bit hash of word j // 64 (little-endian bit order)."""
+    if columns.size == 0:
+        return np.empty((len(rows), 0))
+    first_word = int(columns.min()) // 64
+    words = np.arange(first_word, int(columns.max()) // 64 + 1, dtype=np.int64)
+    offsets = columns - 64 * first_word
+    if np.array_equal(offsets, np.arange(offsets[0], offsets[0] + offsets.size)):
+        offsets = slice(int(offsets[0]), int(offsets[0]) + offsets.size)  # contiguous columns: a view, no gather
+    out = np.empty((len(rows), columns.size))
+    step = max(1, _CHUNK_ENTRIES // (64 * words.size))
+    for start in range(0, len(rows), step):
+        bits = _bits(seed, rows[start : start + step], words)  # (m, words) uint64
+        unpacked = np.unpackbits(bits.astype("<u8").view(np.uint8), axis=1, bitorder="little")  # (m, 64 words)
+        out[start : start + len(bits)] = _SIGNS[unpacked[:, offsets]]
     return out
 
 
