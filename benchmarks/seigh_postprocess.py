@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--recycled", action="store_true")
     parser.add_argument("--old-src", help="checkout of the old path (git worktree add DIR 2a38c93)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each path (best is reported)")
+    parser.add_argument("--paths", default="old,householder,new", help="comma-separated subset, run in this order")
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.path:
@@ -164,7 +165,7 @@ def main() -> None:
     raw = read_bytes / read_seconds / 2**20
     print(f"machine: float64 matmul ({rows} x {2 * args.outer})^T: torch {rates['torch']:.1f} GFLOP/s, numpy {rates['numpy']:.1f} GFLOP/s; "
           f"raw read of the store's measurement chunk files {read_bytes / 2**30:.2f} GiB at {raw:.0f} MiB/s")
-    paths = (["old"] if args.old_src else []) + ["householder", "new"]
+    paths = [path for path in args.paths.split(",") if path != "old" or args.old_src]
     print("| path | wall s | GFLOP/s | % of matmul peak | read MiB/s | % of raw read | peak RSS GiB | QR | max rel. diff of the top-10 vs new (old: its own test matrices) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows_by_path: dict[str, dict] = {}
@@ -174,7 +175,7 @@ def main() -> None:
         out = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    if args.old_src:
+    if "old" in paths:
         run("old-measure")
     for _ in range(args.repeats):  # alternating paths, best of the repeats: fair on a noisy machine
         for path in paths:
