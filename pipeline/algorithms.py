@@ -54,6 +54,7 @@ def _eigen(result, extra: dict[str, Any]) -> dict[str, Any]:
         "eigenvalues": result.eigenvalues.tolist(),
         "residuals": result.residuals.tolist(),
         "converged": result.converged.tolist(),
+        "all_converged": bool(result.converged.all()),
         "hvps": result.matvecs,
         "eigenvectors": result.eigenvectors,
         "extra": extra,

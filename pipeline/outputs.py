@@ -1,4 +1,5 @@
-"""What a run leaves in its output directory: results.json, eigenvalues.npy, PNG plots."""
+"""What a run leaves in its output directory: results.json, eigenvalues.npy, eigenvectors.npy
+(in-memory algorithms; SEIGH keeps them in its store), PNG plots."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from pipeline.analysis import plots
 
@@ -22,6 +24,9 @@ def write_results(run_dir: Path, results: dict[str, Any], config: dict[str, Any]
     figures = []
     if "eigenvalues" in results:
         np.save(run_dir / "eigenvalues.npy", np.asarray(results["eigenvalues"]))
+    if isinstance(results.get("eigenvectors"), torch.Tensor):  # SEIGH's live in its store
+        np.save(run_dir / "eigenvectors.npy", results["eigenvectors"].cpu().numpy())
+        record["eigenvectors"] = "eigenvectors.npy"
     if want_plots and "residuals" in results:
         figures.append(plots.spectrum(results["eigenvalues"], results["residuals"], run_dir / "spectrum.png", title=results["algorithm"]))
         history = results.get("extra", {}).get("history")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
 from hydra import compose, initialize_config_dir
 from torch import nn
@@ -161,3 +162,19 @@ def test_multirun_sweep(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     records = [json.loads((tmp_path / str(i) / "results.json").read_text()) for i in range(2)]
     assert [r["hvps"] for r in records] == [6, 9]
+
+
+def test_unconverged_results_are_flagged_and_eigenvectors_kept(tmp_path):
+    result = app("cluster=none", "algorithm=power", "algorithm.k=3", "algorithm.max_iter=4", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["all_converged"] is False and not all(record["converged"])
+    log = result.stdout + result.stderr
+    assert "WARNING" in log and "did not reach the relative residual tol=0.001" in log
+    V = np.load(tmp_path / record["eigenvectors"])
+    x, y = build_dataset(record["config"]["data"])
+    op = HessianOperator(build_from_config(record["config"]["model"]), nn.functional.cross_entropy, batches(x, y, 250))
+    values = np.asarray(record["eigenvalues"])
+    HV = (op @ torch.from_numpy(V).float()).double().numpy()
+    residuals = np.linalg.norm(HV - V * values, axis=0) / np.abs(values)
+    np.testing.assert_allclose(residuals, record["residuals"], rtol=1e-3)

@@ -76,12 +76,13 @@ def test_subset_is_a_block_of_the_full_hessian(mlp_problem):
     torch.testing.assert_close(op @ eye, block, rtol=1e-10, atol=1e-12)
 
 
-def test_batch_split_invariance(mlp_problem):
+@pytest.mark.parametrize("mode", HessianOperator.PRODUCT_MODES)
+def test_batch_split_invariance(mlp_problem, mode):
     model, x, y = mlp_problem
     V = _block(sum(p.numel() for p in model.parameters()))
-    one = HessianOperator(model, CE, [(x, y)]) @ V
-    ragged = HessianOperator(model, CE, split(x, y, [32, 28])) @ V
-    many = HessianOperator(model, CE, split(x, y, [1, 17, 40, 2])) @ V
+    one = HessianOperator(model, CE, [(x, y)], hvp_mode=mode) @ V
+    ragged = HessianOperator(model, CE, split(x, y, [32, 28]), hvp_mode=mode) @ V
+    many = HessianOperator(model, CE, split(x, y, [1, 17, 40, 2]), hvp_mode=mode) @ V
     torch.testing.assert_close(one, ragged, rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(one, many, rtol=1e-12, atol=1e-13)
 

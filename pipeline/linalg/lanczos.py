@@ -10,7 +10,7 @@ from pipeline.linalg.krylov import KrylovBasis
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.result import EigResult
 from pipeline.linalg.test_matrices import random_columns
-from pipeline.linalg.validation import check_k, check_positive, check_which
+from pipeline.linalg.validation import check_k, check_positive, check_tol, check_which
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ def lanczos(
     data. ``start`` (D,) or (D, b) replaces the seeded Gaussian starting block.
     """
     check_k(op, k)
+    check_tol(tol)
     check_which(which)
     check_positive(block_size, "block_size")
     dim = op.shape[0]
@@ -74,9 +75,7 @@ def lanczos(
         basis.restart(theta[keep], S[:, keep])
         restarts += 1
 
-    if not bool(converged.all()):
-        log.warning("lanczos: %d of %d pairs reached tol=%g after %d products", int(converged.sum()), k, tol, spent)
-    return EigResult(
+    result = EigResult(
         eigenvalues=theta[wanted].clone(),
         eigenvectors=basis.vectors(S[:, wanted]),
         residuals=relative[wanted].clone(),
@@ -84,3 +83,5 @@ def lanczos(
         converged=converged,
         info={"history": history, "restarts": restarts, "ncv": ncv, "block_size": block_size, "which": which, "tol": tol},
     )
+    result.warn_unconverged("lanczos", tol, f"the budget of {spent} products was spent: raise max_matvecs or ncv")
+    return result

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import logging
+
 import numpy as np
 import torch
+
+log = logging.getLogger("pipeline.linalg")
 
 
 @dataclass
@@ -25,9 +29,13 @@ class EigResult:
     converged: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def k(self) -> int:
-        return int(self.eigenvalues.shape[0])
+    def warn_unconverged(self, algorithm: str, tol: float, advice: str) -> None:
+        """Log a WARNING naming the pairs whose residual misses ``tol`` (or was not computed)."""
+        missed = [(i, float(r)) for i, (r, ok) in enumerate(zip(self.residuals.tolist(), self.converged.tolist())) if not ok]
+        if missed:
+            pairs = ", ".join(f"#{i} ({'not computed' if r != r else f'{r:.2g}'})" for i, r in missed[:10])
+            log.warning("%s: %d of %d eigenpairs did not reach the relative residual tol=%g: %s%s; %s", algorithm, len(missed),
+                        len(self.converged), tol, pairs, " ..." if len(missed) > 10 else "", advice)
 
 
 @dataclass

@@ -11,7 +11,6 @@ code runs on in-memory arrays and on a Zarr store.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -26,7 +25,7 @@ from pipeline.linalg.recovery import Measurements, recover, write_eigenvectors
 from pipeline.linalg.result import EigResult
 from pipeline.linalg.streaming import compute_device, progress_disabled
 from pipeline.linalg.test_matrices import GENERATOR_VERSION, KINDS, ROW_ACCESSIBLE
-from pipeline.linalg.validation import check_k, check_positive
+from pipeline.linalg.validation import check_k, check_positive, check_tol
 
 log = logging.getLogger(__name__)
 _MEASURE_ROUNDS = 3
@@ -51,7 +50,7 @@ def seigh(
     residuals: bool = True,
     error_test_vectors: int = 8,
     refine_tol: float | None = None,
-    tol: float | None = None,
+    tol: float = 1e-3,
     memory_bytes: int = 2**30,
     problem: dict | None = None,
     progress: bool | None = None,
@@ -66,7 +65,8 @@ def seigh(
     spends k more products on ||H v - lambda v|| / |lambda|; ``error_test_vectors`` q more on the
     Frobenius error estimate. ``refine_tol`` runs block Lanczos started from the SEIGH vectors
     until every residual is below it; ``converged`` compares the residuals with ``refine_tol``, else
-    ``tol`` (default: none, all pairs whose residual was computed). ``memory_bytes`` bounds the row blocks of post-processing.
+    ``tol`` (pairs whose residual was not computed count as not converged), and unconverged
+    pairs are named in a WARNING. ``memory_bytes`` bounds the row blocks of post-processing.
     ``problem`` (a dict) names the operator in the store's fingerprint. The a-posteriori figures
     and refinement hold the D x k eigenvectors in memory; post-processing itself streams (see
     ``pipeline.linalg.recovery``) on ``device`` (default: CUDA when available, else the CPU).
@@ -74,6 +74,9 @@ def seigh(
     dim = op.shape[0]
     check_k(op, k)
     check_positive(block_size, "block_size")
+    check_tol(tol)
+    if refine_tol is not None:
+        check_tol(refine_tol, "refine_tol")
     if not k <= outer < dim:
         raise ValueError(f"outer must satisfy k={k} <= outer < D={dim}, got {outer}")
     if not 2 * outer <= inner <= dim:
@@ -172,8 +175,8 @@ def _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residu
         info["frobenius_error"] = as_dict(frobenius_error(op, eigenvalues, V.to(op.device), error_test_vectors, error_seed, block_size))
     store.save("eigenvalues", eigenvalues.numpy())
     store.save("residuals", res.numpy())
-    tol = refine_tol if refine_tol is not None else (tol if tol is not None else math.inf)
-    return EigResult(
+    tol = refine_tol if refine_tol is not None else tol
+    result = EigResult(
         eigenvalues=eigenvalues,
         eigenvectors=store.eigenvectors(V_store),
         residuals=res,
@@ -181,3 +184,8 @@ def _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residu
         converged=res <= tol,
         info=info,
     )
+    advice = ("refinement stopped at its budget: raise refine_tol or the sketch size" if refine_tol is not None else
+              "these eigenvalues may be far off: set refine_tol (e.g. 1e-3) to refine them with Lanczos, or use larger "
+              "outer/inner" + ("" if residuals else " (residuals=False: convergence was not checked)"))
+    result.warn_unconverged("seigh", tol, advice)
+    return result

@@ -25,3 +25,10 @@ def check_which(which: str) -> str:
     if which not in WHICH:
         raise ValueError(f"which must be one of {WHICH} (largest magnitude, largest, smallest algebraic), got {which!r}")
     return which
+
+
+def check_tol(tol: float, name: str = "tol") -> float:
+    """A finite tolerance > 0 (a relative residual target)."""
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < float("inf"):
+        raise ValueError(f"{name} must be a positive relative residual such as 1e-3, got {tol!r}")
+    return float(tol)
