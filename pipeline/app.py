@@ -35,7 +35,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     config = plain(cfg)
     with open_operator(cfg, spec) as op:
         store = RunStore(run_dir / cfg.output.store) if cfg.algorithm.name == "seigh" else None
-        results = run_algorithm(cfg, op, store, problem=fingerprint(cfg))
+        results = run_algorithm(cfg, op, store, problem={**fingerprint(cfg), "weights": op.weights_digest()})
         results.update(algorithm=cfg.algorithm.name, num_params=op.shape[0], curvature=cfg.curvature.kind)
     if cfg.output.landscape and "eigenvectors" in results:
         local = spec.build(1, 0)

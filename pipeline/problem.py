@@ -45,8 +45,12 @@ def problem_spec(cfg: DictConfig) -> ProblemSpec:
 
 
 def fingerprint(cfg: DictConfig) -> dict[str, Any]:
-    """What determines the operator: a store measured for another problem is refused."""
-    return {"model": plain(cfg.model), "data": plain(cfg.data), "curvature": plain(cfg.curvature), "dtype": cfg.dtype}
+    """What determines the operator, hence the measurements: model, data and subset, curvature
+    and parameter selection, dtype. Not what only changes how products are computed (batch size,
+    product mode, determinism check, workers): a run may resume with other values of those."""
+    data = {key: value for key, value in plain(cfg.data).items() if key != "batch_size"}
+    curvature = {key: value for key, value in plain(cfg.curvature).items() if key not in ("hvp_mode", "check_determinism")}
+    return {"model": plain(cfg.model), "data": data, "curvature": curvature, "dtype": cfg.dtype}
 
 
 @contextlib.contextmanager

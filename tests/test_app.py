@@ -178,3 +178,14 @@ def test_unconverged_results_are_flagged_and_eigenvectors_kept(tmp_path):
     HV = (op @ torch.from_numpy(V).float()).double().numpy()
     residuals = np.linalg.norm(HV - V * values, axis=0) / np.abs(values)
     np.testing.assert_allclose(residuals, record["residuals"], rtol=1e-3)
+
+
+def test_resume_with_other_batching_and_product_mode_reuses_the_measurements(tmp_path):
+    base = ["cluster=none", "algorithm.outer=20", "algorithm.inner=40", "algorithm.refine_tol=null", f"hydra.run.dir={tmp_path}"]
+    assert app(*base).returncode == 0
+    first = json.loads((tmp_path / "results.json").read_text())
+    result = app(*base, "data.batch_size=64", "curvature.hvp_mode=graph-reuse", "cluster.num_workers=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["extra"]["measured_now"] == 0
+    np.testing.assert_allclose(again["eigenvalues"], first["eigenvalues"], rtol=1e-12)

@@ -243,3 +243,30 @@ def test_fsspec_url_store_resumes(problem):
     torch.testing.assert_close(again.eigenvalues, first.eigenvalues, rtol=0, atol=0)
     with pytest.raises(StoreMismatchError):
         _plain(op, store=RunStore(url), seed=99)
+
+
+def test_mismatch_names_only_the_differing_keys_in_one_line(problem, tmp_path):
+    op = problem[0]
+    url = tmp_path / "fp.zarr"
+    _plain(op, store=RunStore(url), problem={"data": {"subset": 500, "root": "/data"}, "dtype": "float64"})
+    with pytest.raises(StoreMismatchError) as error:
+        _plain(op, store=RunStore(url), problem={"data": {"subset": 400, "root": "/data"}, "dtype": "float64"}, seed=6)
+    message = str(error.value)
+    assert "\n" not in message and "problem.data.subset: 500 -> 400" in message and "seed: 5 -> 6" in message
+    assert "problem.data.root" not in message and "problem.dtype" not in message
+
+
+class FailingOperator(DenseOperator):
+    def _matmat(self, V):
+        raise ValueError("loss is nan on batch 0")
+
+
+def test_a_run_failing_before_its_first_block_leaves_no_fingerprint(problem, tmp_path):
+    url = tmp_path / "failed.zarr"
+    dense = problem[1][0]
+    with pytest.raises(ValueError, match="loss is nan"):
+        _plain(FailingOperator(dense), store=RunStore(url), problem={"data": "broken"})
+    assert "fingerprint" not in RunStore(url).attrs
+    fixed = _plain(DenseOperator(dense), store=RunStore(url), problem={"data": "fixed"})  # the corrected rerun is accepted
+    assert fixed.info["measured_now"] == 90
+    assert RunStore(url).attrs["fingerprint"]["problem"] == {"data": "fixed"}

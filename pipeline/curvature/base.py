@@ -226,6 +226,10 @@ class CurvatureOperator(Operator):
             "the model overflows in its second derivatives; try dtype=float64"
         )
 
+    def weights_digest(self) -> str:
+        """SHA-1 of the flat parameters theta: names the weights in store fingerprints."""
+        return hashlib.sha1(self.theta.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
     # ---- checks ---------------------------------------------------------------------------
     def loss(self) -> float:
         """Mean loss over all samples of the data."""

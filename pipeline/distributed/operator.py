@@ -44,6 +44,10 @@ class RayOperator(Operator):
         self.num_matvecs += len(columns)
         return product
 
+    def weights_digest(self) -> str:
+        """SHA-1 of the workers' flat parameters (they verified at start that they agree)."""
+        return self.group.info[0]["weights"]
+
     def wait_for_writes(self) -> None:
         """Wait until rank 0 has written every measured block."""
         self.group.run("wait_for_writes")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import warnings
@@ -38,9 +37,8 @@ class CurvatureWorker:
     def build(self) -> dict[str, Any]:
         """Build the model replica and the shard's operator; report what the driver needs."""
         self.op = self.spec.build(self.world_size, self.rank, self.device)
-        weights = self.op.theta.detach().cpu().numpy().tobytes()
         return {"dim": self.op.shape[0], "dtype": str(self.op.dtype).removeprefix("torch."), "pid": os.getpid(),
-                "device": str(self.device), "weights": hashlib.sha1(weights).hexdigest()}
+                "device": str(self.device), "weights": self.op.weights_digest()}
 
     def rendezvous(self) -> tuple[str, int]:
         return process_group.node_address(), process_group.free_port()

@@ -27,15 +27,30 @@ def fingerprint_hash(fingerprint: dict[str, Any]) -> str:
 
 
 def check_fingerprint(stored: dict[str, Any] | None, wanted: dict[str, Any], where: str) -> None:
-    """Raise StoreMismatchError naming the keys that differ between ``stored`` and ``wanted``."""
+    """Raise StoreMismatchError naming, in one line, only the (dotted) keys that differ."""
     if stored is None or fingerprint_hash(stored) == fingerprint_hash(wanted):
         return
-    keys = sorted(set(stored) | set(wanted))
-    diffs = ", ".join(f"{key}: {stored.get(key)!r} -> {wanted.get(key)!r}" for key in keys if stored.get(key) != wanted.get(key))
+    old, new = _flatten(stored), _flatten(wanted)
+    diffs = "; ".join(f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}"
+                      for key in sorted(set(old) | set(new)) if old.get(key, _MISSING) != new.get(key, _MISSING))
     raise StoreMismatchError(
         f"{where} holds measurements of another configuration ({diffs}); use a new output "
-        "directory, or rerun with the original configuration to resume"
+        "directory, or rerun with the original values to resume"
     )
+
+
+_MISSING = object()
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1} (JSON round trip first, so tuples and lists compare equal)."""
+    tree = json.loads(json.dumps(tree, default=str)) if not prefix else tree
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value})
+    return flat
 
 
 class BlockedColumns:
@@ -83,8 +98,16 @@ class MemoryStore:
         self.attrs: dict[str, Any] = {}
 
     def bind(self, fingerprint: dict[str, Any]) -> None:
+        """Refuse another configuration's measurements; a store without a fingerprint holds no
+        complete block, so whatever it holds is dropped (see ``adopt``)."""
         check_fingerprint(self.attrs.get("fingerprint"), fingerprint, "this MemoryStore")
-        self.attrs["fingerprint"] = fingerprint
+        if "fingerprint" not in self.attrs:
+            self.arrays.clear()
+        self.pending = fingerprint
+
+    def adopt(self) -> None:
+        """Record the bound fingerprint (called once the first block is complete)."""
+        self.attrs["fingerprint"] = self.pending
 
     row_chunk = None
 

@@ -101,12 +101,12 @@ def seigh(
         store.row_chunk = len(rows[0])  # measurement chunks line up with the row blocks read later
     before = op.num_matvecs
     W = store.columns("inner", dim, inner, block_size, op.dtype)
-    _measure(op, W, inner_kind, seeds["inner"], "inner", progress, on_block)
+    _measure(op, store, W, inner_kind, seeds["inner"], "inner", progress, on_block)
     if recycled:
         Y = W
     else:
         Y = store.columns("outer", dim, outer, block_size, op.dtype)
-        _measure(op, Y, outer_kind, seeds["outer"], "outer", progress, on_block)
+        _measure(op, store, Y, outer_kind, seeds["outer"], "outer", progress, on_block)
     measured = op.num_matvecs - before
 
     device = compute_device(device)
@@ -124,12 +124,13 @@ def seigh(
                    seeds["error"], refine_tol, tol)
 
 
-def _measure(op: Operator, array: BlockedColumns, kind: str, seed: int, name: str, progress, on_block) -> None:
+def _measure(op: Operator, store, array: BlockedColumns, kind: str, seed: int, name: str, progress, on_block) -> None:
     """Measure every unmarked block. Writes run behind the products (``op.wait_for_writes``); a
     block whose write was lost (a worker died with it pending) is still unmarked afterwards and
     measured again, so the loop ends only when every block is marked."""
     missing = array.missing_blocks()
     done = len(array.blocks()) - len(missing)
+    adopted = done > 0
     if done:
         log.info("%s measurements: %d of %d blocks already in the store, measuring %d", name, done, len(array.blocks()), len(missing))
     for attempt in range(_MEASURE_ROUNDS):
@@ -142,6 +143,10 @@ def _measure(op: Operator, array: BlockedColumns, kind: str, seed: int, name: st
                 block = op.measure(kind, seed, columns, writer=array.writer)
                 if block is not None:
                     array.write(columns, block)
+                if not adopted:  # the store's fingerprint is written once a block is complete
+                    op.wait_for_writes()
+                    store.adopt()
+                    adopted = True
                 if on_block is not None:
                     on_block(name, columns)
         finally:

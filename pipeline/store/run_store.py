@@ -47,8 +47,18 @@ class RunStore:
         return dict(self.group.attrs)
 
     def bind(self, fingerprint: dict[str, Any]) -> None:
-        """Adopt ``fingerprint`` on a new store; refuse a store made for another configuration."""
+        """Refuse a store made for another configuration. A store without a fingerprint (a run
+        that failed before its first block was complete) holds nothing worth keeping: its arrays
+        are removed. The fingerprint itself is written by ``adopt``, after the first block."""
         check_fingerprint(self.group.attrs.get("fingerprint"), fingerprint, f"the store at {self.url}")
+        if "fingerprint" not in self.group.attrs:
+            for name in list(self.group.keys()):
+                del self.group[name]
+        self.pending = fingerprint
+
+    def adopt(self) -> None:
+        """Record the bound fingerprint, creation time and versions (once a block is complete)."""
+        fingerprint = self.pending
         if "fingerprint" not in self.group.attrs:
             self.group.attrs.update({
                 "fingerprint": fingerprint,
