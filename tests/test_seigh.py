@@ -136,17 +136,61 @@ def test_killed_run_resumes_without_remeasuring(problem, tmp_path):
     assert again.info["measured_now"] == 0
 
 
-def test_damaged_store_is_detected_and_remeasured(problem, tmp_path):
+def _flip_bytes(path, count=256):
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + count] = bytes(b ^ 0xFF for b in data[middle : middle + count])
+    path.write_bytes(bytes(data))
+
+
+def _chunk(url, array, row_chunk, column_chunk):
+    return url / array / "c" / str(row_chunk) / str(column_chunk)
+
+
+FAULTS = {
+    "bit flip": lambda url: _flip_bytes(_chunk(url, "outer", 0, 1)),
+    "truncated chunk": lambda url: _chunk(url, "outer", 0, 1).write_bytes(_chunk(url, "outer", 0, 1).read_bytes()[:1000]),
+    "deleted chunk": lambda url: _chunk(url, "outer", 0, 1).unlink(),
+    "non-finite block": lambda url: RunStore(url).group["outer"].__setitem__((slice(None), slice(8, 16)), np.nan),
+    "deleted mark": lambda url: (url / "outer_done" / "c" / "1").unlink(),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_damaged_measurements_are_remeasured_in_the_same_run(problem, tmp_path, fault, caplog):
+    """Every fault gives the clean run's numbers, remeasuring only the damaged block (8 columns)."""
     op = problem[0]
     url = tmp_path / "damaged.zarr"
     reference = _plain(op, store=RunStore(url))
-    store = RunStore(url)
-    store.group["outer"][:, 8:16] = np.nan  # a block whose chunks were lost
-    with pytest.raises(RuntimeError, match="damaged in columns 8..15"):
-        _plain(op, store=RunStore(url))
-    repaired = _plain(op, store=RunStore(url))
+    FAULTS[fault](url)
+    RunStore(url).forget_result()  # as if the run had been killed after measuring
+    with caplog.at_level("WARNING"):
+        repaired = _plain(op, store=RunStore(url))
     assert repaired.info["measured_now"] == 8
+    if fault != "deleted mark":  # a lost mark is simply a missing block: nothing to warn about
+        assert "outer measurements are damaged" in caplog.text and "columns 8..15" in caplog.text
     torch.testing.assert_close(repaired.eigenvalues, reference.eigenvalues, rtol=0, atol=0)
+
+
+def test_rerun_of_a_completed_run_reuses_its_results_unless_they_are_damaged(problem, tmp_path, caplog):
+    op = problem[0]
+    url = tmp_path / "done.zarr"
+    first = _plain(op, store=RunStore(url), residuals=True)
+    with caplog.at_level("INFO"):
+        again = _plain(op, store=RunStore(url), residuals=True)
+    assert again.matvecs == 0 and again.info["reused"] and "reusing the stored results" in caplog.text
+    torch.testing.assert_close(again.eigenvalues, first.eigenvalues, rtol=0, atol=0)
+    torch.testing.assert_close(again.residuals, first.residuals, rtol=0, atol=0)
+    torch.testing.assert_close(again.eigenvectors, torch.from_numpy(np.asarray(first.eigenvectors[:])), rtol=0, atol=0)
+    other = _plain(op, store=RunStore(url), residuals=True, k=4)  # other settings: recomputed from the measurements
+    assert "reused" not in other.info and other.info["measured_now"] == 0
+    _plain(op, store=RunStore(url), residuals=True)
+    _flip_bytes(_chunk(url, "eigenvectors", 0, 0), count=64)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        recomputed = _plain(op, store=RunStore(url), residuals=True)
+    assert "reused" not in recomputed.info and "stored results of the completed run are damaged" in caplog.text
+    torch.testing.assert_close(recomputed.eigenvalues, first.eigenvalues, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("change", [{"seed": 6}, {"outer": 31, "inner": 62}, {"block_size": 4}, {"recycled": True}])

@@ -128,6 +128,18 @@ class MemoryStore:
     def eigenvectors(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array)
 
+    def load(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def save_result(self, record: dict[str, Any]) -> None:
+        self.attrs["result"] = record
+
+    def saved_result(self) -> dict[str, Any] | None:
+        return self.attrs.get("result")
+
+    def forget_result(self) -> None:
+        self.attrs.pop("result", None)
+
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
     return torch.empty((), dtype=dtype).numpy().dtype

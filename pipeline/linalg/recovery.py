@@ -221,16 +221,33 @@ def _device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64)).to(device, non_blocking=True)
 
 
+class DamagedMeasurements(RuntimeError):
+    """Blocks of a measurement array read back damaged; they were unmarked for remeasurement."""
+
+
 def checked_rows(array: BlockedColumns, block: range, ncols: int, name: str) -> np.ndarray:
-    """Rows ``block`` of the first ``ncols`` columns; damaged (non-finite) columns are unmarked
-    for remeasurement and reported."""
-    values = array.read_rows(block, ncols)
-    bad = ~np.isfinite(values).all(axis=0)
-    if bad.any():
-        cols = np.flatnonzero(bad)
-        array.unmark(range(int(cols.min()), int(cols.max()) + 1))
-        raise RuntimeError(
-            f"the store's {name} measurements are damaged in columns {cols.min()}..{cols.max()} (missing or "
-            "non-finite chunks); their blocks were unmarked: rerun the same command to remeasure them"
-        )
-    return values
+    """Rows ``block`` of the first ``ncols`` columns. Column blocks whose chunks fail their
+    checksum, are truncated, lost (fill value) or non-finite are unmarked and reported by
+    DamagedMeasurements, naming the array and the columns."""
+    try:
+        values = array.read_rows(block, ncols)
+        bad = ~np.isfinite(values).all(axis=0)
+        damaged = sorted({int(c) // array.block for c in np.flatnonzero(bad)})
+    except (ValueError, OSError):  # a chunk that does not decode: find which column blocks
+        values, damaged = None, [index for index, cols in enumerate(array.blocks()) if cols.start < ncols
+                                 and not _readable(array, block, range(cols.start, min(cols.stop, ncols)))]
+    if not damaged:
+        return values
+    spans = [array.blocks()[index] for index in damaged]
+    for columns in spans:
+        array.unmark(columns)
+    raise DamagedMeasurements(f"the store's {name} measurements are damaged (checksum mismatch, truncated, missing or "
+                              f"non-finite chunks) in columns {', '.join(f'{c.start}..{c.stop - 1}' for c in spans)}; "
+                              "those blocks were unmarked")
+
+
+def _readable(array: BlockedColumns, rows: range, columns: range) -> bool:
+    try:
+        return bool(np.isfinite(array.data[rows.start : rows.stop, columns.start : columns.stop]).all())
+    except (ValueError, OSError):
+        return False

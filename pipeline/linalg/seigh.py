@@ -21,7 +21,7 @@ from pipeline.linalg.aposteriori import as_dict, frobenius_error, pair_residuals
 from pipeline.linalg.lanczos import lanczos, order_by
 from pipeline.linalg.measurements import BlockedColumns, MemoryStore
 from pipeline.linalg.operator import Operator
-from pipeline.linalg.recovery import Measurements, recover, write_eigenvectors
+from pipeline.linalg.recovery import DamagedMeasurements, Measurements, recover, write_eigenvectors
 from pipeline.linalg.result import EigResult
 from pipeline.linalg.streaming import compute_device, progress_disabled
 from pipeline.linalg.test_matrices import GENERATOR_VERSION, KINDS, ROW_ACCESSIBLE
@@ -99,19 +99,28 @@ def seigh(
     rows = _row_blocks(dim, outer, memory_bytes // (8 * (3 * outer + 5 * inner)))
     if store.row_chunk is None:
         store.row_chunk = len(rows[0])  # measurement chunks line up with the row blocks read later
+    settings = {"k": k, "residuals": residuals, "error_test_vectors": error_test_vectors, "refine_tol": refine_tol, "tol": tol}
+    reused = _stored_result(store, settings)
+    if reused is not None:
+        return reused
+    store.forget_result()
     before = op.num_matvecs
     W = store.columns("inner", dim, inner, block_size, op.dtype)
-    _measure(op, store, W, inner_kind, seeds["inner"], "inner", progress, on_block)
-    if recycled:
-        Y = W
-    else:
-        Y = store.columns("outer", dim, outer, block_size, op.dtype)
-        _measure(op, store, Y, outer_kind, seeds["outer"], "outer", progress, on_block)
-    measured = op.num_matvecs - before
-
+    Y = W if recycled else store.columns("outer", dim, outer, block_size, op.dtype)
+    arrays = [("inner", W, inner_kind, seeds["inner"])] + ([] if recycled else [("outer", Y, outer_kind, seeds["outer"])])
     device = compute_device(device)
     meas = Measurements(Y, W, outer, inner_kind, seeds["inner"], recycled)
-    recovered = recover(meas, rows, store, device, progress)
+    for attempt in range(_MEASURE_ROUNDS):
+        for name, array, kind, kind_seed in arrays:
+            _measure(op, store, array, kind, kind_seed, name, progress, on_block)
+        try:
+            recovered = recover(meas, rows, store, device, progress)
+            break
+        except DamagedMeasurements as damage:  # checksum mismatch, truncated or lost chunks: unmarked, remeasure now
+            log.warning("%s; remeasuring them now", damage)
+            if attempt == _MEASURE_ROUNDS - 1:
+                raise
+    measured = op.num_matvecs - before
     values = recovered.values.cpu()
     order = order_by(values, "LM")
     V_store = store.matrix("eigenvectors", (dim, k), rows[0].stop, np.float64)
@@ -120,8 +129,29 @@ def seigh(
     store.save("sketch_eigenvalues", values[order].numpy())
     info = {"outer": outer, "inner": inner, "recycled": recycled, "measured_now": measured, "row_blocks": len(rows),
             "qr": recovered.method, "cholesky_steps": recovered.cholesky_steps, "device": str(device)}
-    return _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residuals, error_test_vectors,
-                   seeds["error"], refine_tol, tol)
+    result = _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residuals, error_test_vectors,
+                     seeds["error"], refine_tol, tol)
+    store.save_result({"settings": settings, "info": info, "matvecs": result.matvecs})
+    return result
+
+
+def _stored_result(store, settings: dict) -> EigResult | None:
+    """The saved result of a completed run with the same settings, if its arrays read back
+    intact (checksums verified); else None (and the result is recomputed)."""
+    saved = store.saved_result()
+    if saved is None or saved["settings"] != settings:
+        return None
+    try:
+        eigenvalues, residuals = (torch.from_numpy(store.load(name)) for name in ("eigenvalues", "residuals"))
+        vectors = store.load("eigenvectors")
+    except (ValueError, KeyError, OSError) as error:
+        log.warning("the stored results of the completed run are damaged (%s); recomputing them", str(error).splitlines()[0])
+        return None
+    log.info("reusing the stored results of a completed run with the same settings (no products); use a new "
+             "output directory to recompute")
+    tol = settings["refine_tol"] if settings["refine_tol"] is not None else settings["tol"]
+    return EigResult(eigenvalues=eigenvalues, eigenvectors=torch.from_numpy(vectors), residuals=residuals, matvecs=0,
+                     converged=residuals <= tol, info={**saved["info"], "measured_now": 0, "reused": True})
 
 
 def _measure(op: Operator, store, array: BlockedColumns, kind: str, seed: int, name: str, progress, on_block) -> None:

@@ -6,7 +6,9 @@ Layout of the group at ``url`` (a local path or an fsspec URL):
   Q, eigenvectors     (D, nO) / (D, k) float64, chunks of whole row blocks
   eigenvalues, residuals, attrs: fingerprint (config hash), versions
 Zarr writes each chunk by an atomic rename, so a chunk that exists is complete; a block whose
-mark is set has all its chunks.
+mark is set has all its chunks. Every chunk carries a CRC32C checksum (Zarr v3's crc32c codec)
+verified on every read: bit rot or a truncated chunk is detected, never read as numbers.
+attrs["result"] marks a completed run (its settings and info), so a rerun reuses it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import zarr
+from zarr.codecs import Crc32cCodec
 
 from pipeline.linalg.measurements import BlockedColumns, check_fingerprint, fingerprint_hash
 
@@ -71,25 +74,42 @@ class RunStore:
         if name not in self.group:
             row_chunk = min(dim, self.row_chunk or max(1, (32 * 2**20) // (block * dtype.itemsize)))
             self.group.create_array(name, shape=(dim, ncols), chunks=(row_chunk, block), dtype=_numpy(dtype),
-                                    fill_value=np.nan, compressors=None)
-            self.group.create_array(name + "_done", shape=(-(-ncols // block),), chunks=(1,), dtype=np.uint8, fill_value=0)
+                                    fill_value=np.nan, compressors=_CHECKSUM)
+            self.group.create_array(name + "_done", shape=(-(-ncols // block),), chunks=(1,), dtype=np.uint8, fill_value=0,
+                                    compressors=_CHECKSUM)
         return BlockedColumns(self.group[name], self.group[name + "_done"], block, ZarrBlockWriter(self.url, name, block))
 
     def matrix(self, name: str, shape: tuple[int, int], chunk_rows: int, dtype: Any = np.float64) -> zarr.Array:
         """A fresh (rows, cols) array written by row blocks of ``chunk_rows`` (replaces an old one)."""
         return self.group.create_array(name, shape=shape, chunks=(min(chunk_rows, shape[0]), shape[1]), dtype=dtype,
-                                       fill_value=0.0, compressors=None, overwrite=True)
+                                       fill_value=np.nan, compressors=_CHECKSUM, overwrite=True)
 
     def save(self, name: str, value: np.ndarray) -> None:
         value = np.asarray(value)
-        array = self.group.create_array(name, shape=value.shape, dtype=value.dtype, overwrite=True, compressors=None)
+        array = self.group.create_array(name, shape=value.shape, dtype=value.dtype, overwrite=True, compressors=_CHECKSUM)
         array[...] = value
 
     def eigenvectors(self, array: zarr.Array) -> zarr.Array:
         return array
 
     def load(self, name: str) -> np.ndarray:
+        """A whole saved array (checksums verified; ValueError if damaged, KeyError if absent)."""
         return np.asarray(self.group[name][...])
+
+    def save_result(self, record: dict[str, Any]) -> None:
+        """Mark the run complete (written last, after every result array)."""
+        self.group.attrs["result"] = record
+
+    def saved_result(self) -> dict[str, Any] | None:
+        return self.group.attrs.get("result")
+
+    def forget_result(self) -> None:
+        """Unmark a completed run before its results are recomputed."""
+        if "result" in self.group.attrs:
+            del self.group.attrs["result"]
+
+
+_CHECKSUM = [Crc32cCodec()]
 
 
 def _numpy(dtype: torch.dtype) -> np.dtype:
