@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         if cfg.task not in ("eigen", "reproduce"):
             raise ValueError(f"task must be 'eigen' or 'reproduce', got {cfg.task!r}")
@@ -60,10 +62,26 @@ def main(cfg: DictConfig) -> None:
     except MissingMandatoryValue as error:
         log.error("error: a required setting is missing: %s (set it on the command line, e.g. data.root=/path)", error.full_key)
         sys.exit(2)
-    except (ValueError, RuntimeError, FileNotFoundError) as error:
+    except (ValueError, RuntimeError, FileNotFoundError, ConnectionError) as error:
         log.error("error: %s", error)
         sys.exit(2)
+    except (KeyboardInterrupt, Terminated) as stop:
+        name, code = ("SIGTERM", 143) if isinstance(stop, Terminated) else ("SIGINT", 130)
+        log.error("stopped by %s: workers were shut down and every completed block is kept in the store; rerun the "
+                  "same command in %s to resume", name, run_dir)
+        sys.exit(code)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     log.debug(OmegaConf.to_yaml(cfg))
+
+
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's cancel or preemption), raised in the main thread so that every
+    ``finally`` and context manager on the way out runs (pending writes, workers, Ray)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 if __name__ == "__main__":

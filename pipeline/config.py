@@ -74,6 +74,7 @@ class ClusterConfig:
     gpus_per_worker: Optional[float] = None  # null: one GPU each if there is one per worker
     address: Optional[str] = None  # mode=ray: default $RAY_ADDRESS
     max_failures: int = 3
+    connect_timeout_s: float = 60.0  # mode=ray: give up if the cluster does not answer within this
 
 
 @dataclass

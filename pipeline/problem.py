@@ -72,7 +72,7 @@ def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
         address = cluster.address or os.environ.get("RAY_ADDRESS")
         if not address:
             raise ValueError("cluster=ray joins an existing cluster: set RAY_ADDRESS or cluster.address (or use cluster=local)")
-        started = init_ray(address=address)
+        started = init_ray(address=address, connect_timeout_s=cluster.connect_timeout_s)
     else:
         cpus = round(cluster.num_workers * cluster.cpus_per_worker) if cluster.cpus_per_worker else None  # None: all
         started = init_ray(num_cpus=cpus)

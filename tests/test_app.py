@@ -189,3 +189,33 @@ def test_resume_with_other_batching_and_product_mode_reuses_the_measurements(tmp
     again = json.loads((tmp_path / "results.json").read_text())
     assert again["extra"]["measured_now"] == 0
     np.testing.assert_allclose(again["eigenvalues"], first["eigenvalues"], rtol=1e-12)
+
+
+def test_unreachable_cluster_fails_fast_with_a_reason(tmp_path):
+    start = time.perf_counter()
+    result = app("cluster=ray", "cluster.address=127.0.0.1:1", "cluster.connect_timeout_s=5", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert result.returncode == 2 and time.perf_counter() - start < 60
+    output = result.stdout + result.stderr
+    assert "cannot reach the Ray cluster at 127.0.0.1:1" in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_stop_cleanly_and_the_rerun_resumes(tmp_path, sig, code):
+    overrides = ["cluster=none", "algorithm.outer=60", "algorithm.inner=120", "algorithm.block_size=1",
+                 "algorithm.refine_tol=null", "algorithm.error_test_vectors=0", f"hydra.run.dir={tmp_path}"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    done_path = tmp_path / "store.zarr" / "inner_done"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (done_path.exists() and int(np.asarray(zarr.open_array(str(done_path), mode="r")[:]).sum()) >= 3):
+        time.sleep(0.01)
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == code, output[-2000:]
+    assert "every completed block is kept" in output and "Traceback" not in output
+    assert not (tmp_path / "store.zarr" / ".lock").exists()
+    marked = int(np.asarray(zarr.open_array(str(done_path), mode="r")[:]).sum())
+    result = app(*overrides, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "results.json").read_text())["extra"]["measured_now"] == 180 - marked

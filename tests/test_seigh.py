@@ -10,7 +10,7 @@ from helpers import data_factory, mlp_factory
 from pipeline.distributed import ProblemSpec, RayOperator
 from pipeline.linalg import DenseOperator, LowRankPlusDiagonalOperator, MemoryStore, StoreMismatchError, seigh
 from pipeline.linalg.aposteriori import chernoff_ratio
-from pipeline.store import RunStore
+from pipeline.store import RunStore, StoreLockedError
 
 
 def low_rank_plus_tail(dim=2000, seed=0):
@@ -314,3 +314,24 @@ def test_a_run_failing_before_its_first_block_leaves_no_fingerprint(problem, tmp
     fixed = _plain(DenseOperator(dense), store=RunStore(url), problem={"data": "fixed"})  # the corrected rerun is accepted
     assert fixed.info["measured_now"] == 90
     assert RunStore(url).attrs["fingerprint"]["problem"] == {"data": "fixed"}
+
+
+def test_second_driver_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, caplog):
+    import subprocess
+    import sys
+
+    url = tmp_path / "locked.zarr"
+    holder = subprocess.Popen([sys.executable, "-c", f"from pipeline.store import RunStore; import time; s = RunStore({str(url)!r}); "
+                               "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreLockedError, match=f"in use by pid {holder.pid} on .* delete .*lock"):
+            RunStore(url)
+    finally:
+        holder.kill()
+        holder.wait()
+    with caplog.at_level("WARNING"):
+        store = RunStore(url)  # the holder was killed: its lock is stale
+    assert "stale lock" in caplog.text and str(holder.pid) in caplog.text
+    store.close()
+    assert not (url / ".lock").exists()

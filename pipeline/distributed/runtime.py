@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
 
 import ray
@@ -11,16 +12,19 @@ import ray
 log = logging.getLogger(__name__)
 
 
-def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: str | None = None, temp_dir: str | None = None) -> bool:
+def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: str | None = None, temp_dir: str | None = None,
+             connect_timeout_s: float = 60.0) -> bool:
     """Connect to the cluster at ``address``, else start a local Ray with ``num_cpus``/``num_gpus``
     and its session files under ``temp_dir`` (default: a fresh directory under the system temp
     dir, never the home directory), ignoring $RAY_ADDRESS. Returns True if this call started or
     joined Ray (then the caller should shut it down). RAY_AUTH_MODE defaults to "disabled" for a
-    local instance only; set it explicitly for clusters."""
+    local instance only; set it explicitly for clusters. A cluster address that does not accept
+    a connection within ``connect_timeout_s`` is an error, not an endless retry."""
     if ray.is_initialized():
         return False
     if address:
         log.info("connecting to the Ray cluster at %s", address)
+        check_reachable(address, connect_timeout_s)
         ray.init(address=address, log_to_driver=True)
         return True
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -36,3 +40,18 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: 
     )
     log.info("started a local Ray instance (num_cpus=%s) with session files in %s", num_cpus, temp_dir)
     return True
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """Raise ConnectionError unless the GCS at ``host:port`` accepts a TCP connection in time
+    (``auto``, ``local`` and ``ray://`` client addresses are left to Ray)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConnectionError(
+            f"cannot reach the Ray cluster at {address} within {timeout_s:g} s ({error.strerror or error}); check "
+            "cluster.address / $RAY_ADDRESS (the head's GCS address, host:6379 by default) and that the head is running"
+        ) from None

@@ -1,6 +1,7 @@
 """Zarr run store: measurements, results, resume manifest."""
 
 from pipeline.linalg.measurements import StoreMismatchError
+from pipeline.store.lock import StoreLockedError
 from pipeline.store.run_store import RunStore, ZarrBlockWriter
 
-__all__ = ["RunStore", "StoreMismatchError", "ZarrBlockWriter"]
+__all__ = ["RunStore", "StoreLockedError", "StoreMismatchError", "ZarrBlockWriter"]

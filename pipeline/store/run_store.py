@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ import zarr
 from zarr.codecs import Crc32cCodec
 
 from pipeline.linalg.measurements import BlockedColumns, check_fingerprint, fingerprint_hash
+from pipeline.store.lock import StoreLock
 
 
 class ZarrBlockWriter:
@@ -40,10 +42,18 @@ class RunStore:
     """A Zarr group holding one SEIGH run; reopening it resumes the run."""
 
     def __init__(self, url: str, row_chunk: int | None = None):
-        """``row_chunk``: rows per chunk of new measurement arrays (default: SEIGH's row block)."""
+        """``row_chunk``: rows per chunk of new measurement arrays (default: SEIGH's row block).
+        A local store is locked for this process (see ``pipeline.store.lock``) until ``close``."""
         self.url = str(url)
         self.group = zarr.open_group(self.url, mode="a")
         self.row_chunk = row_chunk
+        local = "://" not in self.url or self.url.startswith("file://")
+        self.lock = StoreLock(Path(self.url.removeprefix("file://")) / ".lock") if local else None
+
+    def close(self) -> None:
+        """Release the lock (also done when the store is garbage-collected or the process exits)."""
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def attrs(self) -> dict[str, Any]:
