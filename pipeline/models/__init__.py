@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +61,15 @@ def load_checkpoint(model: nn.Module, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint {path} does not exist (model.checkpoint)") from None
+    except IsADirectoryError:
+        raise ValueError(f"checkpoint {path} is a directory, not a file saved by torch.save (model.checkpoint)") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        kind = "a pickled object (e.g. a whole module), not tensors" if "Unsupported global" in str(error) else "not a file torch.save wrote, or is damaged"
+        raise ValueError(f"checkpoint {path} is {kind}: save the weights with torch.save(model.state_dict(), path) "
+                         "(model.checkpoint)") from None
     state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict: save model.state_dict() (model.checkpoint)")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint {path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
