@@ -192,3 +192,14 @@ def test_model_put_in_eval_mode():
     model = small_cnn().train()
     HessianOperator(model, CE, [classification_data(4, (2, 6, 6))])
     assert not model.training
+
+
+@pytest.mark.parametrize("mode", ["forward-over-reverse", "graph-reuse"])
+@pytest.mark.parametrize("cls, dense", [(GGNOperator, dense_ggn), (EmpiricalFisherOperator, dense_fisher)])
+def test_ggn_and_fisher_of_a_parameter_subset_are_blocks_of_the_full_matrix(mlp_problem, cls, dense, mode):
+    model, x, y = mlp_problem
+    full = dense(model, CE, x, y)
+    op = cls(model, CE, split(x, y, [21, 39]), params="4.*", hvp_mode=mode)
+    offset = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("4"))
+    eye = torch.eye(op.shape[0], dtype=torch.float64)
+    torch.testing.assert_close(op @ eye, full[offset:, offset:], rtol=1e-10, atol=1e-12)
