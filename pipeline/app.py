@@ -18,6 +18,7 @@ from pipeline.algorithms import run_algorithm
 from pipeline.analysis.landscape import loss_along
 from pipeline.config import register
 from pipeline.outputs import write_results
+from pipeline.preflight import check_config
 from pipeline.problem import fingerprint, open_operator, plain, problem_spec
 from pipeline.reproduce import reproduce
 from pipeline.store import RunStore
@@ -32,10 +33,11 @@ CONFIG_DIR = os.environ.get("HESSIAN_PIPELINE_CONF", str(Path(__file__).resolve(
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Build the operator, run the algorithm, write the outputs; returns the results record."""
     start = time.perf_counter()
+    check_config(cfg)
     spec = problem_spec(cfg)
     config = plain(cfg)
+    store = RunStore(run_dir / cfg.output.store) if cfg.algorithm.name == "seigh" else None  # locked before Ray starts
     with open_operator(cfg, spec) as op:
-        store = RunStore(run_dir / cfg.output.store) if cfg.algorithm.name == "seigh" else None
         results = run_algorithm(cfg, op, store, problem={**fingerprint(cfg), "weights": op.weights_digest()})
         results.update(algorithm=cfg.algorithm.name, num_params=op.shape[0], curvature=cfg.curvature.kind)
     if cfg.output.landscape and "eigenvectors" in results:
@@ -53,8 +55,7 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        if cfg.task not in ("eigen", "reproduce"):
-            raise ValueError(f"task must be 'eigen' or 'reproduce', got {cfg.task!r}")
+        check_config(cfg)
         if cfg.task == "reproduce":
             reproduce(cfg, run_dir, run)
         else:

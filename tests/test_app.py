@@ -75,6 +75,11 @@ def test_bad_override_fails_at_composition(tmp_path, override, message):
     (["dtype=float16"], "dtype must be one of"),
     (["cluster=ray"], "set RAY_ADDRESS or cluster.address"),
     (["task=train"], "task must be"),
+    (["algorithm.name=eigsh"], "algorithm.name must be one of"),
+    (["cluster.mode=local", "cluster.num_workers=0"], "num_workers must be at least 1"),
+    (["algorithm.memory_gb=-1"], "memory_gb"),
+    (["algorithm.tol=-1"], "positive relative residuals"),
+    (["model.checkpoint=/nonexistent.pt"], "does not exist (model.checkpoint)"),
 ])
 def test_bad_values_exit_with_one_line_reason(tmp_path, overrides, message):
     result = app("cluster=none", "algorithm=lanczos", *overrides, f"hydra.run.dir={tmp_path}")
