@@ -50,8 +50,8 @@ def measure(model, loss_fn, x, y, device: str, dtype: torch.dtype) -> dict[str, 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     params = list(model.parameters())
 
-    def timed(fn, repeats=9):
-        return best_time(lambda: (fn(), sync()), repeats=repeats)
+    def timed(fn, repeats=9):  # the fastest run: the intrinsic cost, not the machine's noise
+        return best_time(lambda: (fn(), sync()), repeats=repeats, statistic=min)
 
     def gradient():
         model.zero_grad(set_to_none=True)
