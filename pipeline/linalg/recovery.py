@@ -68,7 +68,7 @@ def recover(meas: Measurements, rows: list[range], store, device: torch.device, 
         psi_q = torch.linalg.solve_triangular(R, psi_y, upper=True, left=False)
         method = "cholesky"
     else:
-        log.info("Y is numerically rank-deficient for Cholesky QR; using Householder TSQR (Q kept in the store)")
+        log.info("Y is too ill-conditioned for CholeskyQR2 (cond > 1e5) or rank-deficient; using Householder TSQR (Q kept in the store)")
         basis, psi_q = _householder(meas, rows, store, device, progress)
         method = "householder"
     values, U = core_eigh(psi_q, Z)
