@@ -7,12 +7,13 @@ import struct
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from pipeline.data import build_dataset, class_balanced_indices, load_cifar, load_digits, load_mnist
 from pipeline.data.imagenet import ImageFolder
 from pipeline.data.mnist import read_idx
 from pipeline.distributed import ProblemSpec, shard_batches
-from pipeline.models import PAPER_PARAMETER_COUNTS, build, build_from_config
+from pipeline.models import PAPER_PARAMETER_COUNTS, build, build_from_config, load_checkpoint, tanh_mlp
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMETER_COUNTS))
@@ -154,3 +155,19 @@ def test_problem_spec_counts_samples_of_a_dataset(tmp_path):
     root = _imagenet(tmp_path)
     spec = ProblemSpec(lambda: build("tanh_mlp"), lambda: ImageFolder(root, "val", crop=16))
     assert spec.num_samples() == 6
+
+
+@pytest.mark.parametrize("content, message", [
+    ("garbage", "not a file torch.save wrote, or is damaged"),
+    ("module", "a pickled object"),
+    ("other model", "does not fit the model"),
+    ("tensor", "holds a Tensor, not a state dict"),
+])
+def test_bad_checkpoints_name_the_fix(tmp_path, content, message):
+    path = tmp_path / "checkpoint.pt"
+    if content == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    else:
+        torch.save({"module": nn.Linear(2, 2), "other model": nn.Linear(2, 2).state_dict(), "tensor": torch.zeros(3)}[content], path)
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(tanh_mlp((256, 20, 10)), str(path))
