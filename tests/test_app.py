@@ -84,9 +84,8 @@ def test_bad_override_fails_at_composition(tmp_path, override, message):
 def test_bad_values_exit_with_one_line_reason(tmp_path, overrides, message):
     result = app("cluster=none", "algorithm=lanczos", *overrides, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
-    output = result.stdout + result.stderr
-    assert message in output
-    assert "Traceback" not in output
+    assert message in result.stderr and message not in result.stdout  # errors go to stderr
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_default_job_end_to_end_matches_in_process_lanczos(tmp_path):
