@@ -218,7 +218,7 @@ def test_sigterm_and_sigint_stop_cleanly_and_the_rerun_resumes(tmp_path, sig, co
     output, _ = process.communicate(timeout=60)
     assert process.returncode == code, output[-2000:]
     assert "every completed block is kept" in output and "Traceback" not in output
-    assert not (tmp_path / "store.zarr" / ".lock").exists()
+    assert not (tmp_path / "store.zarr.lock").exists()
     marked = int(np.asarray(zarr.open_array(str(done_path), mode="r")[:]).sum())
     result = app(*overrides, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

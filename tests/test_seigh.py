@@ -1,6 +1,7 @@
 """SEIGH: accuracy on known spectra, invariance across configurations, resume and refusal."""
 
 import functools
+import importlib
 
 import numpy as np
 import pytest
@@ -334,4 +335,25 @@ def test_second_driver_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path
         store = RunStore(url)  # the holder was killed: its lock is stale
     assert "stale lock" in caplog.text and str(holder.pid) in caplog.text
     store.close()
-    assert not (url / ".lock").exists()
+    assert not (tmp_path / "locked.zarr.lock").exists()
+
+
+def test_driver_dying_during_post_processing_leaves_a_store_that_recomputes(problem, tmp_path, monkeypatch):
+    seigh_module = importlib.import_module("pipeline.linalg.seigh")  # the attribute pipeline.linalg.seigh is the function
+    op = problem[0]
+    clean = _plain(op, store=RunStore(tmp_path / "clean.zarr"))
+    url = tmp_path / "killed.zarr"
+    _plain(op, store=RunStore(url))  # a completed run, then rerun with other settings and killed mid-way
+    original = seigh_module.write_eigenvectors
+
+    def die_half_way(rows, recovered, columns, target, device, progress):
+        original(rows[:1], recovered, columns, target, device, progress)
+        raise Interrupted("driver killed while writing eigenvectors")
+
+    monkeypatch.setattr(seigh_module, "write_eigenvectors", die_half_way)
+    with pytest.raises(Interrupted):
+        _plain(op, store=RunStore(url), memory_bytes=200 * 1024, k=4)
+    monkeypatch.setattr(seigh_module, "write_eigenvectors", original)
+    rerun = _plain(op, store=RunStore(url))
+    assert "reused" not in rerun.info and rerun.info["measured_now"] == 0  # no stale result, no products
+    torch.testing.assert_close(rerun.eigenvalues, clean.eigenvalues, rtol=1e-12, atol=0)

@@ -50,7 +50,7 @@ class StoreLock:
                     self.path.unlink(missing_ok=True)
                     continue
                 raise StoreLockedError(
-                    f"the store {self.path.parent} is in use by pid {other.get('pid')} on {other.get('host')} since "
+                    f"the store {self.path.with_suffix('')} is in use by pid {other.get('pid')} on {other.get('host')} since "
                     f"{other.get('since')}: wait for that run, or if it is gone, delete {self.path}"
                 ) from None
         raise StoreLockedError(f"cannot take the lock {self.path}: another driver keeps recreating it")

@@ -48,7 +48,7 @@ class RunStore:
         self.group = zarr.open_group(self.url, mode="a")
         self.row_chunk = row_chunk
         local = "://" not in self.url or self.url.startswith("file://")
-        self.lock = StoreLock(Path(self.url.removeprefix("file://")) / ".lock") if local else None
+        self.lock = StoreLock(Path(self.url.removeprefix("file://") + ".lock")) if local else None  # beside the group
 
     def close(self) -> None:
         """Release the lock (also done when the store is garbage-collected or the process exits)."""
