@@ -131,6 +131,8 @@ class MemoryStore:
     def load(self, name: str) -> np.ndarray:
         return self.arrays[name]
 
+    stored_matrix = load
+
     def save_result(self, record: dict[str, Any]) -> None:
         self.attrs["result"] = record
 

@@ -143,14 +143,17 @@ def _stored_result(store, settings: dict) -> EigResult | None:
         return None
     try:
         eigenvalues, residuals = (torch.from_numpy(store.load(name)) for name in ("eigenvalues", "residuals"))
-        vectors = store.load("eigenvectors")
+        vectors = store.stored_matrix("eigenvectors")
+        rows = max(1, (64 << 20) // (8 * vectors.shape[1]))
+        for start in range(0, vectors.shape[0], rows):  # every chunk's checksum, a bounded slab at a time
+            np.asarray(vectors[start : start + rows])
     except (ValueError, KeyError, OSError) as error:
         log.warning("the stored results of the completed run are damaged (%s); recomputing them", str(error).splitlines()[0])
         return None
     log.info("reusing the stored results of a completed run with the same settings (no products); use a new "
              "output directory to recompute")
     tol = settings["refine_tol"] if settings["refine_tol"] is not None else settings["tol"]
-    return EigResult(eigenvalues=eigenvalues, eigenvectors=torch.from_numpy(vectors), residuals=residuals, matvecs=0,
+    return EigResult(eigenvalues=eigenvalues, eigenvectors=store.eigenvectors(vectors), residuals=residuals, matvecs=0,
                      converged=residuals <= tol, info={**saved["info"], "measured_now": 0, "reused": True})
 
 

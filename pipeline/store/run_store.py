@@ -106,6 +106,10 @@ class RunStore:
         """A whole saved array (checksums verified; ValueError if damaged, KeyError if absent)."""
         return np.asarray(self.group[name][...])
 
+    def stored_matrix(self, name: str) -> zarr.Array:
+        """An array written by ``matrix`` (read lazily; KeyError if absent)."""
+        return self.group[name]
+
     def save_result(self, record: dict[str, Any]) -> None:
         """Mark the run complete (written last, after every result array)."""
         self.group.attrs["result"] = record
