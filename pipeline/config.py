@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 
 @dataclass
@@ -41,22 +42,37 @@ class CurvatureConfig:
 
 
 @dataclass
-class AlgorithmConfig:
-    name: str = "seigh"  # lanczos | power | trace | density | sketch | seigh
+class EigenConfig:
+    """Fields every eigensolver takes: k pairs to relative residual ``tol``."""
+
+    name: str = MISSING
     k: int = 10
     tol: float = 1e-3
-    which: str = "LM"
+
+
+@dataclass
+class LanczosConfig(EigenConfig):
+    name: str = "lanczos"
+    k: int = 20
+    which: str = "LM"  # LM | LA | SA
+    block_size: int = 1
+    ncv: Optional[int] = None  # basis size
+    max_matvecs: Optional[int] = None  # product budget
+
+
+@dataclass
+class PowerConfig(EigenConfig):
+    name: str = "power"
+    k: int = 5
+    max_iter: int = 100
+
+
+@dataclass
+class SeighConfig(EigenConfig):
+    name: str = "seigh"
+    outer: int = 355
+    inner: int = 710
     block_size: int = 32
-    ncv: Optional[int] = None  # lanczos basis size
-    max_matvecs: Optional[int] = None  # lanczos budget
-    max_iter: int = 100  # power iteration
-    method: str = "hutchpp"  # trace: hutchinson | hutchpp
-    num_matvecs: int = 96  # trace budget
-    num_probes: int = 8  # density
-    num_steps: int = 64  # density
-    sketch_size: int = 64  # sketch
-    outer: int = 355  # seigh
-    inner: int = 710  # seigh
     recycled: bool = False
     outer_kind: str = "rademacher"
     inner_kind: str = "rademacher"
@@ -64,6 +80,33 @@ class AlgorithmConfig:
     error_test_vectors: int = 8
     refine_tol: Optional[float] = None
     memory_gb: float = 1.0
+
+
+@dataclass
+class TraceConfig:
+    name: str = "trace"
+    method: str = "hutchpp"  # hutchinson | hutchpp
+    num_matvecs: int = 96
+    block_size: int = 32
+
+
+@dataclass
+class DensityConfig:
+    name: str = "density"
+    num_probes: int = 8
+    num_steps: int = 64
+
+
+@dataclass
+class SketchConfig:
+    name: str = "sketch"
+    sketch_size: int = 64
+    block_size: int = 32
+
+
+# algorithm group option -> its schema: a key the chosen algorithm does not take fails at composition
+ALGORITHM_SCHEMAS = {"lanczos": LanczosConfig, "power": PowerConfig, "seigh": SeighConfig, "trace": TraceConfig,
+                     "density": DensityConfig, "sketch": SketchConfig}
 
 
 @dataclass
@@ -105,7 +148,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
-    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    algorithm: Any = MISSING  # one of ALGORITHM_SCHEMAS, chosen by the algorithm group
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     reproduce: ReproduceConfig = field(default_factory=ReproduceConfig)
@@ -118,6 +161,7 @@ class Config:
 def register() -> None:
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
-    for group, node in (("model", ModelConfig), ("data", DataConfig), ("curvature", CurvatureConfig),
-                        ("algorithm", AlgorithmConfig), ("cluster", ClusterConfig)):
+    for group, node in (("model", ModelConfig), ("data", DataConfig), ("curvature", CurvatureConfig), ("cluster", ClusterConfig)):
         store.store(group=group, name="schema", node=node)
+    for name, node in ALGORITHM_SCHEMAS.items():
+        store.store(group="algorithm", name=f"{name}_schema", node=node)

@@ -18,12 +18,13 @@ def check_config(cfg: DictConfig) -> None:
     _one_of("algorithm.name", a.name, ALGORITHMS)
     _one_of("cluster.mode", cluster.mode, MODES)
     _one_of("dtype", cfg.dtype, tuple(DTYPES))
-    for name, value in (("algorithm.k", a.k), ("algorithm.block_size", a.block_size)):
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
-    if not a.tol > 0 or (a.refine_tol is not None and not a.refine_tol > 0):
-        raise ValueError(f"algorithm.tol and algorithm.refine_tol must be positive relative residuals such as 1e-3, got {a.tol} / {a.refine_tol}")
-    if not a.memory_gb > 0:
+    for name in ("k", "block_size"):
+        if a.get(name, 1) < 1:
+            raise ValueError(f"algorithm.{name} must be a positive integer, got {a[name]}")
+    for name in ("tol", "refine_tol"):
+        if a.get(name) is not None and not a[name] > 0:
+            raise ValueError(f"algorithm.{name} must be a positive relative residual such as 1e-3, got {a[name]}")
+    if not a.get("memory_gb", 1) > 0:
         raise ValueError(f"algorithm.memory_gb (row-block budget of SEIGH's post-processing) must be positive, got {a.memory_gb}")
     if cluster.mode != "none" and cluster.num_workers < 1:
         raise ValueError(f"cluster.num_workers must be at least 1, got {cluster.num_workers} (cluster=none runs in this process)")
