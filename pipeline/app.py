@@ -76,6 +76,29 @@ def main(cfg: DictConfig) -> None:
     log.debug(OmegaConf.to_yaml(cfg))
 
 
+def cli() -> None:
+    """Console entry (``hessian-pipeline``, ``python -m pipeline``): a run or sweep directory that
+    cannot be used is refused in one line before Hydra tries to create it."""
+    for arg in sys.argv[1:]:
+        key, _, value = arg.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and value:
+            reason = unusable_directory(Path(value))
+            if reason:
+                print(f"error: {reason}: choose another {key}", file=sys.stderr)
+                sys.exit(2)
+    main()
+
+
+def unusable_directory(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a writable directory, or None."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory" + ("" if existing == path else f" (a parent of {path})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user"
+    return None
+
+
 class Terminated(BaseException):
     """SIGTERM (a scheduler's cancel or preemption), raised in the main thread so that every
     ``finally`` and context manager on the way out runs (pending writes, workers, Ray)."""
@@ -86,4 +109,4 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -64,6 +64,7 @@ def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
             op.check_determinism()
         yield op
         return
+    spec.num_samples()  # the data fits the model: checked here, before Ray starts
     if cluster.mode == "ray":
         address = cluster.address or os.environ.get("RAY_ADDRESS")
         if not address:

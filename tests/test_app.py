@@ -228,3 +228,23 @@ def test_sigterm_and_sigint_stop_cleanly_and_the_rerun_resumes(tmp_path, sig, co
     result = app(*overrides, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "results.json").read_text())["extra"]["measured_now"] == 180 - marked
+
+
+def test_model_and_data_that_do_not_fit_are_refused_before_ray_starts(tmp_path):
+    result = app("model.widths=[64,20,10]", f"hydra.run.dir={tmp_path}")  # digits are 16x16 = 256 inputs
+    assert result.returncode == 2
+    assert "the model does not accept the data" in result.stderr and "Traceback" not in result.stderr
+    assert "started a local Ray" not in result.stderr
+
+
+def test_unusable_run_directory_is_refused(tmp_path, monkeypatch):
+    from pipeline.app import unusable_directory
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for target in (afile, afile / "run"):
+        result = app("cluster=none", f"hydra.run.dir={target}")
+        assert result.returncode == 2 and "is a file, not a directory" in result.stderr and "choose another hydra.run.dir" in result.stderr
+        assert "Traceback" not in result.stderr
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a non-root user on a read-only directory
+    assert "is not writable" in unusable_directory(tmp_path / "new")

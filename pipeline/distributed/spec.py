@@ -30,6 +30,7 @@ class ProblemSpec:
     params: Any = None
     dtype: str | None = None
     operator_options: dict[str, Any] = field(default_factory=dict)
+    _num_samples: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.curvature not in CURVATURES:
@@ -38,13 +39,30 @@ class ProblemSpec:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
 
     def num_samples(self) -> int:
-        """Size of the whole data set (checked on the driver before any worker starts)."""
-        dataset = self.dataset_factory()
-        return int(dataset[0].shape[0]) if isinstance(dataset, tuple) else len(dataset)
+        """Size of the whole data set, after checking on the driver, before any worker (or Ray)
+        starts, that its first sample goes through the model and the loss. Computed once."""
+        if self._num_samples is None:
+            dataset = self.dataset_factory()
+            inputs, targets = (dataset[0][:1], dataset[1][:1]) if isinstance(dataset, tuple) else next(iter(
+                torch.utils.data.DataLoader(dataset, batch_size=1)))
+            model = self.model_factory().eval()
+            if self.torch_dtype is not None:
+                model, inputs = model.to(self.torch_dtype), inputs.to(self.torch_dtype) if inputs.is_floating_point() else inputs
+            try:
+                with torch.no_grad():
+                    self.loss_fn(model(inputs), targets)
+            except (RuntimeError, IndexError, ValueError, TypeError) as error:
+                raise ValueError(f"the model does not accept the data: {str(error).splitlines()[0]}; check the model "
+                                 "(input size, channels, num_classes) against the data (image_size, input_shape, classes)") from None
+            self._num_samples = int(dataset[0].shape[0]) if isinstance(dataset, tuple) else len(dataset)
+        return self._num_samples
 
     def build(self, num_shards: int = 1, rank: int = 0, device: str | torch.device = "cpu") -> CurvatureOperator:
         """The curvature operator on shard ``rank`` of ``num_shards`` (the whole data for 1 shard)."""
         model = self.model_factory().to(device)
         batches = shard_batches(self.dataset_factory(), num_shards, rank, self.batch_size)
-        dtype = getattr(torch, self.dtype) if isinstance(self.dtype, str) else self.dtype
-        return CURVATURES[self.curvature](model, self.loss_fn, batches, params=self.params, dtype=dtype, **self.operator_options)
+        return CURVATURES[self.curvature](model, self.loss_fn, batches, params=self.params, dtype=self.torch_dtype, **self.operator_options)
+
+    @property
+    def torch_dtype(self) -> torch.dtype | None:
+        return getattr(torch, self.dtype) if isinstance(self.dtype, str) else self.dtype
