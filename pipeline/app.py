@@ -64,7 +64,7 @@ def main(cfg: DictConfig) -> None:
         log.error("error: a required setting is missing: %s (set it on the command line, e.g. data.root=/path)", error.full_key)
         sys.exit(2)
     except (ValueError, RuntimeError, FileNotFoundError, ConnectionError) as error:
-        log.error("error: %s", error)
+        log.error("error: %s", error, exc_info=os.environ.get("HYDRA_FULL_ERROR") == "1")  # the traceback on request
         sys.exit(2)
     except (KeyboardInterrupt, Terminated) as stop:
         name, code = ("SIGTERM", 143) if isinstance(stop, Terminated) else ("SIGINT", 130)

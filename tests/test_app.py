@@ -26,8 +26,8 @@ GROUPS = {group: sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"
           for group in ("model", "data", "curvature", "algorithm", "cluster", "experiment")}
 
 
-def app(*overrides, **kwargs):
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
+def app(*overrides, env=None, **kwargs):
+    env = env or {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
     return subprocess.run([sys.executable, "-m", "pipeline", *overrides], capture_output=True, text=True, env=env, **kwargs)
 
 
@@ -113,7 +113,8 @@ def test_default_job_end_to_end_matches_in_process_lanczos(tmp_path):
 
 
 def test_resume_after_kill_measures_only_what_is_missing(tmp_path):
-    overrides = ["cluster=none", "algorithm.outer=60", "algorithm.inner=120", "algorithm.block_size=1",
+    # one product mode for both runs: auto may time its way to another mode, equal only to rounding
+    overrides = ["cluster=none", "curvature.hvp_mode=graph-reuse", "algorithm.outer=60", "algorithm.inner=120", "algorithm.block_size=1",
                  "algorithm.refine_tol=null", "algorithm.error_test_vectors=0", f"hydra.run.dir={tmp_path}"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     process = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -137,6 +138,32 @@ def test_resume_after_kill_measures_only_what_is_missing(tmp_path):
         cfg = compose("config", overrides=overrides[:-1])
     uninterrupted = run(cfg, clean)  # the same job in this process, never killed
     np.testing.assert_allclose(record["eigenvalues"], uninterrupted["eigenvalues"], rtol=1e-12)
+
+
+def test_driver_killed_during_post_processing_then_rerun_gives_the_clean_result(tmp_path):
+    overrides = ["cluster=none", "curvature.hvp_mode=graph-reuse", "algorithm.outer=60", "algorithm.inner=120", "algorithm.memory_gb=0.0002",
+                 "algorithm.refine_tol=null", "algorithm.error_test_vectors=0", f"hydra.run.dir={tmp_path}"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = tmp_path / "store.zarr" / "eigenvectors"  # created when V = Q U starts streaming
+    deadline = time.time() + 120
+    while time.time() < deadline and not started.exists() and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    result = app(*overrides, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["extra"]["measured_now"] == 0  # every block had been measured; nothing reused half-written
+    clean = tmp_path / "clean"
+    assert app(*overrides[:-1], f"hydra.run.dir={clean}").returncode == 0
+    np.testing.assert_allclose(record["eigenvalues"], json.loads((clean / "results.json").read_text())["eigenvalues"], rtol=1e-12)
+
+
+def test_full_traceback_on_request(tmp_path):
+    result = app("cluster=none", "algorithm=lanczos", "algorithm.k=7030", f"hydra.run.dir={tmp_path}",
+                 env={**os.environ, "RAY_AUTH_MODE": "disabled", "HYDRA_FULL_ERROR": "1"})
+    assert result.returncode == 2 and "Traceback" in result.stderr and "1 <= k < D = 7030" in result.stderr
 
 
 def test_changed_config_in_same_dir_is_refused(tmp_path):
