@@ -6,6 +6,11 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from pipeline.algorithms import ALGORITHMS
+from pipeline.curvature import CURVATURES
+from pipeline.data import NAMES
+from pipeline.linalg.test_matrices import KINDS, ROW_ACCESSIBLE
+from pipeline.linalg.validation import WHICH
+from pipeline.models import ZOO
 from pipeline.problem import DTYPES, MODES
 
 TASKS = ("eigen", "reproduce")
@@ -18,6 +23,13 @@ def check_config(cfg: DictConfig) -> None:
     _one_of("algorithm.name", a.name, ALGORITHMS)
     _one_of("cluster.mode", cluster.mode, MODES)
     _one_of("dtype", cfg.dtype, tuple(DTYPES))
+    _one_of("model.name", cfg.model.name, (*ZOO, "target"))
+    _one_of("data.name", cfg.data.name, NAMES)
+    _one_of("curvature.kind", cfg.curvature.kind, tuple(CURVATURES))
+    _one_of("curvature.hvp_mode", cfg.curvature.hvp_mode, ("auto", *CURVATURES[cfg.curvature.kind].PRODUCT_MODES))
+    for name, allowed in (("which", WHICH), ("outer_kind", KINDS), ("inner_kind", ROW_ACCESSIBLE), ("method", ("hutchinson", "hutchpp"))):
+        if name in a:
+            _one_of(f"algorithm.{name}", a[name], allowed)
     for name in ("k", "block_size"):
         if a.get(name, 1) < 1:
             raise ValueError(f"algorithm.{name} must be a positive integer, got {a[name]}")

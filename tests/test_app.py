@@ -84,6 +84,9 @@ def test_bad_override_fails_at_composition(tmp_path, override, message):
     (["algorithm=seigh", "algorithm.memory_gb=-1"], "memory_gb"),
     (["algorithm.tol=-1"], "algorithm.tol must be a positive relative residual"),
     (["model.checkpoint=/nonexistent.pt"], "does not exist (model.checkpoint)"),
+    (["curvature=ggn", "curvature.hvp_mode=reverse-over-reverse"], "curvature.hvp_mode must be one of auto, forward-over-reverse, graph-reuse"),
+    (["algorithm.which=BE"], "algorithm.which must be one of LM, LA, SA"),
+    (["algorithm=seigh", "algorithm.inner_kind=ssrft"], "algorithm.inner_kind must be one of rademacher, gaussian"),
 ])
 def test_bad_values_exit_with_one_line_reason(tmp_path, overrides, message):
     algorithm = [] if any(o.startswith("algorithm=") for o in overrides) else ["algorithm=lanczos"]

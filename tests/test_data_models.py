@@ -153,8 +153,11 @@ def test_synthetic_and_missing_root():
 
 def test_problem_spec_counts_samples_of_a_dataset(tmp_path):
     root = _imagenet(tmp_path)
-    spec = ProblemSpec(lambda: build("tanh_mlp"), lambda: ImageFolder(root, "val", crop=16))
+    spec = ProblemSpec(lambda: nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 10)), lambda: ImageFolder(root, "val", crop=16))
     assert spec.num_samples() == 6
+    mismatched = ProblemSpec(lambda: build("tanh_mlp"), lambda: ImageFolder(root, "val", crop=16))  # 256 inputs, 768 given
+    with pytest.raises(ValueError, match="the model does not accept the data"):
+        mismatched.num_samples()
 
 
 @pytest.mark.parametrize("content, message", [
