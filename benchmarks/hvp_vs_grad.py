@@ -57,11 +57,12 @@ def measure(model, loss_fn, x, y, device: str, dtype: torch.dtype) -> dict[str, 
         model.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
 
-    g = torch.autograd.grad(loss_fn(model(x), y), params, create_graph=True)
-    vs = [torch.randn_like(p) for p in params]
-    row = {"params": sum(p.numel() for p in params), "grad": timed(gradient),
-           "floor": timed(lambda: torch.autograd.grad(g, params, grad_outputs=vs, retain_graph=True))}
-    del g
+    def floor() -> float:  # the graph lives only while it is timed
+        g = torch.autograd.grad(loss_fn(model(x), y), params, create_graph=True)
+        vs = [torch.randn_like(p) for p in params]
+        return timed(lambda: torch.autograd.grad(g, params, grad_outputs=vs, retain_graph=True))
+
+    row = {"params": sum(p.numel() for p in params), "grad": timed(gradient), "floor": floor()}
     for mode in ("auto", *HessianOperator.PRODUCT_MODES):
         op = HessianOperator(model, loss_fn, [(x, y)], hvp_mode=mode)
         for b in BLOCKS:
