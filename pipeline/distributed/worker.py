@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
 import warnings
 from typing import Any
@@ -27,6 +29,7 @@ class CurvatureWorker:
 
     def __init__(self, spec: ProblemSpec, rank: int, world_size: int, threads: int | None = None):
         self.spec, self.rank, self.world_size = spec, rank, world_size
+        _log_to_stderr()  # Ray forwards a worker's stderr to the driver: choices such as hvp_mode=auto show there
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if threads:
             torch.set_num_threads(threads)
@@ -96,3 +99,13 @@ class CurvatureWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _log_to_stderr() -> None:
+    """INFO and above of this package's loggers on stderr, once per worker process."""
+    logger = logging.getLogger("pipeline")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
