@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
+from scipy.integrate import trapezoid  # np.trapezoid needs numpy >= 2.0
 
 from pipeline.linalg import hutchinson_trace, hutchpp_trace, lanczos, power_iteration, seigh, sketch_eigs, slq_density
 from pipeline.linalg.operator import Operator
@@ -40,7 +41,7 @@ def run_algorithm(cfg: DictConfig, op: Operator, store=None, problem: dict | Non
         return {"trace": estimate.estimate, "trace_stderr": estimate.stderr, "hvps": estimate.matvecs}
     if a.name == "density":
         density = slq_density(op, a.num_probes, a.num_steps, seed=cfg.seed)
-        return {"density": density, "hvps": density.matvecs, "trace": float(np.trapezoid(density.grid * density.density, density.grid)) * op.shape[0]}
+        return {"density": density, "hvps": density.matvecs, "trace": float(trapezoid(density.grid * density.density, density.grid)) * op.shape[0]}
     sketch = sketch_eigs(op, a.sketch_size, seed=cfg.seed, block_size=a.block_size)
     return {"eigenvalues": sketch.eigenvalues.tolist(), "trace": sketch.trace, "hvps": sketch.matvecs}
 
