@@ -20,14 +20,15 @@ from pipeline.config import register
 from pipeline.outputs import write_results
 from pipeline.preflight import check_config
 from pipeline.problem import fingerprint, open_operator, plain, problem_spec
+from pipeline.progress import set_log_interval
 from pipeline.reproduce import reproduce
 from pipeline.store import RunStore
 
 log = logging.getLogger("pipeline")
 register()
-# conf/ sits beside the package in the repository (installs are editable: pip install -e .);
-# HESSIAN_PIPELINE_CONF points elsewhere, and Hydra's --config-dir adds more.
-CONFIG_DIR = os.environ.get("HESSIAN_PIPELINE_CONF", str(Path(__file__).resolve().parent.parent / "conf"))
+# The configs ship inside the package (pipeline/conf; conf/ at the repository root links to it),
+# so wheel and editable installs find them alike; Hydra's --config-dir adds a directory of your own.
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -54,12 +55,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     previous = signal.signal(signal.SIGTERM, _terminate)
+    log.info("run directory: %s", run_dir)
     try:
         check_config(cfg)
+        set_log_interval(cfg.output.progress_interval_s)
         if cfg.task == "reproduce":
             reproduce(cfg, run_dir, run)
         else:
             run(cfg, run_dir)
+        log.info("done: results in %s", run_dir)
     except MissingMandatoryValue as error:
         log.error("error: a required setting is missing: %s (set it on the command line, e.g. data.root=/path)", error.full_key)
         sys.exit(2)
