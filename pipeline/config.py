@@ -112,7 +112,7 @@ ALGORITHM_SCHEMAS = {"lanczos": LanczosConfig, "power": PowerConfig, "seigh": Se
 @dataclass
 class ClusterConfig:
     mode: str = "local"  # none (in process) | local (Ray started here) | ray (existing cluster)
-    num_workers: int = 2
+    num_workers: Optional[int] = 2  # null: one per GPU of the cluster (one per node without GPUs)
     cpus_per_worker: Optional[float] = None  # null: the CPUs divided among the workers
     gpus_per_worker: Optional[float] = None  # null: one GPU each if there is one per worker
     address: Optional[str] = None  # mode=ray: default $RAY_ADDRESS
@@ -128,6 +128,7 @@ class OutputConfig:
     landscape_vectors: int = 3
     landscape_points: int = 21
     landscape_radius: float = 1.0
+    progress_interval_s: float = 30.0  # off a terminal: a progress line this often (on one: a bar)
 
 
 @dataclass

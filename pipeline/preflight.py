@@ -38,7 +38,7 @@ def check_config(cfg: DictConfig) -> None:
             raise ValueError(f"algorithm.{name} must be a positive relative residual such as 1e-3, got {a[name]}")
     if not a.get("memory_gb", 1) > 0:
         raise ValueError(f"algorithm.memory_gb (row-block budget of SEIGH's post-processing) must be positive, got {a.memory_gb}")
-    if cluster.mode != "none" and cluster.num_workers < 1:
+    if cluster.mode != "none" and cluster.num_workers is not None and cluster.num_workers < 1:
         raise ValueError(f"cluster.num_workers must be at least 1, got {cluster.num_workers} (cluster=none runs in this process)")
     if cluster.connect_timeout_s <= 0:
         raise ValueError(f"cluster.connect_timeout_s must be positive, got {cluster.connect_timeout_s}")

@@ -55,6 +55,7 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
 def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
     """The operator for ``cluster.mode``: ``none`` builds it here; ``local`` starts Ray with
     num_workers x cpus_per_worker CPUs (all of this machine's when cpus_per_worker is null); ``ray`` joins $RAY_ADDRESS (or cluster.address).
+    A null num_workers / cpus_per_worker / gpus_per_worker is sized from the cluster's resources.
     Workers and a Ray instance started here are shut down on exit."""
     cluster = cfg.cluster
     if cluster.mode == "none":
@@ -71,11 +72,12 @@ def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
             raise ValueError("cluster=ray joins an existing cluster: set RAY_ADDRESS or cluster.address (or use cluster=local)")
         started = init_ray(address=address, connect_timeout_s=cluster.connect_timeout_s)
     else:
-        cpus = round(cluster.num_workers * cluster.cpus_per_worker) if cluster.cpus_per_worker else None  # None: all
+        cpus = round(cluster.num_workers * cluster.cpus_per_worker) if cluster.num_workers and cluster.cpus_per_worker else None  # None: all
         started = init_ray(num_cpus=cpus)
     try:
         with RayOperator(spec, cluster.num_workers, cluster.cpus_per_worker, cluster.gpus_per_worker, cluster.max_failures) as op:
-            log.info("%d Ray workers ready, D=%d, dtype=%s", cluster.num_workers, op.shape[0], op.dtype)
+            log.info("%d Ray workers ready (%g CPUs, %g GPUs each), D=%d, dtype=%s", op.group.num_workers,
+                     op.group.cpus_per_worker, op.group.gpus_per_worker, op.shape[0], op.dtype)
             yield op
     finally:
         if started:

@@ -21,6 +21,12 @@ class WorkerDied(RuntimeError):
     """A worker process died (killed, OOM, node lost); the group must be rebuilt."""
 
 
+def default_num_workers() -> int:
+    """One worker per GPU of the cluster, or one per node on a CPU-only cluster."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    return gpus or max(1, sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0))
+
+
 def resources_per_worker(num_workers: int, cpus: float | None, gpus: float | None) -> tuple[float, float]:
     """(CPUs, GPUs) per worker, filling in None from the cluster's resources."""
     available = ray.cluster_resources()
@@ -33,8 +39,9 @@ def resources_per_worker(num_workers: int, cpus: float | None, gpus: float | Non
 
 class WorkerGroup:
     """Start ``num_workers`` actors (``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs each,
-    torch threads = CPUs; None means automatic: one GPU per worker when the cluster has a GPU for
-    every worker, else none, and the cluster's CPUs divided among the workers), build each
+    torch threads = CPUs; None means automatic: one worker per GPU, or per node without GPUs; one
+    GPU per worker when the cluster has a GPU for every worker, else none; the cluster's CPUs
+    divided among the workers), build each
     shard's operator and the process group. ``run`` calls a
     worker method on all ranks; if a worker dies the whole group is torn down, rebuilt on the
     same shards, and the call redone, up to ``max_failures`` times."""
@@ -42,22 +49,24 @@ class WorkerGroup:
     def __init__(
         self,
         spec: ProblemSpec,
-        num_workers: int,
+        num_workers: int | None,
         cpus_per_worker: float | None = None,
         gpus_per_worker: float | None = None,
         max_failures: int = 3,
         collective_timeout_s: float = 1800.0,
         placement_timeout_s: float = 120.0,
     ):
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers <= 0:
-            raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}")
+        if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers <= 0):
+            raise ValueError(f"num_workers must be a positive integer (or None: sized from the cluster), got {num_workers!r}")
         if max_failures < 0:
             raise ValueError(f"max_failures must be >= 0, got {max_failures}")
-        num_samples = spec.num_samples()
-        if num_workers > num_samples:
-            raise ValueError(f"cannot split {num_samples} samples into {num_workers} non-empty shards; use at most {num_samples} workers")
         if not ray.is_initialized():
             raise RuntimeError("Ray is not running: call pipeline.distributed.init_ray(...) (or ray.init) first")
+        num_samples = spec.num_samples()
+        if num_workers is None:
+            num_workers = min(default_num_workers(), num_samples)
+        if num_workers > num_samples:
+            raise ValueError(f"cannot split {num_samples} samples into {num_workers} non-empty shards; use at most {num_samples} workers")
         self.spec = spec
         self.num_workers = num_workers
         self.cpus_per_worker, self.gpus_per_worker = resources_per_worker(num_workers, cpus_per_worker, gpus_per_worker)
