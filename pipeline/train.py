@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from pipeline.progress import tracked
+
 log = logging.getLogger(__name__)
 
 
@@ -71,7 +73,7 @@ def train_with_checkpoints(
         raise ValueError(f"batch_size {batch_size} exceeds the {len(train_set)} training samples")
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     batches = _batches(train_set, batch_size, torch.Generator().manual_seed(seed), loader_workers)
-    for step in range(steps[-1] + 1):
+    for step in tracked(range(steps[-1] + 1), total=steps[-1] + 1, desc="training", unit="steps"):
         if step in steps:
             path = out_dir / f"step_{step}.pt"
             torch.save({name: t.cpu() for name, t in model.state_dict().items()}, path)
@@ -81,7 +83,7 @@ def train_with_checkpoints(
             log.info("step %d: test accuracy %.3f, train loss %.4f", step, test_accuracy, train_loss)
             manifest_path.write_text(json.dumps(sorted(manifest.values(), key=lambda e: e["step"]), indent=2))
         if step == steps[-1]:
-            break
+            continue  # the last checkpoint: no step after it
         x, y = next(batches)
         model.train()
         optimizer.zero_grad()

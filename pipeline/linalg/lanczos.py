@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 
@@ -56,6 +57,7 @@ def lanczos(
     basis = KrylovBasis(op, start.reshape(dim, -1), capacity=min(dim, ncv + block_size), seed=seed)
 
     matvecs_before = op.num_matvecs
+    started = time.monotonic()
     restarts = 0
     history = []
     while True:
@@ -68,7 +70,10 @@ def lanczos(
         spent = op.num_matvecs - matvecs_before
         converged = relative[wanted] <= tol
         history.append((spent, float(relative[wanted].max())))
-        log.info("lanczos: %d products, %d of %d pairs converged, worst residual %.2e", spent, int(converged.sum()), k, history[-1][1])
+        elapsed = time.monotonic() - started
+        log.info("lanczos restart %d: %d of at most %d products (%.3g/s, %.0f s), %d of %d pairs converged, worst residual %.2e "
+                 "(tol %.0e)", restarts, spent, max_matvecs, spent / max(elapsed, 1e-9), elapsed, int(converged.sum()), k,
+                 history[-1][1], tol)
         if bool(converged.all()) or basis.n >= dim or spent >= max_matvecs:
             break
         keep = order[: max(k, min(basis.n - block_size, k + (ncv - k) // 2))]

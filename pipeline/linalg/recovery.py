@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from pipeline.linalg.measurements import BlockedColumns
-from pipeline.linalg.streaming import prefetched, progress_disabled
+from pipeline.linalg.streaming import prefetched
+from pipeline.progress import tracked
 from pipeline.linalg.test_matrices import random_block
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def write_eigenvectors(rows: list[range], recovered: Recovered, columns: torch.T
     """target[rows] = Q U[:, columns] for every row block (step 4)."""
     coefficients = recovered.basis.coefficients(recovered.U[:, columns])
     blocks = prefetched(rows, recovered.basis.loader(device))
-    for index, (block, data) in enumerate(tqdm(blocks, total=len(rows), desc="V = Q U", unit="rows", disable=progress_disabled(progress))):
+    for index, (block, data) in enumerate(tracked(blocks, total=len(rows), desc="V = Q U", unit="rows", progress=progress)):
         target[block.start : block.stop] = (data @ coefficients(index)).cpu().numpy()
 
 
@@ -101,7 +101,7 @@ def _first_pass(meas: Measurements, rows: list[range], device: torch.device, pro
     Z = torch.zeros(inner, inner, dtype=torch.float64, device=device)
     psi_y = None if meas.recycled else torch.zeros(inner, outer, dtype=torch.float64, device=device)
     load = _loader(meas, device, outer=not meas.recycled, inner=True, psi=True)
-    for _, loaded in tqdm(prefetched(rows, load), total=len(rows), desc="Gram, Psi Y, Z", unit="rows", disable=progress_disabled(progress)):
+    for _, loaded in tracked(prefetched(rows, load), total=len(rows), desc="Gram, Psi Y, Z", unit="rows", progress=progress):
         W, psi_t = loaded[-2], loaded[-1]
         Y = W[:, :outer] if meas.recycled else loaded[0]
         gram.addmm_(Y.T, Y)
@@ -135,8 +135,8 @@ def _gram_of_basis(meas: Measurements, rows: list[range], R: torch.Tensor, devic
     faster than a triangular solve on tall blocks; cond(R) <= 1e5 here)."""
     gram = torch.zeros_like(R)
     inverse = torch.linalg.solve_triangular(R, torch.eye(*R.shape, dtype=R.dtype, device=device), upper=True)
-    for _, (Y,) in tqdm(prefetched(rows, _loader(meas, device, outer=True)), total=len(rows), desc="CholeskyQR2 second pass",
-                        unit="rows", disable=progress_disabled(progress)):
+    for _, (Y,) in tracked(prefetched(rows, _loader(meas, device, outer=True)), total=len(rows), desc="CholeskyQR2 second pass",
+                           unit="rows", progress=progress):
         Q = Y @ inverse
         gram.addmm_(Q.T, Q)
     return gram
@@ -148,8 +148,8 @@ def _householder(meas: Measurements, rows: list[range], store, device, progress)
     outer = meas.outer
     stored = store.matrix("Q", (meas.outer_array.shape[0], outer), rows[0].stop, np.float64)
     factors = []
-    for block, (Y,) in tqdm(prefetched(rows, _loader(meas, device, outer=True)), total=len(rows), desc="Householder TSQR",
-                            unit="rows", disable=progress_disabled(progress)):
+    for block, (Y,) in tracked(prefetched(rows, _loader(meas, device, outer=True)), total=len(rows), desc="Householder TSQR",
+                               unit="rows", progress=progress):
         q, r = torch.linalg.qr(Y)
         stored[block.start : block.stop] = q.cpu().numpy()
         factors.append(r)
@@ -162,7 +162,7 @@ def _householder(meas: Measurements, rows: list[range], store, device, progress)
         return stored_rows(block), _psi_rows(meas, block, device)
 
     blocks = prefetched(rows, load)
-    for index, (_, (q, psi_t)) in enumerate(tqdm(blocks, total=len(rows), desc="Psi Q", unit="rows", disable=progress_disabled(progress))):
+    for index, (_, (q, psi_t)) in enumerate(tracked(blocks, total=len(rows), desc="Psi Q", unit="rows", progress=progress)):
         psi_q.addmm_(psi_t.T, q @ basis.rotations[index])
     return basis, psi_q
 

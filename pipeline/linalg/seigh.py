@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from pipeline.linalg.aposteriori import as_dict, frobenius_error, pair_residuals
 from pipeline.linalg.lanczos import lanczos, order_by
@@ -23,7 +22,8 @@ from pipeline.linalg.measurements import BlockedColumns, MemoryStore
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.recovery import DamagedMeasurements, Measurements, recover, write_eigenvectors
 from pipeline.linalg.result import EigResult
-from pipeline.linalg.streaming import compute_device, progress_disabled
+from pipeline.linalg.streaming import compute_device
+from pipeline.progress import tracked
 from pipeline.linalg.test_matrices import GENERATOR_VERSION, KINDS, ROW_ACCESSIBLE
 from pipeline.linalg.validation import check_k, check_positive, check_tol
 
@@ -172,7 +172,7 @@ def _measure(op: Operator, store, array: BlockedColumns, kind: str, seed: int, n
         if attempt:
             log.warning("%s measurements: %d blocks were not written (a worker died?); measuring them again", name, len(missing))
         try:
-            for columns in tqdm(missing, desc=f"{name} measurements", unit="block", disable=progress_disabled(progress)):
+            for columns in tracked(missing, total=len(missing), desc=f"{name} measurements", unit="blocks", progress=progress):
                 block = op.measure(kind, seed, columns, writer=array.writer)
                 if block is not None:
                     array.write(columns, block)

@@ -33,11 +33,6 @@ def prefetched(blocks: Sequence[range], load: Callable[[range], T]) -> Iterator[
             yield block, value
 
 
-def progress_disabled(progress: bool | None) -> bool | None:
-    """tqdm's ``disable`` for a ``progress`` flag (None: bars only on a terminal)."""
-    return None if progress is None else not progress
-
-
 class WriteBehind:
     """One write at a time in a background thread, so the caller computes the next block while
     the last one is written. ``submit`` first waits for the previous write (raising its error);
