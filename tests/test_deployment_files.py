@@ -1,13 +1,17 @@
-"""jobs/ scripts pass bash -n; the Dockerfile and manifests parse."""
+"""Deployment files (jobs/, docker/, README commands) call the CLI with overrides that exist;
+the SLURM scripts build the commands they should, checked under fake srun / scontrol / sbatch."""
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from deployment import ROOT, compose_overrides, overrides_in
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCKER_INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL"}
+RAY = str(Path(sys.executable).parent / "ray")
 
 
 @pytest.mark.parametrize("script", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "jobs").rglob("*") if p.suffix in (".sh", ".sbatch")))
@@ -16,25 +20,119 @@ def test_job_scripts_pass_bash_n(script):
     assert result.returncode == 0, result.stderr
 
 
-def test_rayjob_manifest_parses():
+def _commands_of(name: str) -> list[list[str]]:
+    text = (ROOT / name).read_text()
+    if name == "jobs/k8s/rayjob.yaml":
+        text = yaml.safe_load(text)["spec"]["entrypoint"]
+    if name == "pipeline/conf/config.yaml":
+        text = yaml.safe_load(text)["hydra"]["help"]["template"]
+    return overrides_in(text)
+
+
+@pytest.mark.parametrize("name", ["README.md", "REPRODUCING.md", "jobs/k8s/rayjob.yaml", "docker/compose.yaml", "docker/Dockerfile",
+                                  "jobs/ray/submit.sh", "pipeline/conf/config.yaml"])
+def test_every_documented_command_composes(name):
+    commands = _commands_of(name)
+    assert commands, f"no pipeline command found in {name}"
+    for overrides in commands:
+        compose_overrides(overrides)  # raises on a key that does not exist or a value of the wrong type
+
+
+def test_a_misspelt_override_is_caught_by_the_check():
+    with pytest.raises(Exception, match="algorithm.kk"):
+        compose_overrides(["algorithm.kk=3"])
+
+
+def test_rayjob_manifest_joins_its_cluster():
     manifest = yaml.safe_load((ROOT / "jobs/k8s/rayjob.yaml").read_text())
     assert manifest["kind"] == "RayJob"
-    assert "python -m pipeline" in manifest["spec"]["entrypoint"]
+    cfg = compose_overrides(_commands_of("jobs/k8s/rayjob.yaml")[0])
+    assert cfg.cluster.mode == "ray" and cfg.cluster.num_workers is None  # sized from the RayJob's GPUs
     workers = manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
-def test_compose_file_parses():
+def test_compose_file_runs_as_the_host_user_with_a_gpu_worker():
     compose = yaml.safe_load((ROOT / "docker/compose.yaml").read_text())
     assert set(compose["services"]) == {"head", "worker"}
+    assert all(service["user"].startswith("${UID") for service in compose["services"].values())
+    devices = compose["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+    assert "gpus_per_worker=0" not in (ROOT / "docker/compose.yaml").read_text()
 
 
-def test_dockerfile_instructions_are_valid():
-    lines, continued = [], False
-    for line in (ROOT / "docker/Dockerfile").read_text().splitlines():
+def test_dockerfile_uses_the_tested_torch_and_writable_outputs():
+    instructions, continued = [], False
+    text = (ROOT / "docker/Dockerfile").read_text()
+    for line in text.splitlines():
         stripped = line.strip()
         if not continued and stripped and not stripped.startswith("#"):
-            lines.append(stripped.split()[0])
+            instructions.append(stripped.split()[0])
         continued = stripped.endswith("\\")
-    assert lines[0] == "FROM" and set(lines) <= DOCKER_INSTRUCTIONS
-    assert "USER" in lines and "ENTRYPOINT" in lines
+    assert instructions[0] in ("ARG", "FROM") and set(instructions) <= DOCKER_INSTRUCTIONS
+    assert "USER" in instructions and "ENTRYPOINT" in instructions
+    tested = (ROOT / ".ci/constraints.txt").read_text().split("torch==")[1].split()[0]
+    assert f"TORCH_VERSION={tested}" in text
+    assert "chmod 1777 /app /app/outputs" in text and "pip install -e" not in text
+
+
+def _shim(bin_dir: Path, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text("#!/usr/bin/env bash\n" + body)
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def fake_slurm(tmp_path):
+    """A directory of fake SLURM commands that record their arguments, a fake environment with
+    bin/activate, and the variables SLURM sets in a job."""
+    bin_dir, env_dir, record = tmp_path / "bin", tmp_path / "env", tmp_path / "calls"
+    bin_dir.mkdir()
+    (env_dir / "bin").mkdir(parents=True)
+    (env_dir / "bin" / "activate").write_text("export FAKE_ENV_ACTIVE=yes\n")
+    record.mkdir()
+    _shim(bin_dir, "srun", f'printf "%s\\n" "$@" > {record}/srun; echo "$FAKE_ENV_ACTIVE" > {record}/env\n')
+    _shim(bin_dir, "scontrol", f'echo "$@" >> {record}/scontrol; [[ $1 == show ]] && printf "node7\\nnode8\\n"; true\n')
+    _shim(bin_dir, "sbatch", f'printf "%s\\n" "$@" > {record}/sbatch; test -d logs || {{ echo "logs/ missing" >&2; exit 1; }}\n')
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HESSIAN_ENV": str(env_dir), "SLURM_JOB_ID": "4321",
+           "SLURM_JOB_NAME": "hessian-seigh", "SLURM_JOB_NODELIST": "node[7-8]", "SLURM_JOB_NUM_NODES": "2",
+           "SLURM_CPUS_PER_TASK": "32", "SLURM_GPUS_PER_NODE": "gpu:4", "SLURM_SUBMIT_DIR": str(tmp_path)}
+    return env, record
+
+
+def test_sbatch_script_builds_ray_and_pipeline_commands_that_exist(fake_slurm, tmp_path):
+    env, record = fake_slurm
+    result = subprocess.run(["bash", ROOT / "jobs/slurm/seigh.sbatch", "+experiment=mnist_mlp", "data.root=/data/mnist"],
+                            capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    argv = (record / "srun").read_text().splitlines()
+    assert (record / "env").read_text().strip() == "yes"  # HESSIAN_ENV was activated
+    assert (record / "scontrol").read_text().startswith("show hostnames node[7-8]")
+    ray_args, pipeline_args = argv[argv.index("symmetric-run") + 1 : argv.index("--")], argv[argv.index("hessian-pipeline") + 1 :]
+    assert ray_args[:4] == ["--address", "node7:24321", "--min-nodes", "2"]
+    help_text = subprocess.run([RAY, "symmetric-run", "--help"], capture_output=True, text=True).stdout
+    help_text += subprocess.run([RAY, "start", "--help"], capture_output=True, text=True).stdout
+    for option in (a for a in ray_args if a.startswith("--")):
+        assert option in help_text, f"ray has no option {option}"
+    cfg = compose_overrides(pipeline_args)
+    assert (cfg.cluster.mode, cfg.cluster.num_workers, cfg.cluster.cpus_per_worker, cfg.cluster.gpus_per_worker) == ("ray", 8, 8, 1)
+    assert cfg.cluster.address == "node7:24321" and cfg.task == "reproduce"
+    output_dir = tmp_path / "outputs" / "hessian-seigh-4321"  # one per submission; a requeue keeps the job id
+    assert f"hydra.run.dir={output_dir}" in pipeline_args and output_dir.is_dir()
+
+
+def test_sbatch_script_without_an_environment_names_the_fix(fake_slurm, tmp_path):
+    env, record = fake_slurm
+    result = subprocess.run(["bash", ROOT / "jobs/slurm/seigh.sbatch"], capture_output=True, text=True,
+                            env={**env, "HESSIAN_ENV": str(tmp_path / "missing")}, cwd=tmp_path)
+    assert result.returncode == 2 and "set HESSIAN_ENV" in result.stderr
+    assert not (record / "srun").exists()
+
+
+def test_slurm_submit_creates_the_log_dir_before_sbatch(fake_slurm, tmp_path):
+    env, record = fake_slurm
+    result = subprocess.run(["bash", ROOT / "jobs/slurm/submit.sh", "algorithm.k=5"], capture_output=True, text=True,
+                            env={**env, "SBATCH_ARGS": "--nodes=1"}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "logs").is_dir()
+    assert (record / "sbatch").read_text().splitlines() == ["--nodes=1", str(ROOT / "jobs/slurm/seigh.sbatch"), "algorithm.k=5"]
