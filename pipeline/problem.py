@@ -76,8 +76,9 @@ def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
         started = init_ray(num_cpus=cpus)
     try:
         with RayOperator(spec, cluster.num_workers, cluster.cpus_per_worker, cluster.gpus_per_worker, cluster.max_failures) as op:
-            log.info("%d Ray workers ready (%g CPUs, %g GPUs each), D=%d, dtype=%s", op.group.num_workers,
-                     op.group.cpus_per_worker, op.group.gpus_per_worker, op.shape[0], op.dtype)
+            group = op.group
+            log.info("%d Ray workers ready on %d nodes (%g CPUs, %g GPUs each), D=%d, dtype=%s", group.num_workers,
+                     len({info["node"] for info in group.info}), group.cpus_per_worker, group.gpus_per_worker, op.shape[0], op.dtype)
             yield op
     finally:
         if started:

@@ -10,6 +10,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 
 from pipeline.distributed import process_group
@@ -41,7 +42,7 @@ class CurvatureWorker:
         """Build the model replica and the shard's operator; report what the driver needs."""
         self.op = self.spec.build(self.world_size, self.rank, self.device)
         return {"dim": self.op.shape[0], "dtype": str(self.op.dtype).removeprefix("torch."), "pid": os.getpid(),
-                "device": str(self.device), "weights": self.op.weights_digest()}
+                "device": str(self.device), "weights": self.op.weights_digest(), "node": ray.get_runtime_context().get_node_id()}
 
     def rendezvous(self) -> tuple[str, int]:
         return process_group.node_address(), process_group.free_port()

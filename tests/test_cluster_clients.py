@@ -1,0 +1,116 @@
+"""Real cluster clients: a Ray head started with `ray start` and a job sent with
+jobs/ray/submit.sh (the Jobs API through the dashboard), and a two-node Ray cluster whose
+workers write one store that equals the single-process result."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from deployment import ROOT
+
+BIN = Path(sys.executable).parent
+SMALL_SEIGH = ["dtype=float64", "data.subset=100", "algorithm.k=3", "algorithm.outer=30", "algorithm.inner=60", "algorithm.block_size=10",
+               "algorithm.refine_tol=null", "output.plots=false"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
+    return {**env, "PATH": f"{BIN}:{env['PATH']}", "RAY_AUTH_MODE": "disabled", **extra}
+
+
+def _wait_for(url_port: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", url_port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"nothing listens on port {url_port} after {timeout_s} s")
+
+
+def _results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture
+def ray_head():
+    """`ray start --head --block` with a dashboard, session files under a short temp dir; stopped
+    (with all its processes) afterwards. Yields the dashboard's http address."""
+    pytest.importorskip("aiohttp", reason="needs ray[default] (pip install -e .[cluster])")
+    temp_dir = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    port, dashboard = _free_port(), _free_port()
+    head = subprocess.Popen([BIN / "ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
+                             f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for(dashboard, timeout_s=90)
+        yield f"http://127.0.0.1:{dashboard}"
+    finally:
+        os.killpg(head.pid, 15)
+        head.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_job_submitted_with_submit_sh_to_a_real_head_writes_its_results(ray_head, tmp_path):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(["bash", ROOT / "jobs/ray/submit.sh", *SMALL_SEIGH], capture_output=True, text=True, timeout=420,
+                            env=_env(RAY_ADDRESS=ray_head, OUTPUT_DIR=str(run_dir)))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "succeeded" in log and f"run directory: {run_dir}" in log
+    assert "1 Ray workers ready on 1 nodes (2 CPUs, 0 GPUs each)" in log  # sized from the head's 2 CPUs
+    record = _results(run_dir)
+    assert len(record["eigenvalues"]) == 3 and record["config"]["cluster"]["mode"] == "ray"
+
+
+CLUSTER_SCRIPT = """  # argv: Ray's temp dir (also $RAY_TMPDIR), then the pipeline overrides
+import json, subprocess, sys
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+try:
+    run = subprocess.run([sys.executable, "-m", "pipeline", "cluster=ray", f"cluster.address={cluster.address}", "cluster.num_workers=2",
+                          "cluster.cpus_per_worker=1", *sys.argv[2:]], capture_output=True, text=True)
+    print(json.dumps({"code": run.returncode, "log": run.stderr}))
+finally:
+    cluster.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_two_node_cluster_writes_one_store_equal_to_the_single_process_result(tmp_path):
+    two_nodes, single = tmp_path / "two_nodes", tmp_path / "single"
+    temp_dir = tempfile.mkdtemp(prefix="rc-", dir="/tmp")
+    try:
+        out = subprocess.run([sys.executable, "-c", CLUSTER_SCRIPT, temp_dir, *SMALL_SEIGH, f"hydra.run.dir={two_nodes}"],
+                             capture_output=True, text=True, env=_env(RAY_TMPDIR=temp_dir), timeout=420)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = json.loads(out.stdout.strip().splitlines()[-1])
+    assert run["code"] == 0, run["log"][-3000:]
+    assert "2 Ray workers ready on 2 nodes (1 CPUs, 0 GPUs each)" in run["log"]  # one CPU per node forces one worker on each
+    reference = subprocess.run([sys.executable, "-m", "pipeline", "cluster=none", *SMALL_SEIGH, f"hydra.run.dir={single}"],
+                               capture_output=True, text=True, env=_env(), timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    got, want = _results(two_nodes), _results(single)
+    np.testing.assert_allclose(got["eigenvalues"], want["eigenvalues"], rtol=1e-10)
+    np.testing.assert_allclose(got["residuals"], want["residuals"], rtol=1e-6, atol=1e-12)
+    assert (two_nodes / "store.zarr").is_dir() and not any(p.name.endswith(".zarr") for p in two_nodes.iterdir() if p.name != "store.zarr")
