@@ -40,7 +40,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     store = RunStore(run_dir / cfg.output.store) if cfg.algorithm.name == "seigh" else None  # locked before Ray starts
     with open_operator(cfg, spec) as op:
         results = run_algorithm(cfg, op, store, problem={**fingerprint(cfg), "weights": op.weights_digest()})
-        results.update(algorithm=cfg.algorithm.name, num_params=op.shape[0], curvature=cfg.curvature.kind)
+        results.update(algorithm=cfg.algorithm.name, num_params=op.shape[0], curvature=cfg.curvature.kind, num_samples=spec.num_samples())
     if cfg.output.landscape and "eigenvectors" in results:
         local = spec.build(1, 0)
         count = min(cfg.output.landscape_vectors, len(results["eigenvalues"]))

@@ -27,22 +27,27 @@ def write_results(run_dir: Path, results: dict[str, Any], config: dict[str, Any]
     if isinstance(results.get("eigenvectors"), torch.Tensor):  # SEIGH's live in its store
         np.save(run_dir / "eigenvectors.npy", results["eigenvectors"].cpu().numpy())
         record["eigenvectors"] = "eigenvectors.npy"
+    title = plots.run_title(results, config)
+    tol = config["algorithm"].get("tol")
     if want_plots and "residuals" in results:
-        figures.append(plots.spectrum(results["eigenvalues"], results["residuals"], run_dir / "spectrum.png", title=results["algorithm"]))
+        figures.append(plots.spectrum(results["eigenvalues"], results["residuals"], run_dir / "spectrum.png", title=title))
         history = results.get("extra", {}).get("history")
         if np.isfinite(results["residuals"]).any():  # residuals may be switched off
-            figures.append(plots.convergence(results["residuals"], run_dir / "convergence.png", history, config["algorithm"].get("tol")))
-    if "density" in results:
-        density = results["density"]
+            figures.append(plots.convergence(results["residuals"], run_dir / "convergence.png", history, tol, title=title))
+    density = results.get("density")
+    if density is not None:
         np.savez(run_dir / "density.npz", grid=density.grid, density=density.density, nodes=density.nodes, weights=density.weights)
         if want_plots:
-            figures.append(plots.density(density.grid, density.density, run_dir / "density.png"))
+            figures.append(plots.density(density.grid, density.density, run_dir / "density.png", title=title))
     if "landscape" in results:
         steps, losses = results["landscape"]
         np.savez(run_dir / "landscape.npz", steps=steps, losses=losses)
         record["landscape_losses"] = losses.tolist()
         if want_plots:
-            figures.append(plots.landscape(steps, losses, results["eigenvalues"], run_dir / "landscape.png"))
+            figures.append(plots.landscape(steps, losses, results["eigenvalues"], run_dir / "landscape.png", title=title))
+    if want_plots and ("residuals" in results or density is not None):
+        figures.append(plots.summary(run_dir / "summary.png", title, results.get("eigenvalues"), results.get("residuals"), tol,
+                                     None if density is None else (density.grid, density.density)))
     record["figures"] = [f.name for f in figures]
     (run_dir / "results.json").write_text(json.dumps(record, indent=2, default=_jsonable))
     log.info("wrote %s", ", ".join(["results.json"] + record["figures"]))

@@ -103,7 +103,7 @@ def test_default_job_end_to_end_matches_in_process_lanczos(tmp_path):
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["algorithm"] == "seigh" and record["num_params"] == 7030
     assert record["config"]["cluster"]["num_workers"] == 2
-    assert {"spectrum.png", "convergence.png"} <= set(record["figures"])
+    assert {"spectrum.png", "convergence.png", "summary.png"} <= set(record["figures"])
     assert all((tmp_path / f).stat().st_size > 0 for f in record["figures"])
     np.testing.assert_allclose(np.load(tmp_path / "eigenvalues.npy"), record["eigenvalues"])
     x, y = build_dataset(record["config"]["data"])

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -19,41 +20,88 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def run_title(results: dict, config: dict) -> str:
+    """'tanh_mlp, hessian, seigh, D=7,030, n=500 samples' for a run's figures."""
+    samples = results.get("num_samples")
+    return (f"{config['model']['name']}, {results.get('curvature', config['curvature']['kind'])}, {results['algorithm']}, "
+            f"D={results['num_params']:,}" + (f", n={samples:,} samples" if samples else ""))
+
+
+def _spectrum_panel(ax, eigenvalues: Sequence[float], residuals: Sequence[float]) -> None:
+    values = np.asarray(eigenvalues, dtype=float)
+    bars = np.abs(values) * np.nan_to_num(np.asarray(residuals, dtype=float))
+    ax.errorbar(np.arange(1, len(values) + 1), values, yerr=bars, fmt="o", capsize=3, label="eigenvalue +- |lambda| x residual")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="rank (by |eigenvalue|)", ylabel="eigenvalue", title="top eigenvalues")
+    ax.legend(fontsize=7)
+
+
+def _residual_panel(ax, residuals: Sequence[float], tol: float | None) -> None:
+    ax.semilogy(np.arange(1, len(residuals) + 1), np.asarray(residuals, dtype=float), "o-", label="relative residual")
+    if tol:
+        ax.axhline(tol, color="red", ls="--", lw=0.8, label=f"tol = {tol:g}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="rank", ylabel="||Hv - lambda v|| / |lambda|", title="residual per eigenpair")
+    ax.legend(fontsize=7)
+
+
+def _density_panel(ax, grid: np.ndarray, values: np.ndarray) -> None:
+    ax.semilogy(grid, np.maximum(values, 1e-12), label="SLQ density")
+    ax.set(xlabel="eigenvalue", ylabel="density (log)", title="spectral density")
+    ax.legend(fontsize=7)
+
+
 def spectrum(eigenvalues: Sequence[float], residuals: Sequence[float], path: Path, title: str = "") -> Path:
     """Eigenvalues by rank with error bars |lambda| * relative residual (a bound on the distance to
     the nearest true eigenvalue)."""
-    values = np.asarray(eigenvalues, dtype=float)
-    bars = np.abs(values) * np.nan_to_num(np.asarray(residuals, dtype=float))
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.errorbar(np.arange(1, len(values) + 1), values, yerr=bars, fmt="o", capsize=3)
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.set(xlabel="rank (by |eigenvalue|)", ylabel="eigenvalue", title=title or "top eigenvalues with residual bounds")
+    _spectrum_panel(ax, eigenvalues, residuals)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 
-def convergence(residuals: Sequence[float], path: Path, history: Sequence[tuple[int, float]] | None = None, tol: float | None = None) -> Path:
+def convergence(residuals: Sequence[float], path: Path, history: Sequence[tuple[int, float]] | None = None, tol: float | None = None,
+                title: str = "") -> Path:
     """Relative residual per eigenpair, and for Lanczos the worst residual over products spent."""
     fig, axes = plt.subplots(1, 2 if history else 1, figsize=(10 if history else 5, 3.5), squeeze=False)
-    axes[0, 0].semilogy(np.arange(1, len(residuals) + 1), np.asarray(residuals, dtype=float), "o-")
-    axes[0, 0].set(xlabel="rank", ylabel="||Hv - lambda v|| / |lambda|", title="residual per eigenpair")
+    _residual_panel(axes[0, 0], residuals, tol)
     if history:
         spent, worst = zip(*history)
-        axes[0, 1].semilogy(spent, worst, "o-")
+        axes[0, 1].semilogy(spent, worst, "o-", label="worst wanted residual")
+        if tol:
+            axes[0, 1].axhline(tol, color="red", ls="--", lw=0.8, label=f"tol = {tol:g}")
         axes[0, 1].set(xlabel="Hessian-vector products", ylabel="worst wanted residual", title="Lanczos convergence")
-    if tol:
-        for ax in axes[0]:
-            ax.axhline(tol, color="red", ls="--", lw=0.8)
+        axes[0, 1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 
-def density(grid: np.ndarray, values: np.ndarray, path: Path) -> Path:
+def density(grid: np.ndarray, values: np.ndarray, path: Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.semilogy(grid, np.maximum(values, 1e-12))
-    ax.set(xlabel="eigenvalue", ylabel="density (log)", title="spectral density (SLQ)")
+    _density_panel(ax, grid, values)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 
-def landscape(steps: np.ndarray, losses: np.ndarray, eigenvalues: Sequence[float], path: Path) -> Path:
+def summary(path: Path, title: str, eigenvalues: Sequence[float] | None = None, residuals: Sequence[float] | None = None,
+            tol: float | None = None, density_curve: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """One figure per run: the spectrum, the residuals (when computed) and the density (when computed)."""
+    panels = []
+    if eigenvalues is not None and residuals is not None:
+        panels.append(lambda ax: _spectrum_panel(ax, eigenvalues, residuals))
+        if np.isfinite(np.asarray(residuals, dtype=float)).any():
+            panels.append(lambda ax: _residual_panel(ax, residuals, tol))
+    if density_curve is not None:
+        panels.append(lambda ax: _density_panel(ax, *density_curve))
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 3.8), squeeze=False)
+    for draw, ax in zip(panels, axes[0]):
+        draw(ax)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def landscape(steps: np.ndarray, losses: np.ndarray, eigenvalues: Sequence[float], path: Path, title: str = "") -> Path:
     """Loss along each eigenvector, with the quadratic model L0 + lambda t^2 / 2."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for i, (row, value) in enumerate(zip(losses, eigenvalues)):
@@ -61,6 +109,7 @@ def landscape(steps: np.ndarray, losses: np.ndarray, eigenvalues: Sequence[float
         ax.plot(steps, row[len(steps) // 2] + 0.5 * value * steps**2, ls=":", color=line.get_color())
     ax.set(xlabel="step t along v", ylabel="loss", title="loss along top eigenvectors (dotted: quadratic model)")
     ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 
