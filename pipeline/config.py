@@ -28,6 +28,7 @@ class DataConfig:
     seed: int = 0
     batch_size: int = 128
     image_size: Optional[int] = 16
+    holdout: int = 0  # MNIST: training images held out (seeded) as the validation split; the paper: 10000
     samples: int = 512  # synthetic only
     input_shape: list[int] = field(default_factory=lambda: [1, 16, 16])  # synthetic only
     num_classes: int = 10  # synthetic only
@@ -141,6 +142,10 @@ class ReproduceConfig:
     test_split: str = "test"  # accuracy of the checkpoints is measured here
     splits: dict[str, Optional[int]] = field(default_factory=lambda: {"train": 500, "test": 500})  # split -> subset
     overlap_ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200, 355])
+    random_masks: int = 10  # random-mask draws per k (mean and 5-95% band)
+    exact: Optional[bool] = None  # dense float64 eigh on the same samples; null: when D <= exact_max_dim
+    exact_max_dim: int = 20000
+    exact_steps: Optional[list[int]] = None  # checkpoints that get the exact reference; null: all
     loader_workers: int = 0  # DataLoader processes for training (ImageNet: 8+)
 
 

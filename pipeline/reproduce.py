@@ -3,7 +3,10 @@
 ``hessian-pipeline task=reproduce +experiment=digits_overlap`` trains with the paper's SGD
 settings, saves checkpoints, runs the configured eigendecomposition on the Hessian of each
 checkpoint for each data split (each in its own sub-directory with its own resumable store),
-and measures the overlap of the top-k eigenspace with the top-k magnitude mask.
+and measures the overlap of the top-k eigenspace with the top-k magnitude mask, next to random
+masks and the best possible mask, for every k in 1..K (``overlap.npz`` per decomposition; the
+configured ks in ``overlap.json`` and ``overlap.md``). Where D allows, the dense operator's exact
+eigenpairs (float64) are computed on the same samples and compared with SEIGH's.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import resource
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +24,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.analysis import plots
-from pipeline.analysis.overlap import overlap_curve
+from pipeline.analysis.exact import compare, exact_eigenpairs
+from pipeline.analysis.overlap import overlap_table
+from pipeline.analysis.report import overlap_markdown
 from pipeline.curvature import FlatView, select_parameters
 from pipeline.data import build_dataset
 from pipeline.models import build_from_config
-from pipeline.problem import plain
+from pipeline.problem import plain, problem_spec
 from pipeline.store import RunStore
 from pipeline.train import train_with_checkpoints
 
@@ -31,8 +38,10 @@ log = logging.getLogger(__name__)
 
 
 def reproduce(cfg: DictConfig, run_dir: Path, run_eigen) -> dict[str, Any]:
-    """Train, decompose every (checkpoint, split) with ``run_eigen(cfg, dir)``, write overlap.json
-    and the overlap figures; returns the overlap record."""
+    """Train, decompose every (checkpoint, split) with ``run_eigen(cfg, dir)``, measure the
+    overlaps and (where D allows) the exact reference; write overlap.json, overlap.md and the
+    figures; returns the overlap record."""
+    started = time.perf_counter()
     r = cfg.reproduce
     if cfg.algorithm.name != "seigh":
         raise ValueError("task=reproduce measures overlaps of SEIGH eigenvectors: use algorithm=seigh")
@@ -44,10 +53,11 @@ def reproduce(cfg: DictConfig, run_dir: Path, run_eigen) -> dict[str, Any]:
     checkpoints = train_with_checkpoints(build_from_config(model_config), train, test, r.lr, r.batch_size,
                                          r.checkpoint_steps, run_dir / "checkpoints", seed=cfg.seed, device=device,
                                          loader_workers=r.loader_workers)
-    ks = [k for k in r.overlap_ks if k <= cfg.algorithm.k] or [cfg.algorithm.k]
-    record: dict[str, Any] = {"checkpoints": checkpoints, "ks": ks, "splits": {}}
+    max_k = cfg.algorithm.k
+    ks = [k for k in r.overlap_ks if k <= max_k] or [max_k]
+    record: dict[str, Any] = {"checkpoints": checkpoints, "ks": ks, "random_masks": r.random_masks, "splits": {}}
     for split, subset in plain(r.splits).items():
-        curves = {}
+        steps, tables = {}, {}
         for checkpoint in checkpoints:
             sub_cfg = copy.deepcopy(cfg)
             OmegaConf.update(sub_cfg, "model.checkpoint", checkpoint["path"])
@@ -58,16 +68,55 @@ def reproduce(cfg: DictConfig, run_dir: Path, run_eigen) -> dict[str, Any]:
             eigen = run_eigen(sub_cfg, sub_dir)
             vectors = RunStore(sub_dir / cfg.output.store).group["eigenvectors"]
             theta = _flat_parameters({**model_config, "checkpoint": checkpoint["path"]}, cfg.curvature.params)
-            curve = overlap_curve(vectors, theta, ks)  # reads only the masked rows
-            curve["eigenvalues"] = eigen["eigenvalues"]
-            curves[checkpoint["step"]] = curve
-            log.info("step %d, %s split: overlap at k=%d is %.4f (chance %.2g)", checkpoint["step"], split, ks[-1],
-                     curve["overlap"][-1], curve["chance"][-1])
-        record["splits"][split] = curves
+            table = overlap_table(vectors, theta, max_k, r.random_masks, seed=cfg.seed)
+            entry = {"step": checkpoint["step"], "test_accuracy": checkpoint["test_accuracy"], "eigenvalues": eigen["eigenvalues"],
+                     "overlap": _at(table, ks)}
+            wanted = r.exact if r.exact is not None else eigen["num_params"] <= r.exact_max_dim
+            if wanted and (r.exact_steps is None or checkpoint["step"] in r.exact_steps):
+                exact_values, exact_vectors = _exact_reference(sub_cfg, sub_dir, max_k)
+                exact_table = overlap_table(exact_vectors, theta, max_k, r.random_masks, seed=cfg.seed)
+                entry["exact"] = {**compare(exact_values, exact_vectors, np.asarray(eigen["eigenvalues"]), vectors[:]),
+                                  "eigenvalues": exact_values.tolist(), "overlap": _at(exact_table, ks)}
+                table.update({f"exact_{key}": value for key, value in exact_table.items() if key != "k"})
+            np.savez(sub_dir / "overlap.npz", **table)
+            steps[checkpoint["step"]], tables[checkpoint["step"]] = entry, table
+            at_k = entry["overlap"][str(ks[-1])]
+            log.info("step %d, %s split: overlap at k=%d is %.4f = %.2fx chance (random masks %.4f, best mask %.4f)%s",
+                     checkpoint["step"], split, ks[-1], at_k["magnitude"], at_k["ratio"], at_k["random_mean"], at_k["best"],
+                     f"; top-10 eigenvalues within {entry['exact']['top_max_rel_error']:.2%} of exact" if "exact" in entry else "")
+        record["splits"][split] = steps
         if cfg.output.plots:
-            plots.overlap_curves(curves, run_dir / f"overlap_{split}.png", title=f"Hessian on {split} samples")
+            plots.overlap_figure(tables, {step: e["eigenvalues"] for step, e in steps.items()}, run_dir / f"overlap_{split}.png",
+                                 title=f"{cfg.model.name} on {cfg.data.name}: Hessian of {subset} {split} samples", band_ks=ks)
+    record["wall_time_s"] = time.perf_counter() - started
+    record["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     (run_dir / "overlap.json").write_text(json.dumps(record, indent=2))
+    (run_dir / "overlap.md").write_text(overlap_markdown(record))
+    log.info("overlap tables in %s", run_dir / "overlap.md")
     return record
+
+
+def _at(table: dict[str, np.ndarray], ks: list[int]) -> dict[str, dict[str, float]]:
+    """The table's entries at the reported ks (1-based), with overlap / chance as ``ratio``."""
+    rows = {}
+    for k in ks:
+        row = {key: float(table[key][k - 1]) for key in ("magnitude", "random_mean", "random_p05", "random_p95", "best", "chance")}
+        rows[str(k)] = {**row, "ratio": row["magnitude"] / row["chance"]}
+    return rows
+
+
+def _exact_reference(cfg: DictConfig, sub_dir: Path, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top-k exact eigenpairs of the same operator in float64 (cached in exact.npz)."""
+    path = sub_dir / "exact.npz"
+    if path.exists():
+        cached = np.load(path)
+        if cached["vectors"].shape[1] >= k:
+            return cached["values"][:k], cached["vectors"][:, :k]
+    exact_cfg = copy.deepcopy(cfg)
+    OmegaConf.update(exact_cfg, "dtype", "float64")
+    values, vectors = exact_eigenpairs(problem_spec(exact_cfg).build(1, 0), k)
+    np.savez(path, values=values, vectors=vectors)
+    return values, vectors
 
 
 def _flat_parameters(model_config: dict[str, Any], params: Any) -> np.ndarray:

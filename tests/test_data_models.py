@@ -3,6 +3,7 @@
 import gzip
 import pickle
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,3 +175,49 @@ def test_bad_checkpoints_name_the_fix(tmp_path, content, message):
         torch.save({"module": nn.Linear(2, 2), "other model": nn.Linear(2, 2).state_dict(), "tensor": torch.zeros(3)}[content], path)
     with pytest.raises(ValueError, match=message):
         load_checkpoint(tanh_mlp((256, 20, 10)), str(path))
+
+
+def test_mnist_resize_is_antialiased_bilinear_like_pil(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (6, 28, 28)).astype(np.uint8)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", images, False)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(6), False)
+    x, _ = load_mnist(tmp_path, "test", size=16)
+    ours = x[:, 0].numpy() * 255
+    assert np.allclose(ours, np.round(ours), atol=1e-3)  # uint8 levels, as ToTensor() on a PIL image gives
+    smooth = torch.nn.functional.interpolate(torch.from_numpy(images[:, None].astype(np.float64)), size=(16, 16), mode="bilinear",
+                                             antialias=True)[:, 0].numpy()
+    sharp = torch.nn.functional.interpolate(torch.from_numpy(images[:, None].astype(np.float64)), size=(16, 16), mode="bilinear",
+                                            antialias=False)[:, 0].numpy()
+    assert np.abs(ours - smooth).max() <= 1.0  # torch's antialiased filter is PIL's, up to rounding
+    assert np.abs(ours - sharp).max() > 20  # plain bilinear (no antialiasing) is a different image
+
+
+def test_mnist_validation_holdout_is_seeded_disjoint_and_complete(tmp_path):
+    images = np.arange(20 * 28 * 28).reshape(20, 28, 28) % 256
+    _write_idx(tmp_path / "train-images-idx3-ubyte", images, False)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(20), False)  # labels as image ids
+    train = load_mnist(tmp_path, "train", size=28, holdout=5, seed=3)
+    validation = load_mnist(tmp_path, "validation", size=28, holdout=5, seed=3)
+    assert len(train[1]) == 15 and len(validation[1]) == 5
+    assert set(train[1].tolist()).isdisjoint(validation[1].tolist()) and set(train[1].tolist()) | set(validation[1].tolist()) == set(range(20))
+    torch.testing.assert_close(train[0][:, 0], torch.from_numpy(images[train[1].numpy()] / 255.0).float())  # images follow their labels
+    torch.testing.assert_close(load_mnist(tmp_path, "train", size=28, holdout=5, seed=3)[0], train[0])
+    assert not torch.equal(load_mnist(tmp_path, "validation", size=28, holdout=5, seed=4)[0], validation[0])
+    with pytest.raises(ValueError, match="data.holdout"):
+        load_mnist(tmp_path, "validation", size=28)
+    with pytest.raises(ValueError, match="between 1 and 19"):
+        load_mnist(tmp_path, "train", size=28, holdout=20)
+
+
+MNIST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
+
+
+@pytest.mark.skipif(not (MNIST / "train-images-idx3-ubyte.gz").exists(), reason="real MNIST not in ../shared/data/mnist")
+def test_real_mnist_split_as_in_the_paper():
+    train = build_dataset({"name": "mnist", "root": str(MNIST), "split": "train", "holdout": 10000, "subset": None})
+    validation = build_dataset({"name": "mnist", "root": str(MNIST), "split": "validation", "holdout": 10000, "subset": None})
+    test = build_dataset({"name": "mnist", "root": str(MNIST), "split": "test", "holdout": 10000, "subset": None})
+    assert (len(train[1]), len(validation[1]), len(test[1])) == (50000, 10000, 10000)
+    assert train[0].shape[1:] == (1, 16, 16) and 0 <= float(train[0].min()) and float(train[0].max()) <= 1
+    assert torch.bincount(test[1]).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

@@ -113,19 +113,30 @@ def landscape(steps: np.ndarray, losses: np.ndarray, eigenvalues: Sequence[float
     return _save(fig, path)
 
 
-def overlap_curves(curves: dict[int, dict[str, list[float]]], path: Path, title: str = "") -> Path:
-    """overlap_k against k for each training step, with the chance baseline k/D; and the overlap
-    at the largest k against the step."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for step, curve in sorted(curves.items()):
-        left.plot(curve["k"], curve["overlap"], "o-", label=f"step {step}")
-    first = next(iter(curves.values()))
-    left.plot(first["k"], first["chance"], "k--", label="chance k/D")
-    left.set(xlabel="k", ylabel="overlap_k", yscale="log", title=title or "eigenspace / magnitude-mask overlap")
-    left.legend(fontsize=7)
-    steps = sorted(curves)
-    right.plot(steps, [curves[s]["overlap"][-1] for s in steps], "o-", label=f"k={first['k'][-1]}")
-    right.plot(steps, [first["chance"][-1]] * len(steps), "k--", label="chance")
-    right.set(xlabel="training step", ylabel="overlap_k", yscale="log", title="over training")
-    right.legend(fontsize=7)
+def overlap_figure(tables: dict[int, dict[str, np.ndarray]], eigenvalues: dict[int, Sequence[float]], path: Path, title: str,
+                   band_ks: Sequence[int]) -> Path:
+    """Three panels per data split: magnitude-mask overlap / chance against k for each training
+    step (log x); overlap against step for a few k with the random-mask 5-95% band and the
+    best-mask bound; |eigenvalue| against rank per step (the spectrum)."""
+    steps = sorted(tables)
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(steps)))
+    fig, (ratio_ax, step_ax, spectrum_ax) = plt.subplots(1, 3, figsize=(16, 4.2))
+    for step, colour in zip(steps, colours):
+        table = tables[step]
+        ratio_ax.semilogx(table["k"], table["magnitude"] / table["chance"], color=colour, label=f"step {step}")
+        values = np.abs(np.asarray(eigenvalues[step], dtype=float))
+        spectrum_ax.loglog(np.arange(1, len(values) + 1), values, color=colour, label=f"step {step}")
+    ratio_ax.axhline(1, color="k", ls="--", lw=0.8, label="chance (k/D)")
+    ratio_ax.set(xlabel="k", ylabel="overlap_k / chance", title="magnitude mask vs chance")
+    shown = sorted({band_ks[0], band_ks[len(band_ks) // 2], band_ks[-1]})
+    for k, colour in zip(shown, plt.cm.tab10.colors):
+        pick = lambda key: np.array([tables[s][key][k - 1] for s in steps])  # noqa: E731
+        step_ax.plot(steps, pick("magnitude"), "o-", color=colour, label=f"k={k} magnitude mask")
+        step_ax.fill_between(steps, pick("random_p05"), pick("random_p95"), color=colour, alpha=0.2, label=f"k={k} random 5-95%")
+        step_ax.plot(steps, pick("best"), ls="--", color=colour, lw=0.8, label=f"k={k} best mask")
+    step_ax.set(xlabel="training step", ylabel="overlap_k", yscale="log", title="over training")
+    spectrum_ax.set(xlabel="rank", ylabel="|eigenvalue|", title="spectrum (SEIGH)")
+    for ax in (ratio_ax, step_ax, spectrum_ax):
+        ax.legend(fontsize=6, ncol=2 if ax is step_ax else 1)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)

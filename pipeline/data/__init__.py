@@ -31,7 +31,7 @@ def build_dataset(config: dict[str, Any]) -> Any:
     elif name == "synthetic":
         data = synthetic(config["samples"], config["input_shape"], config["num_classes"], config.get("seed", 0))
     elif name == "mnist":
-        data = load_mnist(root, split, config.get("image_size", 16))
+        data = load_mnist(root, split, config.get("image_size", 16), config.get("holdout", 0), config.get("seed", 0))
     elif name in ("cifar10", "cifar100"):
         data = load_cifar(root, 10 if name == "cifar10" else 100, split)
     else:

@@ -1,4 +1,6 @@
-"""MNIST from its idx files (optionally gzipped), resized like the paper's 16x16 MNIST."""
+"""MNIST from its idx files (optionally gzipped), resized like the paper's 16x16 MNIST
+(torchvision's ``Resize(16)`` on PIL images, then ``ToTensor()``), with an optional seeded
+validation hold-out from the 60,000 training images."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
+from PIL import Image
 
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
@@ -34,13 +36,28 @@ def _find(root: Path, name: str) -> Path:
     raise FileNotFoundError(f"{name}[.gz] not found in {root} (data.root): download MNIST's idx files there")
 
 
-def load_mnist(root: str | Path, split: str = "train", size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 1, size, size) in [0, 1] (bilinear resize from 28x28) and labels (N,)."""
+def load_mnist(root: str | Path, split: str = "train", size: int = 16, holdout: int = 0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 1, size, size) in [0, 1] and labels (N,). ``split``: train, validation or test;
+    with ``holdout`` > 0, a seeded random ``holdout`` of the training images is the validation
+    split and the rest the train split (the paper holds out 10,000)."""
     root = Path(root)
-    if split not in FILES:
-        raise ValueError(f"MNIST split must be one of {sorted(FILES)}, got {split!r}")
-    images = torch.from_numpy(read_idx(_find(root, FILES[split][0])).astype(np.float32) / 255.0)[:, None]
-    labels = torch.from_numpy(read_idx(_find(root, FILES[split][1])).astype(np.int64))
-    if size != images.shape[-1]:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    return images, labels
+    if split not in ("train", "validation", "test"):
+        raise ValueError(f"MNIST split must be train, validation or test, got {split!r}")
+    if split == "validation" and not holdout:
+        raise ValueError("MNIST's validation split is held out from the training images: set data.holdout (e.g. 10000)")
+    pixels = read_idx(_find(root, FILES["test" if split == "test" else "train"][0]))
+    labels = read_idx(_find(root, FILES["test" if split == "test" else "train"][1])).astype(np.int64)
+    if split != "test" and holdout:
+        if not 0 < holdout < len(labels):
+            raise ValueError(f"data.holdout must be between 1 and {len(labels) - 1} training images, got {holdout}")
+        order = np.random.default_rng(seed).permutation(len(labels))
+        keep = np.sort(order[:holdout] if split == "validation" else order[holdout:])
+        pixels, labels = pixels[keep], labels[keep]
+    images = resize_like_torchvision(pixels, size) if size != pixels.shape[-1] else pixels
+    return torch.from_numpy(images.astype(np.float32) / 255.0)[:, None], torch.from_numpy(labels)
+
+
+def resize_like_torchvision(pixels: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W) uint8 -> (N, size, size) uint8 as torchvision's ``Resize(size)`` does on square PIL
+    images: PIL's bilinear filter (antialiased when shrinking), rounded to uint8."""
+    return np.stack([np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR)) for image in pixels])
