@@ -120,7 +120,7 @@ def overlap_figure(tables: dict[int, dict[str, np.ndarray]], eigenvalues: dict[i
     best-mask bound; |eigenvalue| against rank per step (the spectrum)."""
     steps = sorted(tables)
     colours = plt.cm.viridis(np.linspace(0, 0.9, len(steps)))
-    fig, (ratio_ax, step_ax, spectrum_ax) = plt.subplots(1, 3, figsize=(16, 4.2))
+    fig, (ratio_ax, step_ax, spectrum_ax) = plt.subplots(1, 3, figsize=(16, 5))
     for step, colour in zip(steps, colours):
         table = tables[step]
         ratio_ax.semilogx(table["k"], table["magnitude"] / table["chance"], color=colour, label=f"step {step}")
@@ -128,15 +128,17 @@ def overlap_figure(tables: dict[int, dict[str, np.ndarray]], eigenvalues: dict[i
         spectrum_ax.loglog(np.arange(1, len(values) + 1), values, color=colour, label=f"step {step}")
     ratio_ax.axhline(1, color="k", ls="--", lw=0.8, label="chance (k/D)")
     ratio_ax.set(xlabel="k", ylabel="overlap_k / chance", title="magnitude mask vs chance")
-    shown = sorted({band_ks[0], band_ks[len(band_ks) // 2], band_ks[-1]})
+    shown = sorted({band_ks[min(1, len(band_ks) - 1)], band_ks[len(band_ks) // 2], band_ks[-1]})  # k = 1 is mostly noise
     for k, colour in zip(shown, plt.cm.tab10.colors):
-        pick = lambda key: np.array([tables[s][key][k - 1] for s in steps])  # noqa: E731
-        step_ax.plot(steps, pick("magnitude"), "o-", color=colour, label=f"k={k} magnitude mask")
-        step_ax.fill_between(steps, pick("random_p05"), pick("random_p95"), color=colour, alpha=0.2, label=f"k={k} random 5-95%")
-        step_ax.plot(steps, pick("best"), ls="--", color=colour, lw=0.8, label=f"k={k} best mask")
-    step_ax.set(xlabel="training step", ylabel="overlap_k", yscale="log", title="over training")
+        ratio = lambda key: np.array([tables[s][key][k - 1] / tables[s]["chance"][k - 1] for s in steps])  # noqa: E731
+        step_ax.plot(steps, ratio("magnitude"), "o-", color=colour, label=f"k={k} magnitude mask")
+        step_ax.fill_between(steps, ratio("random_p05"), ratio("random_p95"), color=colour, alpha=0.2, label=f"k={k} random 5-95%")
+        step_ax.plot(steps, ratio("best"), ls="--", color=colour, lw=0.8, label=f"k={k} best mask")
+    step_ax.axhline(1, color="k", ls=":", lw=0.8, label="chance")
+    step_ax.set(xlabel="training step", ylabel="overlap_k / chance", yscale="log", title="over training, against random and best masks")
     spectrum_ax.set(xlabel="rank", ylabel="|eigenvalue|", title="spectrum (SEIGH)")
-    for ax in (ratio_ax, step_ax, spectrum_ax):
-        ax.legend(fontsize=6, ncol=2 if ax is step_ax else 1)
+    for ax in (ratio_ax, spectrum_ax):
+        ax.legend(fontsize=6)
+    step_ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
