@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 RUNS = {
     "hvp_vs_grad": [],
     "ray_overhead": [],
+    "adaptive_seigh": [],
     "eigensolvers": [],
     "seigh_vs_skerch": [],
     "seigh_postprocess": ["--dir", "{dir}/postprocess", "--paths", "householder,new"],

@@ -9,7 +9,7 @@ import numpy as np
 from omegaconf import DictConfig
 from scipy.integrate import trapezoid  # np.trapezoid needs numpy >= 2.0
 
-from pipeline.linalg import hutchinson_trace, hutchpp_trace, lanczos, power_iteration, seigh, sketch_eigs, slq_density
+from pipeline.linalg import adaptive_seigh, hutchinson_trace, hutchpp_trace, lanczos, power_iteration, seigh, sketch_eigs, slq_density
 from pipeline.linalg.operator import Operator
 
 log = logging.getLogger(__name__)
@@ -26,12 +26,14 @@ def run_algorithm(cfg: DictConfig, op: Operator, store=None, problem: dict | Non
     if a.name == "power":
         return _eigen(power_iteration(op, a.k, tol=a.tol, max_iter=a.max_iter, seed=cfg.seed), {})
     if a.name == "seigh":
-        result = seigh(
-            op, a.k, a.outer, a.inner, seed=cfg.seed, store=store, block_size=a.block_size, outer_kind=a.outer_kind,
-            inner_kind=a.inner_kind, recycled=a.recycled, residuals=a.residuals, error_test_vectors=a.error_test_vectors,
-            refine_tol=a.refine_tol, tol=a.tol, memory_bytes=int(a.memory_gb * 2**30), problem=problem,
-        )
-        return _eigen(result, {key: result.info[key] for key in ("frobenius_error", "measured_now", "refine_matvecs") if key in result.info})
+        options = dict(seed=cfg.seed, store=store, block_size=a.block_size, outer_kind=a.outer_kind, inner_kind=a.inner_kind,
+                       recycled=a.recycled, error_test_vectors=a.error_test_vectors, memory_bytes=int(a.memory_gb * 2**30), problem=problem)
+        if a.target_tol is not None:  # grow the sketch from outer until the top-k residuals meet target_tol
+            result = adaptive_seigh(op, a.k, a.target_tol, max_products=a.max_products, start_outer=a.outer, growth=a.growth, **options)
+        else:
+            result = seigh(op, a.k, a.outer, a.inner, residuals=a.residuals, refine_tol=a.refine_tol, tol=a.tol, **options)
+        keys = ("frobenius_error", "measured_now", "refine_matvecs", "adaptive", "adaptive_products")
+        return _eigen(result, {key: result.info[key] for key in keys if key in result.info})
     if a.name == "trace":
         if a.method not in ("hutchinson", "hutchpp"):
             raise ValueError(f"algorithm.method must be hutchinson or hutchpp, got {a.method!r}")

@@ -81,6 +81,9 @@ class SeighConfig(EigenConfig):
     error_test_vectors: int = 8
     refine_tol: Optional[float] = None
     memory_gb: float = 1.0
+    target_tol: Optional[float] = None  # adaptive: grow the sketch from outer/inner until the top-k residuals meet this
+    max_products: Optional[int] = None  # adaptive: product budget (null: until the sketch cannot grow)
+    growth: float = 1.5  # adaptive: size factor per step
 
 
 @dataclass

@@ -33,9 +33,13 @@ def check_config(cfg: DictConfig) -> None:
     for name in ("k", "block_size"):
         if a.get(name, 1) < 1:
             raise ValueError(f"algorithm.{name} must be a positive integer, got {a[name]}")
-    for name in ("tol", "refine_tol"):
+    for name in ("tol", "refine_tol", "target_tol"):
         if a.get(name) is not None and not a[name] > 0:
             raise ValueError(f"algorithm.{name} must be a positive relative residual such as 1e-3, got {a[name]}")
+    if not a.get("growth", 2) > 1:
+        raise ValueError(f"algorithm.growth (adaptive SEIGH's size factor per step) must be above 1, e.g. 1.5; got {a.growth}")
+    if a.get("max_products") is not None and a.max_products < 1:
+        raise ValueError(f"algorithm.max_products must be a positive product budget (or null), got {a.max_products}")
     if not a.get("memory_gb", 1) > 0:
         raise ValueError(f"algorithm.memory_gb (row-block budget of SEIGH's post-processing) must be positive, got {a.memory_gb}")
     if cluster.mode != "none" and cluster.num_workers is not None and cluster.num_workers < 1:

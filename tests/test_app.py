@@ -279,3 +279,23 @@ def test_unusable_run_directory_is_refused(tmp_path, monkeypatch):
         assert "Traceback" not in result.stderr
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a non-root user on a read-only directory
     assert "is not writable" in unusable_directory(tmp_path / "new")
+
+
+def _compose(*overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose("config", overrides=list(overrides))
+
+
+def test_rerun_with_a_larger_sketch_grows_the_store_and_adaptive_seigh_runs_from_the_config(tmp_path):
+    base = ["cluster=none", "dtype=float64", "data.subset=100", "algorithm.k=4", "algorithm.block_size=10", "algorithm.error_test_vectors=0",
+            "algorithm.refine_tol=null"]
+    run(_compose(*base, "algorithm.outer=20", "algorithm.inner=40"), tmp_path)
+    grown = run(_compose(*base, "algorithm.outer=30", "algorithm.inner=60"), tmp_path)
+    assert grown["extra"]["measured_now"] == 30  # only the new columns; same seed, same operator
+    fresh = run(_compose(*base, "algorithm.outer=30", "algorithm.inner=60"), tmp_path / "fresh")
+    np.testing.assert_allclose(grown["eigenvalues"], fresh["eigenvalues"], rtol=1e-10)
+    adaptive = run(_compose(*base, "curvature.params=[11.*]", "algorithm.outer=4", "algorithm.block_size=2", "algorithm.target_tol=1e-4",  # D = 210
+                            "algorithm.max_products=600"), tmp_path / "adaptive")
+    steps = adaptive["extra"]["adaptive"]
+    assert steps[0]["outer"] == 4 and steps[-1]["worst_residual"] <= 1e-4 and adaptive["all_converged"]
+    assert adaptive["extra"]["adaptive_products"] == steps[-1]["products"] <= 600 and len(steps) >= 2

@@ -1,5 +1,6 @@
 """Algorithms on any operator (see ``operator.Operator``); nothing here knows torch.nn."""
 
+from pipeline.linalg.adaptive import adaptive_seigh
 from pipeline.linalg.density import slq_density
 from pipeline.linalg.lanczos import lanczos
 from pipeline.linalg.measurements import MemoryStore, StoreMismatchError
@@ -21,6 +22,7 @@ __all__ = [
     "SpectralDensity",
     "StoreMismatchError",
     "TraceEstimate",
+    "adaptive_seigh",
     "hutchinson_trace",
     "hutchpp_trace",
     "lanczos",

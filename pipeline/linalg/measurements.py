@@ -22,13 +22,20 @@ class StoreMismatchError(ValueError):
     """A store holds measurements of another configuration."""
 
 
+GROWABLE = ("outer", "inner")  # sketch sizes: a store grows or shrinks to them (older stores list them)
+
+
 def fingerprint_hash(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def check_fingerprint(stored: dict[str, Any] | None, wanted: dict[str, Any], where: str) -> None:
-    """Raise StoreMismatchError naming, in one line, only the (dotted) keys that differ."""
-    if stored is None or fingerprint_hash(stored) == fingerprint_hash(wanted):
+    """Raise StoreMismatchError naming, in one line, only the (dotted) keys that differ (the
+    growable sketch sizes are not compared)."""
+    if stored is None:
+        return
+    stored = {key: value for key, value in stored.items() if key not in GROWABLE}
+    if fingerprint_hash(stored) == fingerprint_hash(wanted):
         return
     old, new = _flatten(stored), _flatten(wanted)
     diffs = "; ".join(f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}"
@@ -56,16 +63,19 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 class BlockedColumns:
     """A (D, n) measurement array written in blocks of ``block`` columns; ``done[i]`` marks block i.
 
-    ``writer`` (picklable, or None) lets remote workers write blocks themselves.
+    ``ncols`` (default: all) views the first ncols columns of a wider stored array (a sketch
+    shrunk after it grew): its blocks are the stored blocks that hold those columns, measured
+    whole, and readers see ncols columns. ``writer`` (picklable, or None) lets remote workers
+    write blocks themselves.
     """
 
-    def __init__(self, data: Any, done: Any, block: int, writer: ColumnWriter | None = None):
+    def __init__(self, data: Any, done: Any, block: int, writer: ColumnWriter | None = None, ncols: int | None = None):
         self.data, self.done, self.block, self.writer = data, done, block, writer
-        self.shape = tuple(data.shape)
+        self.shape = (data.shape[0], data.shape[1] if ncols is None else ncols)
 
     def blocks(self) -> list[range]:
-        n = self.shape[1]
-        return [range(start, min(start + self.block, n)) for start in range(0, n, self.block)]
+        stored = self.data.shape[1]
+        return [range(start, min(start + self.block, stored)) for start in range(0, self.shape[1], self.block)]
 
     def missing_blocks(self) -> list[range]:
         marks = np.asarray(self.done[:])
@@ -103,6 +113,7 @@ class MemoryStore:
         check_fingerprint(self.attrs.get("fingerprint"), fingerprint, "this MemoryStore")
         if "fingerprint" not in self.attrs:
             self.arrays.clear()
+            self.attrs.pop("notes", None)
         self.pending = fingerprint
 
     def adopt(self) -> None:
@@ -112,10 +123,18 @@ class MemoryStore:
     row_chunk = None
 
     def columns(self, name: str, dim: int, ncols: int, block: int, dtype: torch.dtype) -> BlockedColumns:
+        """The (dim, ncols) measurements ``name``: created, grown (new columns unmeasured) or viewed."""
         if name not in self.arrays:
             self.arrays[name] = np.full((dim, ncols), np.nan, dtype=_numpy_dtype(dtype))
             self.arrays[name + "_done"] = np.zeros(-(-ncols // block), dtype=np.uint8)
-        return BlockedColumns(self.arrays[name], self.arrays[name + "_done"], block)
+        stored = self.arrays[name].shape[1]
+        if ncols > stored:
+            self.arrays[name] = np.hstack([self.arrays[name], np.full((dim, ncols - stored), np.nan, dtype=self.arrays[name].dtype)])
+            done = self.arrays[name + "_done"]
+            self.arrays[name + "_done"] = np.concatenate([done, np.zeros(-(-ncols // block) - len(done), dtype=np.uint8)])
+            if stored % block:
+                self.arrays[name + "_done"][stored // block] = 0  # the partial last block is measured again, whole
+        return BlockedColumns(self.arrays[name], self.arrays[name + "_done"], block, ncols=ncols)
 
     def matrix(self, name: str, shape: tuple[int, int], chunk_rows: int, dtype: Any = np.float64) -> np.ndarray:
         """A (rows, cols) array written and read by row blocks (recreated on every call)."""
@@ -141,6 +160,13 @@ class MemoryStore:
 
     def forget_result(self) -> None:
         self.attrs.pop("result", None)
+
+    def note(self, key: str, value: Any) -> None:
+        """Keep a small JSON-able record with the measurements (e.g. adaptive SEIGH's steps)."""
+        self.attrs.setdefault("notes", {})[key] = value
+
+    def noted(self, key: str) -> Any:
+        return self.attrs.get("notes", {}).get(key)
 
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:

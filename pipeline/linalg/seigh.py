@@ -56,6 +56,7 @@ def seigh(
     progress: bool | None = None,
     on_block: Callable[[str, range], None] | None = None,
     device: str | torch.device | None = None,
+    warn: bool = True,
 ) -> EigResult:
     """Top-k eigenpairs (by |lambda|) of ``op`` from ``outer`` + ``inner`` measurements.
 
@@ -66,7 +67,7 @@ def seigh(
     Frobenius error estimate. ``refine_tol`` runs block Lanczos started from the SEIGH vectors
     until every residual is below it; ``converged`` compares the residuals with ``refine_tol``, else
     ``tol`` (pairs whose residual was not computed count as not converged), and unconverged
-    pairs are named in a WARNING. ``memory_bytes`` bounds the row blocks of post-processing.
+    pairs are named in a WARNING (``warn=False``: left to the caller). ``memory_bytes`` bounds the row blocks of post-processing.
     ``problem`` (a dict) names the operator in the store's fingerprint. The a-posteriori figures
     and refinement hold the D x k eigenvectors in memory; post-processing itself streams (see
     ``pipeline.linalg.recovery``) on ``device`` (default: CUDA when available, else the CPU).
@@ -90,8 +91,8 @@ def seigh(
     seeds = {name: derived_seed(seed, i) for i, name in enumerate(("outer", "inner", "error"))}
     if recycled:
         seeds["outer"] = seeds["inner"]
-    store.bind({
-        "dim": dim, "dtype": str(op.dtype), "outer": outer, "inner": inner, "seed": seed, "block_size": block_size,
+    store.bind({  # outer / inner are not part of it: a store grows to larger sketches and serves smaller ones
+        "dim": dim, "dtype": str(op.dtype), "seed": seed, "block_size": block_size,
         "outer_kind": outer_kind, "inner_kind": inner_kind, "recycled": recycled, "problem": problem or {},
         "test_matrices": GENERATOR_VERSION,
     })
@@ -99,7 +100,8 @@ def seigh(
     rows = _row_blocks(dim, outer, memory_bytes // (8 * (3 * outer + 5 * inner)))
     if store.row_chunk is None:
         store.row_chunk = len(rows[0])  # measurement chunks line up with the row blocks read later
-    settings = {"k": k, "residuals": residuals, "error_test_vectors": error_test_vectors, "refine_tol": refine_tol, "tol": tol}
+    settings = {"k": k, "outer": outer, "inner": inner, "residuals": residuals, "error_test_vectors": error_test_vectors,
+                "refine_tol": refine_tol, "tol": tol}
     reused = _stored_result(store, settings)
     if reused is not None:
         return reused
@@ -130,7 +132,7 @@ def seigh(
     info = {"outer": outer, "inner": inner, "recycled": recycled, "measured_now": measured, "row_blocks": len(rows),
             "qr": recovered.method, "cholesky_steps": recovered.cholesky_steps, "device": str(device)}
     result = _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residuals, error_test_vectors,
-                     seeds["error"], refine_tol, tol)
+                     seeds["error"], refine_tol, tol, warn)
     store.save_result({"settings": settings, "info": info, "matvecs": result.matvecs})
     return result
 
@@ -198,7 +200,8 @@ def _row_blocks(dim: int, min_rows: int, target_rows: int) -> list[range]:
     return [range(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residuals, error_test_vectors, error_seed, refine_tol, tol) -> EigResult:
+def _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residuals, error_test_vectors, error_seed, refine_tol, tol,
+            warn) -> EigResult:
     V = torch.from_numpy(np.asarray(V_store[:])) if refine_tol is not None or residuals or error_test_vectors else None
     res = torch.full((k,), float("nan"), dtype=torch.float64)
     if refine_tol is not None:
@@ -225,5 +228,6 @@ def _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residu
     advice = ("refinement stopped at its budget: raise refine_tol or the sketch size" if refine_tol is not None else
               "these eigenvalues may be far off: set refine_tol (e.g. 1e-3) to refine them with Lanczos, or use larger "
               "outer/inner" + ("" if residuals else " (residuals=False: convergence was not checked)"))
-    result.warn_unconverged("seigh", tol, advice)
+    if warn:
+        result.warn_unconverged("seigh", tol, advice)
     return result

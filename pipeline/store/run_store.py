@@ -67,6 +67,8 @@ class RunStore:
         if "fingerprint" not in self.group.attrs:
             for name in list(self.group.keys()):
                 del self.group[name]
+            if "notes" in self.group.attrs:
+                del self.group.attrs["notes"]
         self.pending = fingerprint
 
     def adopt(self) -> None:
@@ -81,13 +83,23 @@ class RunStore:
             })
 
     def columns(self, name: str, dim: int, ncols: int, block: int, dtype: torch.dtype) -> BlockedColumns:
+        """The (dim, ncols) measurements ``name``: created; grown when the store holds fewer columns
+        (the new ones unmarked, a partial last block unmarked to be measured whole); or, when it
+        holds more, a view of the first ncols (no products)."""
         if name not in self.group:
             row_chunk = min(dim, self.row_chunk or max(1, (32 * 2**20) // (block * dtype.itemsize)))
             self.group.create_array(name, shape=(dim, ncols), chunks=(row_chunk, block), dtype=_numpy(dtype),
                                     fill_value=np.nan, compressors=_CHECKSUM)
             self.group.create_array(name + "_done", shape=(-(-ncols // block),), chunks=(1,), dtype=np.uint8, fill_value=0,
                                     compressors=_CHECKSUM)
-        return BlockedColumns(self.group[name], self.group[name + "_done"], block, ZarrBlockWriter(self.url, name, block))
+        data, done = self.group[name], self.group[name + "_done"]
+        stored = data.shape[1]
+        if ncols > stored:
+            done.resize((-(-ncols // block),))
+            if stored % block:
+                done[stored // block] = 0
+            data.resize((dim, ncols))
+        return BlockedColumns(data, done, block, ZarrBlockWriter(self.url, name, block), ncols=ncols)
 
     def matrix(self, name: str, shape: tuple[int, int], chunk_rows: int, dtype: Any = np.float64) -> zarr.Array:
         """A fresh (rows, cols) array written by row blocks of ``chunk_rows`` (replaces an old one)."""
@@ -121,6 +133,13 @@ class RunStore:
         """Unmark a completed run before its results are recomputed."""
         if "result" in self.group.attrs:
             del self.group.attrs["result"]
+
+    def note(self, key: str, value: Any) -> None:
+        """Keep a small JSON-able record with the measurements (e.g. adaptive SEIGH's steps)."""
+        self.group.attrs["notes"] = {**self.group.attrs.get("notes", {}), key: value}
+
+    def noted(self, key: str) -> Any:
+        return self.group.attrs.get("notes", {}).get(key)
 
 
 _CHECKSUM = [Crc32cCodec()]
