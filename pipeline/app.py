@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -18,6 +20,7 @@ from pipeline.algorithms import run_algorithm
 from pipeline.analysis.landscape import loss_along
 from pipeline.config import register
 from pipeline.outputs import write_results
+from pipeline.plan import compare_with_actual, log_plan, make_plan
 from pipeline.preflight import check_config
 from pipeline.problem import fingerprint, open_operator, plain, problem_spec
 from pipeline.progress import set_log_interval
@@ -32,15 +35,23 @@ CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Build the operator, run the algorithm, write the outputs; returns the results record."""
+    """Build the operator, predict the cost (logged), run the algorithm, write the outputs with the
+    prediction next to the actual figures; returns the results record."""
     start = time.perf_counter()
     check_config(cfg)
     spec = problem_spec(cfg)
     config = plain(cfg)
     store = RunStore(run_dir / cfg.output.store) if cfg.algorithm.name == "seigh" else None  # locked before Ray starts
     with open_operator(cfg, spec) as op:
+        prediction = plan(cfg, op, run_dir)
+        before, began = op.num_matvecs, time.perf_counter()
         results = run_algorithm(cfg, op, store, problem={**fingerprint(cfg), "weights": op.weights_digest()})
         results.update(algorithm=cfg.algorithm.name, num_params=op.shape[0], curvature=cfg.curvature.kind, num_samples=spec.num_samples())
+        results["actual"] = {"wall_s": time.perf_counter() - began, "products": op.num_matvecs - before,
+                             "store_bytes": _size_on_disk(run_dir / cfg.output.store) if store else 0,
+                             "driver_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+        results["plan"] = prediction
+        compare_with_actual(prediction, results["actual"])
     if cfg.output.landscape and "eigenvectors" in results:
         local = spec.build(1, 0)
         count = min(cfg.output.landscape_vectors, len(results["eigenvalues"]))
@@ -49,6 +60,27 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     record = write_results(run_dir, results, config, cfg.output.plots)
     log.info("%s on %d parameters: %d products in %.1f s", cfg.algorithm.name, op.shape[0], results["hvps"], results["wall_time_s"])
     return record
+
+
+def plan(cfg: DictConfig, op, run_dir: Path) -> dict:
+    """The cost prediction for this run (``pipeline.plan``), logged."""
+    worker_rss = op.worker_peak_rss() if hasattr(op, "worker_peak_rss") else None
+    prediction = make_plan(cfg, op, run_dir, worker_rss)
+    log_plan(prediction)
+    return prediction
+
+
+def plan_only(cfg: DictConfig, run_dir: Path) -> dict:
+    """task=plan: time a few products on the workers, write plan.json, run nothing else."""
+    with open_operator(cfg, problem_spec(cfg)) as op:
+        prediction = plan(cfg, op, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "plan.json").write_text(json.dumps(prediction, indent=2))
+    return prediction
+
+
+def _size_on_disk(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
@@ -61,6 +93,8 @@ def main(cfg: DictConfig) -> None:
         set_log_interval(cfg.output.progress_interval_s)
         if cfg.task == "reproduce":
             reproduce(cfg, run_dir, run)
+        elif cfg.task == "plan":
+            plan_only(cfg, run_dir)
         else:
             run(cfg, run_dir)
         log.info("done: results in %s", run_dir)

@@ -153,6 +153,13 @@ class ReproduceConfig:
 
 
 @dataclass
+class PlanConfig:
+    """task=plan, and the prediction every run logs: flag a run longer than ``time_limit``."""
+
+    time_limit: Optional[str] = None  # a SLURM --time value (e.g. 24:00:00); default $SBATCH_TIMELIMIT / $SLURM_TIMELIMIT
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -161,7 +168,8 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     reproduce: ReproduceConfig = field(default_factory=ReproduceConfig)
-    task: str = "eigen"  # eigen (one decomposition) | reproduce (train -> decompose -> overlap)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    task: str = "eigen"  # eigen (one decomposition) | reproduce (train -> decompose -> overlap) | plan (predict cost, plan.json)
     seed: int = 0
     dtype: str = "float32"  # float32 | float64
     device: str = "auto"  # auto | cpu | cuda (mode=none)

@@ -13,7 +13,7 @@ from pipeline.linalg.validation import WHICH
 from pipeline.models import ZOO
 from pipeline.problem import DTYPES, MODES
 
-TASKS = ("eigen", "reproduce")
+TASKS = ("eigen", "reproduce", "plan")
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -58,19 +58,19 @@ class ProgressLog:
             log.info("%s", self.line(now))
 
     def finish(self) -> None:
-        log.info("%s: %d %s done in %s", self.desc, self.done, self.unit, _clock(time.monotonic() - self.start))
+        log.info("%s: %d %s done in %s", self.desc, self.done, self.unit, clock(time.monotonic() - self.start))
 
     def line(self, now: float) -> str:
         elapsed = max(now - self.start, 1e-9)
         rate = self.done / elapsed
         if not self.total:
-            return f"{self.desc}: {self.done} {self.unit}, {rate:.3g} {self.unit}/s, {_clock(elapsed)} elapsed"
+            return f"{self.desc}: {self.done} {self.unit}, {rate:.3g} {self.unit}/s, {clock(elapsed)} elapsed"
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         return (f"{self.desc}: {self.done}/{self.total} {self.unit} ({100 * self.done / self.total:.0f}%), "
-                f"{rate:.3g} {self.unit}/s, ETA {_clock(eta)}")
+                f"{rate:.3g} {self.unit}/s, ETA {clock(eta)}")
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     """h:mm:ss (or ? when unknown)."""
     if seconds != seconds or seconds == float("inf"):
         return "?"

@@ -48,6 +48,10 @@ class RayOperator(Operator):
         """SHA-1 of the workers' flat parameters (they verified at start that they agree)."""
         return self.group.info[0]["weights"]
 
+    def worker_peak_rss(self) -> int:
+        """The largest peak resident memory of the workers, in bytes."""
+        return max(self.group.run("peak_rss"))
+
     def wait_for_writes(self) -> None:
         """Wait until rank 0 has written every measured block."""
         self.group.run("wait_for_writes")

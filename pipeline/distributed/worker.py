@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 import time
 import warnings
@@ -71,6 +72,10 @@ class CurvatureWorker:
 
     def wait_for_writes(self) -> None:
         self.writes.wait()
+
+    def peak_rss(self) -> int:
+        """This worker process's peak resident memory in bytes."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     def _reduced_product(self, V: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, float]]:
         """All-reduce (sum_i n_i C_i V, N) over the ranks. A rank whose shard fails (NaN loss,
