@@ -88,6 +88,8 @@ def test_bad_override_fails_at_composition(tmp_path, override, message):
     (["curvature=ggn", "curvature.hvp_mode=reverse-over-reverse"], "curvature.hvp_mode must be one of auto, forward-over-reverse, graph-reuse"),
     (["algorithm.which=BE"], "algorithm.which must be one of LM, LA, SA"),
     (["algorithm=seigh", "algorithm.inner_kind=ssrft"], "algorithm.inner_kind must be one of rademacher, gaussian"),
+    (["algorithm=seigh", "algorithm.target_tol=0", "algorithm.growth=1"], "algorithm.target_tol must be a positive relative residual"),
+    (["algorithm=seigh", "algorithm.growth=1"], "algorithm.growth (adaptive SEIGH's size factor per step) must be above 1"),
 ])
 def test_bad_values_exit_with_one_line_reason(tmp_path, overrides, message):
     algorithm = [] if any(o.startswith("algorithm=") for o in overrides) else ["algorithm=lanczos"]

@@ -375,6 +375,8 @@ def test_growing_a_sketch_measures_only_new_columns_and_equals_a_fresh_run(probl
     partial = sum(block_size - n % block_size for n in (20, 40) if n % block_size)  # columns of partial blocks measured again
     assert grown.info["measured_now"] == (30 - 20) + (60 - 40) + partial
     _same_result(grown, _plain(op, outer=30, inner=60, block_size=block_size))
+    w = problem[1][1]
+    assert float(((grown.eigenvalues - w[:6]).abs() / w[:6].abs()).max()) < 0.05  # and against the dense eigenvalues
     shrunk = _plain(op, store=store, outer=20, inner=40, block_size=block_size)
     assert shrunk.info["measured_now"] == 0 and shrunk.matvecs == 0  # the stored columns serve the smaller sketch
     _same_result(shrunk, _plain(op, outer=20, inner=40, block_size=block_size))
