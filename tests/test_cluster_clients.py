@@ -5,6 +5,7 @@ workers write one store that equals the single-process result."""
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -61,8 +62,12 @@ def ray_head():
         _wait_for(dashboard, timeout_s=90)
         yield f"http://127.0.0.1:{dashboard}"
     finally:
-        os.killpg(head.pid, 15)
-        head.wait(timeout=60)
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # `ray start --block` can take half a minute to stop its processes
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=30)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
