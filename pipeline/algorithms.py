@@ -9,6 +9,7 @@ import numpy as np
 from omegaconf import DictConfig
 from scipy.integrate import trapezoid  # np.trapezoid needs numpy >= 2.0
 
+from pipeline.errors import InputError
 from pipeline.linalg import adaptive_seigh, hutchinson_trace, hutchpp_trace, lanczos, power_iteration, seigh, sketch_eigs, slq_density
 from pipeline.linalg.operator import Operator
 
@@ -36,7 +37,7 @@ def run_algorithm(cfg: DictConfig, op: Operator, store=None, problem: dict | Non
         return _eigen(result, {key: result.info[key] for key in keys if key in result.info})
     if a.name == "trace":
         if a.method not in ("hutchinson", "hutchpp"):
-            raise ValueError(f"algorithm.method must be hutchinson or hutchpp, got {a.method!r}")
+            raise InputError(f"algorithm.method must be hutchinson or hutchpp, got {a.method!r}")
         estimate = (hutchpp_trace(op, a.num_matvecs, seed=cfg.seed, block_size=a.block_size) if a.method == "hutchpp"
                     else hutchinson_trace(op, a.num_matvecs, seed=cfg.seed, block_size=a.block_size))
         log.info("trace estimate %.6g +- %.2g (%s, %d products)", estimate.estimate, estimate.stderr, a.method, estimate.matvecs)

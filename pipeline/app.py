@@ -19,6 +19,7 @@ from omegaconf.errors import MissingMandatoryValue
 from pipeline.algorithms import run_algorithm
 from pipeline.analysis.landscape import loss_along
 from pipeline.config import register
+from pipeline.errors import PipelineError
 from pipeline.outputs import write_results
 from pipeline.plan import compare_with_actual, log_plan, make_plan
 from pipeline.preflight import check_config
@@ -101,7 +102,7 @@ def main(cfg: DictConfig) -> None:
     except MissingMandatoryValue as error:
         log.error("error: a required setting is missing: %s (set it on the command line, e.g. data.root=/path)", error.full_key)
         sys.exit(2)
-    except (ValueError, RuntimeError, FileNotFoundError, ConnectionError) as error:
+    except PipelineError as error:  # a user error: one line naming the fix; anything else is a bug and keeps its traceback
         log.error("error: %s", error, exc_info=os.environ.get("HYDRA_FULL_ERROR") == "1")  # the traceback on request
         sys.exit(2)
     except (KeyboardInterrupt, Terminated) as stop:

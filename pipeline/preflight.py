@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from pipeline.algorithms import ALGORITHMS
 from pipeline.curvature import CURVATURES
 from pipeline.data import NAMES
+from pipeline.errors import InputError
 from pipeline.linalg.test_matrices import KINDS, ROW_ACCESSIBLE
 from pipeline.linalg.validation import WHICH
 from pipeline.models import ZOO
@@ -32,22 +33,22 @@ def check_config(cfg: DictConfig) -> None:
             _one_of(f"algorithm.{name}", a[name], allowed)
     for name in ("k", "block_size"):
         if a.get(name, 1) < 1:
-            raise ValueError(f"algorithm.{name} must be a positive integer, got {a[name]}")
+            raise InputError(f"algorithm.{name} must be a positive integer, got {a[name]}")
     for name in ("tol", "refine_tol", "target_tol"):
         if a.get(name) is not None and not a[name] > 0:
-            raise ValueError(f"algorithm.{name} must be a positive relative residual such as 1e-3, got {a[name]}")
+            raise InputError(f"algorithm.{name} must be a positive relative residual such as 1e-3, got {a[name]}")
     if not a.get("growth", 2) > 1:
-        raise ValueError(f"algorithm.growth (adaptive SEIGH's size factor per step) must be above 1, e.g. 1.5; got {a.growth}")
+        raise InputError(f"algorithm.growth (adaptive SEIGH's size factor per step) must be above 1, e.g. 1.5; got {a.growth}")
     if a.get("max_products") is not None and a.max_products < 1:
-        raise ValueError(f"algorithm.max_products must be a positive product budget (or null), got {a.max_products}")
+        raise InputError(f"algorithm.max_products must be a positive product budget (or null), got {a.max_products}")
     if not a.get("memory_gb", 1) > 0:
-        raise ValueError(f"algorithm.memory_gb (row-block budget of SEIGH's post-processing) must be positive, got {a.memory_gb}")
+        raise InputError(f"algorithm.memory_gb (row-block budget of SEIGH's post-processing) must be positive, got {a.memory_gb}")
     if cluster.mode != "none" and cluster.num_workers is not None and cluster.num_workers < 1:
-        raise ValueError(f"cluster.num_workers must be at least 1, got {cluster.num_workers} (cluster=none runs in this process)")
+        raise InputError(f"cluster.num_workers must be at least 1, got {cluster.num_workers} (cluster=none runs in this process)")
     if cluster.connect_timeout_s <= 0:
-        raise ValueError(f"cluster.connect_timeout_s must be positive, got {cluster.connect_timeout_s}")
+        raise InputError(f"cluster.connect_timeout_s must be positive, got {cluster.connect_timeout_s}")
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.data import build_dataset
 from pipeline.distributed import ProblemSpec, RayOperator, init_ray
+from pipeline.errors import InputError
 from pipeline.linalg import Operator
 from pipeline.models import build_from_config
 
@@ -69,7 +70,7 @@ def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
     if cluster.mode == "ray":
         address = cluster.address or os.environ.get("RAY_ADDRESS")
         if not address:
-            raise ValueError("cluster=ray joins an existing cluster: set RAY_ADDRESS or cluster.address (or use cluster=local)")
+            raise InputError("cluster=ray joins an existing cluster: set RAY_ADDRESS or cluster.address (or use cluster=local)")
         started = init_ray(address=address, connect_timeout_s=cluster.connect_timeout_s)
     else:
         cpus = round(cluster.num_workers * cluster.cpus_per_worker) if cluster.num_workers and cluster.cpus_per_worker else None  # None: all

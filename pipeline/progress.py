@@ -15,6 +15,8 @@ from typing import TypeVar
 
 from tqdm.auto import tqdm
 
+from pipeline.errors import InputError
+
 T = TypeVar("T")
 log = logging.getLogger("pipeline.progress")
 _settings = {"log_interval_s": 30.0}
@@ -23,7 +25,7 @@ _settings = {"log_interval_s": 30.0}
 def set_log_interval(seconds: float) -> None:
     """Seconds between progress lines off a terminal (``output.progress_interval_s``)."""
     if not seconds > 0:
-        raise ValueError(f"the progress interval must be positive, got {seconds}")
+        raise InputError(f"the progress interval must be positive, got {seconds}")
     _settings["log_interval_s"] = float(seconds)
 
 

@@ -29,6 +29,7 @@ from pipeline.analysis.overlap import overlap_table
 from pipeline.analysis.report import overlap_markdown
 from pipeline.curvature import FlatView, select_parameters
 from pipeline.data import build_dataset
+from pipeline.errors import InputError
 from pipeline.models import build_from_config
 from pipeline.problem import plain, problem_spec
 from pipeline.store import RunStore
@@ -44,7 +45,7 @@ def reproduce(cfg: DictConfig, run_dir: Path, run_eigen) -> dict[str, Any]:
     started = time.perf_counter()
     r = cfg.reproduce
     if cfg.algorithm.name != "seigh":
-        raise ValueError("task=reproduce measures overlaps of SEIGH eigenvectors: use algorithm=seigh")
+        raise InputError("task=reproduce measures overlaps of SEIGH eigenvectors: use algorithm=seigh")
     data = plain(cfg.data)
     train = build_dataset({**data, "split": "train", "subset": None})
     test = build_dataset({**data, "split": r.test_split, "subset": None})

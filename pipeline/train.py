@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from pipeline.errors import InputError
 from pipeline.progress import tracked
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def train_with_checkpoints(
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = sorted(set(int(s) for s in checkpoint_steps))
     if not steps or steps[0] < 0:
-        raise ValueError(f"checkpoint steps must be non-negative, got {list(checkpoint_steps)}")
+        raise InputError(f"checkpoint steps must be non-negative, got {list(checkpoint_steps)}")
     manifest_path = out_dir / "checkpoints.json"
     manifest = {entry["step"]: entry for entry in json.loads(manifest_path.read_text())} if manifest_path.exists() else {}
     if all(step in manifest for step in steps):
@@ -70,7 +71,7 @@ def train_with_checkpoints(
     model.to(device)
     train_set = as_dataset(train)
     if len(train_set) < batch_size:
-        raise ValueError(f"batch_size {batch_size} exceeds the {len(train_set)} training samples")
+        raise InputError(f"batch_size {batch_size} exceeds the {len(train_set)} training samples")
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     batches = _batches(train_set, batch_size, torch.Generator().manual_seed(seed), loader_workers)
     for step in tracked(range(steps[-1] + 1), total=steps[-1] + 1, desc="training", unit="steps"):
@@ -89,7 +90,7 @@ def train_with_checkpoints(
         optimizer.zero_grad()
         loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
         if not torch.isfinite(loss):
-            raise ValueError(f"training diverged at step {step} (loss {loss.item()}): lower reproduce.lr")
+            raise InputError(f"training diverged at step {step} (loss {loss.item()}): lower reproduce.lr")
         loss.backward()
         optimizer.step()
     return [manifest[step] for step in steps]

@@ -301,3 +301,20 @@ def test_rerun_with_a_larger_sketch_grows_the_store_and_adaptive_seigh_runs_from
     steps = adaptive["extra"]["adaptive"]
     assert steps[0]["outer"] == 4 and steps[-1]["worst_residual"] <= 1e-4 and adaptive["all_converged"]
     assert adaptive["extra"]["adaptive_products"] == steps[-1]["products"] <= 600 and len(steps) >= 2
+
+
+def test_a_bug_keeps_its_traceback_and_is_not_reported_as_a_user_error(tmp_path):
+    """Only PipelineError (bad input, missing files, cluster trouble) becomes a one-line exit 2;
+    an error from a bug, such as torch's generic RuntimeError, keeps its traceback."""
+    from pipeline.errors import InputError, PipelineError
+
+    assert issubclass(InputError, ValueError) and issubclass(InputError, PipelineError)  # callers catching ValueError still do
+    script = ("import sys, pipeline.app as app\n"
+              "def broken(*args, **kwargs):\n    raise RuntimeError('an internal bug')\n"
+              "app.run_algorithm = broken\n"
+              f"sys.argv = ['hessian-pipeline', 'cluster=none', 'algorithm=lanczos', 'hydra.run.dir={tmp_path}']\n"
+              "app.cli()\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert result.returncode == 1 and "Traceback" in result.stderr and "an internal bug" in result.stderr
+    assert "error: an internal bug" not in result.stderr

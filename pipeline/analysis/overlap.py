@@ -14,13 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import InputError
+
 BAND = (5, 95)  # percentiles of the random-mask overlaps
 
 
 def magnitude_mask(theta: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k entries of largest |theta| (ties broken by index)."""
     if not 0 < k <= theta.shape[0]:
-        raise ValueError(f"mask size must be in 1..{theta.shape[0]}, got {k}")
+        raise InputError(f"mask size must be in 1..{theta.shape[0]}, got {k}")
     return np.argsort(-np.abs(theta), kind="stable")[:k]
 
 
@@ -28,7 +30,7 @@ def mask_overlap(vectors: Any, mask: np.ndarray, k: int) -> float:
     """||V[mask, :k]||_F^2 / k for V (D, >= k) with orthonormal columns: a numpy array, or a Zarr
     array of which only the masked rows are read."""
     if k > vectors.shape[1]:
-        raise ValueError(f"k={k} exceeds the {vectors.shape[1]} eigenvectors available")
+        raise InputError(f"k={k} exceeds the {vectors.shape[1]} eigenvectors available")
     rows = np.sort(mask)
     if hasattr(vectors, "get_orthogonal_selection"):
         block = np.asarray(vectors.get_orthogonal_selection((rows, slice(0, k))), dtype=np.float64)
@@ -45,7 +47,7 @@ def overlap_table(vectors: Any, theta: np.ndarray, max_k: int, random_masks: int
     mask streams V in ``row_block`` rows keeping the top max_k cumulative row norms per k."""
     dim = theta.shape[0]
     if not 0 < max_k <= min(vectors.shape[1], dim):
-        raise ValueError(f"max_k must be in 1..{min(vectors.shape[1], dim)}, got {max_k}")
+        raise InputError(f"max_k must be in 1..{min(vectors.shape[1], dim)}, got {max_k}")
     rng = np.random.default_rng(seed)
     random = np.stack([_nested_mask_overlaps(vectors, rng.permutation(dim)[:max_k], max_k) for _ in range(random_masks)]) \
         if random_masks else np.full((1, max_k), np.nan)

@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pipeline.curvature.params import FlatView, ParamSelector, select_parameters
+from pipeline.errors import InputError, OperationError
 from pipeline.linalg.operator import Operator
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -36,7 +37,7 @@ _STOCHASTIC_MODEL = (
 )
 
 
-class NondeterminismError(RuntimeError):
+class NondeterminismError(OperationError):
     """Two passes over the same data gave different losses or products."""
 
 
@@ -69,16 +70,16 @@ class CurvatureOperator(Operator):
         hvp_mode: str = AUTO,
     ):
         if hvp_mode != AUTO and hvp_mode not in self.PRODUCT_MODES:
-            raise ValueError(
+            raise InputError(
                 f"hvp_mode for {type(self).__name__} must be {AUTO!r} or one of {self.PRODUCT_MODES}, got {hvp_mode!r}"
             )
         selected = select_parameters(model, params)
         first = next(iter(selected.values()))
         dtype = dtype or first.dtype
         if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating point type, got {dtype}")
+            raise InputError(f"dtype must be a floating point type, got {dtype}")
         if iter(data) is data:
-            raise ValueError(
+            raise InputError(
                 "data is a one-shot iterator (e.g. a generator); every product needs a fresh pass: "
                 "pass a list of batches or a DataLoader"
             )
@@ -115,7 +116,7 @@ class CurvatureOperator(Operator):
         try:
             inputs, targets = batch
         except (TypeError, ValueError):
-            raise ValueError("each batch of data must be an (inputs, targets) pair") from None
+            raise InputError("each batch of data must be an (inputs, targets) pair") from None
         inputs = _to(inputs, self.dtype, self.device)
         targets = _to(targets, self.dtype, self.device)
         return inputs, targets, int(targets.shape[0])
@@ -167,7 +168,7 @@ class CurvatureOperator(Operator):
                 self._synchronize()
                 seconds[mode] = min(seconds.get(mode, float("inf")), time.perf_counter() - start)
         if not seconds:
-            raise RuntimeError(f"no product mode works for this model: {failures}")
+            raise OperationError(f"no product mode works for this model: {failures}")
         best = min(seconds, key=seconds.__getitem__)
         self.mode_choices[V.shape[1]] = {"mode": best, "seconds": seconds, "failed": failures}
         log.info("hvp_mode=auto for blocks of %d: %s (ms per batch: %s)%s", V.shape[1], best,
@@ -199,7 +200,7 @@ class CurvatureOperator(Operator):
             total += n * product
             count += n
         if count == 0:
-            raise ValueError("data is empty: the data set yielded no samples; check the data config and subset size")
+            raise InputError("data is empty: the data set yielded no samples; check the data config and subset size")
         return total, count
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
@@ -217,11 +218,11 @@ class CurvatureOperator(Operator):
         with torch.no_grad():
             loss = self.batch_loss(self.theta, inputs, targets)
         if not torch.isfinite(loss):
-            raise ValueError(
+            raise InputError(
                 f"loss is {loss.item()} on batch {index}: check the inputs for NaN/inf, the learning "
                 "rate of the checkpoint, or use dtype=float64"
             )
-        raise ValueError(
+        raise InputError(
             f"curvature product is not finite on batch {index} although the loss ({loss.item():.4g}) is: "
             "the model overflows in its second derivatives; try dtype=float64"
         )
@@ -240,7 +241,7 @@ class CurvatureOperator(Operator):
                     total += n * float(self.batch_loss(self.theta, inputs, targets))
                     count += n
         if count == 0:
-            raise ValueError("data is empty: the data set yielded no samples")
+            raise InputError("data is empty: the data set yielded no samples")
         return total / count
 
     def check_determinism(self, seed: int = 0, rtol: float = 1e-6) -> None:

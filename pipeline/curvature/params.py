@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pipeline.errors import InputError
+
 ParamSelector = None | str | Sequence[str] | Callable[[str, nn.Parameter], bool]
 
 
@@ -26,7 +28,7 @@ def select_parameters(model: nn.Module, params: ParamSelector = None) -> dict[st
     """
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
     if not trainable:
-        raise ValueError(
+        raise InputError(
             f"{type(model).__name__} has no trainable parameters (all have requires_grad=False); "
             "unfreeze the parameters whose curvature you want"
         )
@@ -38,7 +40,7 @@ def select_parameters(model: nn.Module, params: ParamSelector = None) -> dict[st
         patterns = [params] if isinstance(params, str) else list(params)
         chosen = {n: p for n, p in trainable.items() if any(_matches(pat, n) for pat in patterns)}
     if not chosen:
-        raise ValueError(
+        raise InputError(
             f"parameter selection {params!r} matches none of the trainable parameters "
             f"{list(trainable)[:8]}{' ...' if len(trainable) > 8 else ''}"
         )
@@ -77,7 +79,7 @@ class FlatView:
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """flat (D,) vector -> dict of views shaped like the parameters."""
         if flat.shape != (self.dim,):
-            raise ValueError(f"expected a flat vector of shape ({self.dim},), got {tuple(flat.shape)}")
+            raise InputError(f"expected a flat vector of shape ({self.dim},), got {tuple(flat.shape)}")
         pieces = torch.split(flat, self.numels)
         return {n: piece.view(shape) for n, piece, shape in zip(self.names, pieces, self.shapes)}
 

@@ -12,6 +12,7 @@ from pipeline.data.imagenet import ImageFolder
 from pipeline.data.mnist import load_mnist
 from pipeline.data.subsets import batches, class_balanced_indices
 from pipeline.data.synthetic import synthetic
+from pipeline.errors import InputError
 
 NAMES = ("digits", "synthetic", "mnist", "cifar10", "cifar100", "imagenet")
 
@@ -21,10 +22,10 @@ def build_dataset(config: dict[str, Any]) -> Any:
     an (inputs, targets) pair of tensors, or a lazily loading Dataset for ImageNet."""
     name = config["name"]
     if name not in NAMES:
-        raise ValueError(f"unknown data set {name!r} (data.name); choose one of {NAMES}")
+        raise InputError(f"unknown data set {name!r} (data.name); choose one of {NAMES}")
     root = config.get("root")
     if name in ("mnist", "cifar10", "cifar100", "imagenet") and not root:
-        raise ValueError(f"data set {name} needs data.root=/path/to/{name}")
+        raise InputError(f"data set {name} needs data.root=/path/to/{name}")
     split = config.get("split", "train")
     if name == "digits":
         data = load_digits(config.get("image_size", 16), split)

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.errors import InputError, MissingFileError
+
 MEAN_STD = {
     10: ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     100: ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
@@ -16,7 +18,7 @@ MEAN_STD = {
 
 def _unpickle(path: Path) -> dict:
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found (data.root): extract the CIFAR python archive there")
+        raise MissingFileError(f"{path} not found (data.root): extract the CIFAR python archive there")
     with open(path, "rb") as handle:
         return pickle.load(handle, encoding="bytes")
 
@@ -33,9 +35,9 @@ def load_cifar(root: str | Path, classes: int = 10, split: str = "train") -> tup
         names = ["train" if split == "train" else "test"]
         label_key = b"fine_labels"
     else:
-        raise ValueError(f"CIFAR has 10 or 100 classes, got {classes}")
+        raise InputError(f"CIFAR has 10 or 100 classes, got {classes}")
     if split not in ("train", "test"):
-        raise ValueError(f"CIFAR split must be 'train' or 'test', got {split!r}")
+        raise InputError(f"CIFAR split must be 'train' or 'test', got {split!r}")
     parts = [_unpickle(folder / name) for name in names]
     data = np.concatenate([p[b"data"] for p in parts]).reshape(-1, 3, 32, 32).astype(np.float32) / 255.0
     labels = np.concatenate([np.asarray(p[label_key]) for p in parts]).astype(np.int64)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from pipeline.errors import InputError
+
 
 SPLITS = ("all", "train", "test")
 
@@ -15,7 +17,7 @@ def load_digits(size: int = 16, split: str = "all") -> tuple[torch.Tensor, torch
     from sklearn.datasets import load_digits as sklearn_digits
 
     if split not in SPLITS:
-        raise ValueError(f"digits split must be one of {SPLITS}, got {split!r}")
+        raise InputError(f"digits split must be one of {SPLITS}, got {split!r}")
     bunch = sklearn_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 16.0
     labels = torch.tensor(bunch.target, dtype=torch.int64)

@@ -9,6 +9,8 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from pipeline.errors import InputError, MissingFileError
+
 EXTENSIONS = {".jpeg", ".jpg", ".png"}
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -24,10 +26,10 @@ class ImageFolder(Dataset):
     def __init__(self, root: str | Path, split: str = "train", resize: int = 256, crop: int = 224):
         folder = Path(root) / split
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is not a directory (data.root, data.split): expected <root>/{split}/<class>/*.JPEG")
+            raise MissingFileError(f"{folder} is not a directory (data.root, data.split): expected <root>/{split}/<class>/*.JPEG")
         self.classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if not self.classes:
-            raise ValueError(f"{folder} has no class sub-folders")
+            raise InputError(f"{folder} has no class sub-folders")
         self.samples = [
             (path, label)
             for label, name in enumerate(self.classes)

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.errors import InputError, MissingFileError
+
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
@@ -20,12 +22,12 @@ def read_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as handle:
         raw = handle.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte idx file")
+        raise InputError(f"{path} is not an unsigned-byte idx file")
     ndim = raw[3]
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: header says {dims}, found {data.size} values")
+        raise InputError(f"{path} is truncated: header says {dims}, found {data.size} values")
     return data.reshape(dims)
 
 
@@ -33,7 +35,7 @@ def _find(root: Path, name: str) -> Path:
     for candidate in (root / name, root / f"{name}.gz", root / name.replace("-idx", ".idx")):
         if candidate.exists():
             return candidate
-    raise FileNotFoundError(f"{name}[.gz] not found in {root} (data.root): download MNIST's idx files there")
+    raise MissingFileError(f"{name}[.gz] not found in {root} (data.root): download MNIST's idx files there")
 
 
 def load_mnist(root: str | Path, split: str = "train", size: int = 16, holdout: int = 0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,14 +44,14 @@ def load_mnist(root: str | Path, split: str = "train", size: int = 16, holdout: 
     split and the rest the train split (the paper holds out 10,000)."""
     root = Path(root)
     if split not in ("train", "validation", "test"):
-        raise ValueError(f"MNIST split must be train, validation or test, got {split!r}")
+        raise InputError(f"MNIST split must be train, validation or test, got {split!r}")
     if split == "validation" and not holdout:
-        raise ValueError("MNIST's validation split is held out from the training images: set data.holdout (e.g. 10000)")
+        raise InputError("MNIST's validation split is held out from the training images: set data.holdout (e.g. 10000)")
     pixels = read_idx(_find(root, FILES["test" if split == "test" else "train"][0]))
     labels = read_idx(_find(root, FILES["test" if split == "test" else "train"][1])).astype(np.int64)
     if split != "test" and holdout:
         if not 0 < holdout < len(labels):
-            raise ValueError(f"data.holdout must be between 1 and {len(labels) - 1} training images, got {holdout}")
+            raise InputError(f"data.holdout must be between 1 and {len(labels) - 1} training images, got {holdout}")
         order = np.random.default_rng(seed).permutation(len(labels))
         keep = np.sort(order[:holdout] if split == "validation" else order[holdout:])
         pixels, labels = pixels[keep], labels[keep]

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.errors import InputError
+
 
 def class_balanced_indices(targets: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
     """``size`` sample indices with classes as equal as possible (the first size % C classes get one
     more), drawn without replacement by a seeded permutation; returned sorted."""
     classes = torch.unique(targets)
     if size <= 0 or size > targets.shape[0]:
-        raise ValueError(f"subset size must be in 1..{targets.shape[0]} (the data set size), got {size}")
+        raise InputError(f"subset size must be in 1..{targets.shape[0]} (the data set size), got {size}")
     gen = torch.Generator().manual_seed(seed)
     chosen = []
     for rank, label in enumerate(classes.tolist()):
         members = torch.nonzero(targets == label).flatten()
         want = size // len(classes) + (1 if rank < size % len(classes) else 0)
         if want > members.numel():
-            raise ValueError(f"class {label} has only {members.numel()} samples, a balanced subset of {size} needs {want}")
+            raise InputError(f"class {label} has only {members.numel()} samples, a balanced subset of {size} needs {want}")
         chosen.append(members[torch.randperm(members.numel(), generator=gen)[:want]])
     return torch.sort(torch.cat(chosen)).values
 
@@ -25,5 +27,5 @@ def class_balanced_indices(targets: torch.Tensor, size: int, seed: int = 0) -> t
 def batches(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Consecutive (inputs, targets) batches; the last may be smaller."""
     if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise InputError(f"batch_size must be positive, got {batch_size}")
     return list(zip(torch.split(inputs, batch_size), torch.split(targets, batch_size)))

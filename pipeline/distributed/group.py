@@ -13,6 +13,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from pipeline.distributed.spec import ProblemSpec
 from pipeline.distributed.worker import CurvatureWorker, PeerFailed
+from pipeline.errors import InputError, OperationError
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,16 @@ class WorkerGroup:
         placement_timeout_s: float = 120.0,
     ):
         if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers <= 0):
-            raise ValueError(f"num_workers must be a positive integer (or None: sized from the cluster), got {num_workers!r}")
+            raise InputError(f"num_workers must be a positive integer (or None: sized from the cluster), got {num_workers!r}")
         if max_failures < 0:
-            raise ValueError(f"max_failures must be >= 0, got {max_failures}")
+            raise InputError(f"max_failures must be >= 0, got {max_failures}")
         if not ray.is_initialized():
             raise RuntimeError("Ray is not running: call pipeline.distributed.init_ray(...) (or ray.init) first")
         num_samples = spec.num_samples()
         if num_workers is None:
             num_workers = min(default_num_workers(), num_samples)
         if num_workers > num_samples:
-            raise ValueError(f"cannot split {num_samples} samples into {num_workers} non-empty shards; use at most {num_samples} workers")
+            raise InputError(f"cannot split {num_samples} samples into {num_workers} non-empty shards; use at most {num_samples} workers")
         self.spec = spec
         self.num_workers = num_workers
         self.cpus_per_worker, self.gpus_per_worker = resources_per_worker(num_workers, cpus_per_worker, gpus_per_worker)
@@ -87,7 +88,7 @@ class WorkerGroup:
             ray.get(self._placement.ready(), timeout=self.placement_timeout_s)
         except GetTimeoutError:
             self.shutdown()
-            raise RuntimeError(
+            raise OperationError(
                 f"cannot place {self.num_workers} workers of {bundle} within {self.placement_timeout_s:.0f}s; "
                 f"the cluster has {ray.cluster_resources()}: use fewer workers or fewer CPUs/GPUs per worker"
             ) from None
@@ -103,7 +104,7 @@ class WorkerGroup:
         try:
             self.info = self._gather([actor.build.remote() for actor in self.actors])
             if len({(info["dim"], info["weights"]) for info in self.info}) != 1:
-                raise RuntimeError(
+                raise OperationError(
                     "workers built different models: the model factory is not deterministic; seed the "
                     "initialisation (model.init_seed) or load a checkpoint (model.checkpoint)"
                 )
@@ -136,7 +137,7 @@ class WorkerGroup:
                 self.failures += 1
                 if self.failures > self.max_failures:
                     self.shutdown()
-                    raise RuntimeError(
+                    raise OperationError(
                         f"workers died {self.failures} times (max_failures={self.max_failures}); last: {death}. "
                         "Check the workers' memory (OOM kills) and node health; measured results in the store are kept"
                     ) from death

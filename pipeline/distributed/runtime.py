@@ -9,6 +9,8 @@ import tempfile
 
 import ray
 
+from pipeline.errors import ClusterUnreachableError
+
 log = logging.getLogger(__name__)
 
 
@@ -51,7 +53,7 @@ def check_reachable(address: str, timeout_s: float) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as error:
-        raise ConnectionError(
+        raise ClusterUnreachableError(
             f"cannot reach the Ray cluster at {address} within {timeout_s:g} s ({error.strerror or error}); check "
             "cluster.address / $RAY_ADDRESS (the head's GCS address, host:6379 by default) and that the head is running"
         ) from None

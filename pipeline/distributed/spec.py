@@ -11,6 +11,7 @@ from torch import nn
 
 from pipeline.curvature import CURVATURES, CurvatureOperator
 from pipeline.distributed.sharding import shard_batches
+from pipeline.errors import InputError
 
 
 @dataclass
@@ -34,9 +35,9 @@ class ProblemSpec:
 
     def __post_init__(self) -> None:
         if self.curvature not in CURVATURES:
-            raise ValueError(f"unknown curvature {self.curvature!r}; choose one of {sorted(CURVATURES)}")
+            raise InputError(f"unknown curvature {self.curvature!r}; choose one of {sorted(CURVATURES)}")
         if self.batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+            raise InputError(f"batch_size must be positive, got {self.batch_size}")
 
     def num_samples(self) -> int:
         """Size of the whole data set, after checking on the driver, before any worker (or Ray)
@@ -52,7 +53,7 @@ class ProblemSpec:
                 with torch.no_grad():
                     self.loss_fn(model(inputs), targets)
             except (RuntimeError, IndexError, ValueError, TypeError) as error:
-                raise ValueError(f"the model does not accept the data: {str(error).splitlines()[0]}; check the model "
+                raise InputError(f"the model does not accept the data: {str(error).splitlines()[0]}; check the model "
                                  "(input size, channels, num_classes) against the data (image_size, input_shape, classes)") from None
             self._num_samples = int(dataset[0].shape[0]) if isinstance(dataset, tuple) else len(dataset)
         return self._num_samples

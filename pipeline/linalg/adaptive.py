@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import math
 
+from pipeline.errors import InputError
 from pipeline.linalg.measurements import MemoryStore
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.result import EigResult
@@ -36,7 +37,7 @@ def adaptive_seigh(op: Operator, k: int, target_tol: float, *, max_products: int
     check_k(op, k)
     check_tol(target_tol, "target_tol")
     if growth <= 1:
-        raise ValueError(f"growth must be above 1 (e.g. 1.5), got {growth}")
+        raise InputError(f"growth must be above 1 (e.g. 1.5), got {growth}")
     store = store if store is not None else MemoryStore()
     block = options.get("block_size", 8)
     largest = (dim - 1) // 2  # inner = 2 outer <= D - 1 keeps outer < D

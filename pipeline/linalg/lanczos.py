@@ -7,6 +7,7 @@ import time
 
 import torch
 
+from pipeline.errors import InputError
 from pipeline.linalg.krylov import KrylovBasis
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.result import EigResult
@@ -50,7 +51,7 @@ def lanczos(
     dim = op.shape[0]
     ncv = min(dim, ncv if ncv is not None else max(2 * k + 2 * block_size, k + 20))
     if ncv < k + block_size and ncv < dim:
-        raise ValueError(f"ncv={ncv} must be at least k + block_size = {k + block_size}")
+        raise InputError(f"ncv={ncv} must be at least k + block_size = {k + block_size}")
     max_matvecs = max_matvecs if max_matvecs is not None else max(50 * ncv, 1000)
     if start is None:
         start = random_columns("gaussian", seed, dim, range(block_size), device=op.device)

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.errors import InputError
 from pipeline.linalg.operator import ColumnWriter
 
 
-class StoreMismatchError(ValueError):
+class StoreMismatchError(InputError):
     """A store holds measurements of another configuration."""
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 
+from pipeline.errors import InputError
 from pipeline.linalg.streaming import WriteBehind
 from pipeline.linalg.test_matrices import random_columns
 
@@ -33,7 +34,7 @@ class Operator(ABC):
 
     def __init__(self, dim: int, dtype: torch.dtype, device: torch.device | str = "cpu"):
         if dim <= 0:
-            raise ValueError(f"operator dimension must be positive, got {dim}")
+            raise InputError(f"operator dimension must be positive, got {dim}")
         self.shape = (int(dim), int(dim))
         self.dtype = dtype
         self.device = torch.device(device)
@@ -53,16 +54,16 @@ class Operator(ABC):
     def _check_vectors(self, v: torch.Tensor) -> torch.Tensor:
         """Validate v of shape (D,) or (D, b); return it as a (D, b) block."""
         if not isinstance(v, torch.Tensor):
-            raise ValueError(f"operator expects a torch.Tensor, got {type(v).__name__}")
+            raise InputError(f"operator expects a torch.Tensor, got {type(v).__name__}")
         dim = self.shape[0]
         if v.ndim not in (1, 2) or v.shape[0] != dim or (v.ndim == 2 and v.shape[1] == 0):
-            raise ValueError(
+            raise InputError(
                 f"vector shape {tuple(v.shape)} does not match the operator: expected ({dim},) or ({dim}, b) with b >= 1"
             )
         if v.dtype != self.dtype:
-            raise ValueError(f"vector dtype {v.dtype} does not match the operator dtype {self.dtype}; cast with v.to({self.dtype})")
+            raise InputError(f"vector dtype {v.dtype} does not match the operator dtype {self.dtype}; cast with v.to({self.dtype})")
         if v.device.type != self.device.type:
-            raise ValueError(f"vector is on {v.device}, the operator on {self.device}")
+            raise InputError(f"vector is on {v.device}, the operator on {self.device}")
         return v if v.ndim == 2 else v[:, None]
 
     def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None) -> torch.Tensor | None:
@@ -104,7 +105,7 @@ class DenseOperator(Operator):
 
     def __init__(self, matrix: torch.Tensor):
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-            raise ValueError(f"expected a square matrix, got shape {tuple(matrix.shape)}")
+            raise InputError(f"expected a square matrix, got shape {tuple(matrix.shape)}")
         super().__init__(matrix.shape[0], matrix.dtype, matrix.device)
         self.matrix = matrix
 

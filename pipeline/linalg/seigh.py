@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from pipeline.errors import InputError, OperationError
 from pipeline.linalg.aposteriori import as_dict, frobenius_error, pair_residuals
 from pipeline.linalg.lanczos import lanczos, order_by
 from pipeline.linalg.measurements import BlockedColumns, MemoryStore
@@ -79,13 +80,13 @@ def seigh(
     if refine_tol is not None:
         check_tol(refine_tol, "refine_tol")
     if not k <= outer < dim:
-        raise ValueError(f"outer must satisfy k={k} <= outer < D={dim}, got {outer}")
+        raise InputError(f"outer must satisfy k={k} <= outer < D={dim}, got {outer}")
     if not 2 * outer <= inner <= dim:
-        raise ValueError(f"inner must satisfy 2 * outer = {2 * outer} <= inner <= D = {dim}, got {inner}")
+        raise InputError(f"inner must satisfy 2 * outer = {2 * outer} <= inner <= D = {dim}, got {inner}")
     if outer_kind not in KINDS:
-        raise ValueError(f"unknown outer test matrix {outer_kind!r}; choose one of {KINDS}")
+        raise InputError(f"unknown outer test matrix {outer_kind!r}; choose one of {KINDS}")
     if inner_kind not in ROW_ACCESSIBLE:
-        raise ValueError(f"inner test matrix must be one of {ROW_ACCESSIBLE} (Psi is streamed by rows), got {inner_kind!r}")
+        raise InputError(f"inner test matrix must be one of {ROW_ACCESSIBLE} (Psi is streamed by rows), got {inner_kind!r}")
     store = store if store is not None else MemoryStore()
     outer_kind = inner_kind if recycled else outer_kind
     seeds = {name: derived_seed(seed, i) for i, name in enumerate(("outer", "inner", "error"))}
@@ -188,7 +189,7 @@ def _measure(op: Operator, store, array: BlockedColumns, kind: str, seed: int, n
             op.wait_for_writes()  # products already made are kept, also when the loop is interrupted
         missing = array.missing_blocks()
     if missing:
-        raise RuntimeError(f"{name} measurements: blocks {[c.start for c in missing]} are still not marked after "
+        raise OperationError(f"{name} measurements: blocks {[c.start for c in missing]} are still not marked after "
                            f"{_MEASURE_ROUNDS} rounds; check the store's disk and permissions")
 
 

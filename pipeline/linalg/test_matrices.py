@@ -19,6 +19,8 @@ import numpy as np
 import scipy.fft
 import torch
 
+from pipeline.errors import InputError
+
 KINDS = ("rademacher", "gaussian", "ssrft")
 ROW_ACCESSIBLE = ("rademacher", "gaussian")
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -47,9 +49,9 @@ def random_block(kind: str, seed: int, rows: range, columns: Iterable[int]) -> n
     """Entries rows x columns of the test matrix ``kind`` (rademacher or gaussian), float64."""
     columns = np.asarray(list(columns), dtype=np.int64)
     if kind not in ROW_ACCESSIBLE:
-        raise ValueError(f"row blocks exist only for {ROW_ACCESSIBLE} test matrices, not {kind!r}")
+        raise InputError(f"row blocks exist only for {ROW_ACCESSIBLE} test matrices, not {kind!r}")
     if columns.size and columns.min() < 0:
-        raise ValueError("column indices must be non-negative")
+        raise InputError("column indices must be non-negative")
     if kind == "rademacher":
         return _rademacher(seed, rows, columns)
     out = np.empty((len(rows), columns.size))
@@ -91,7 +93,7 @@ def random_columns(
     """Columns ``columns`` of the (dim x inf) test matrix ``kind`` with ``seed``: shape (dim, len)."""
     columns = list(columns)
     if kind not in KINDS:
-        raise ValueError(f"unknown test matrix kind {kind!r}; choose one of {KINDS}")
+        raise InputError(f"unknown test matrix kind {kind!r}; choose one of {KINDS}")
     block = _ssrft_columns(seed, dim, columns) if kind == "ssrft" else random_block(kind, seed, range(dim), columns)
     return torch.from_numpy(block).to(device=device, dtype=dtype)
 
@@ -112,7 +114,7 @@ def _ssrft_columns(seed: int, dim: int, columns: list[int]) -> np.ndarray:
     """Columns of Omega = sqrt(D) T^T R^T with T = F P2 S2 F P1 S1 (F orthonormal DCT-II, P
     permutations, S random signs) and R selecting rows; column j reads row rows[j] of T."""
     if columns and (min(columns) < 0 or max(columns) >= dim):
-        raise ValueError(f"an SSRFT test matrix has columns 0..{dim - 1}")
+        raise InputError(f"an SSRFT test matrix has columns 0..{dim - 1}")
     rows, perm2, signs2, perm1, signs1 = _ssrft_plan(seed, dim)
     e = np.zeros((dim, len(columns)))
     e[rows[columns], np.arange(len(columns))] = 1.0

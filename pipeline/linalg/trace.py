@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from pipeline.errors import InputError
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.probes import apply_in_blocks, probe_quadratic_forms
 from pipeline.linalg.result import TraceEstimate
@@ -32,7 +33,7 @@ def hutchpp_trace(op: Operator, num_matvecs: int, seed: int = 0, block_size: int
     sketch's in the same seeded stream). Unbiased; stderr is that of the Hutchinson part.
     """
     if isinstance(num_matvecs, bool) or not isinstance(num_matvecs, int) or num_matvecs < 6:
-        raise ValueError(f"num_matvecs must be an integer >= 6 (three parts of at least 2), got {num_matvecs!r}")
+        raise InputError(f"num_matvecs must be an integer >= 6 (three parts of at least 2), got {num_matvecs!r}")
     check_positive(block_size, "block_size")
     dim = op.shape[0]
     sketch_size = min(num_matvecs // 3, dim)

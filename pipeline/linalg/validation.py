@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.errors import InputError
 from pipeline.linalg.operator import Operator
 
 WHICH = ("LM", "LA", "SA")
@@ -11,24 +12,24 @@ def check_k(op: Operator, k: int, name: str = "k") -> int:
     """1 <= k < D."""
     dim = op.shape[0]
     if isinstance(k, bool) or not isinstance(k, int) or not 0 < k < dim:
-        raise ValueError(f"{name} must be an integer with 1 <= {name} < D = {dim} (the operator dimension), got {k!r}")
+        raise InputError(f"{name} must be an integer with 1 <= {name} < D = {dim} (the operator dimension), got {k!r}")
     return k
 
 
 def check_positive(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
 def check_which(which: str) -> str:
     if which not in WHICH:
-        raise ValueError(f"which must be one of {WHICH} (largest magnitude, largest, smallest algebraic), got {which!r}")
+        raise InputError(f"which must be one of {WHICH} (largest magnitude, largest, smallest algebraic), got {which!r}")
     return which
 
 
 def check_tol(tol: float, name: str = "tol") -> float:
     """A finite tolerance > 0 (a relative residual target)."""
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < float("inf"):
-        raise ValueError(f"{name} must be a positive relative residual such as 1e-3, got {tol!r}")
+        raise InputError(f"{name} must be a positive relative residual such as 1e-3, got {tol!r}")
     return float(tol)

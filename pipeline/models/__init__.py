@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.errors import InputError, MissingFileError
 from pipeline.models.cnn import all_cnn_c, c3d3
 from pipeline.models.mlp import tanh_mlp
 from pipeline.models.resnet import ResNet18
@@ -27,7 +28,7 @@ PAPER_PARAMETER_COUNTS = {"tanh_mlp": 7_030, "3c3d": 895_210, "allcnnc": 1_387_1
 def build(name: str, **kwargs: Any) -> nn.Module:
     """A zoo model by name (``tanh_mlp``, ``3c3d``, ``allcnnc``, ``resnet18``)."""
     if name not in ZOO:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(ZOO)} or give model.target._target_")
+        raise InputError(f"unknown model {name!r}; choose one of {sorted(ZOO)} or give model.target._target_")
     return ZOO[name](**kwargs)
 
 
@@ -44,7 +45,7 @@ def build_from_config(config: dict[str, Any]) -> nn.Module:
         torch.manual_seed(init_seed)  # every worker's replica gets the same initial weights
         if name == "target":
             if not target or "_target_" not in target:
-                raise ValueError("model.name=target needs model.target._target_ (e.g. torchvision.models.resnet18)")
+                raise InputError("model.name=target needs model.target._target_ (e.g. torchvision.models.resnet18)")
             from hydra.utils import instantiate
 
             model = instantiate(target)
@@ -60,19 +61,19 @@ def load_checkpoint(model: nn.Module, path: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint {path} does not exist (model.checkpoint)") from None
+        raise MissingFileError(f"checkpoint {path} does not exist (model.checkpoint)") from None
     except IsADirectoryError:
-        raise ValueError(f"checkpoint {path} is a directory, not a file saved by torch.save (model.checkpoint)") from None
+        raise InputError(f"checkpoint {path} is a directory, not a file saved by torch.save (model.checkpoint)") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
         kind = "a pickled object (e.g. a whole module), not tensors" if "Unsupported global" in str(error) else "not a file torch.save wrote, or is damaged"
-        raise ValueError(f"checkpoint {path} is {kind}: save the weights with torch.save(model.state_dict(), path) "
+        raise InputError(f"checkpoint {path} is {kind}: save the weights with torch.save(model.state_dict(), path) "
                          "(model.checkpoint)") from None
     state = state.get("model", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict: save model.state_dict() (model.checkpoint)")
+        raise InputError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict: save model.state_dict() (model.checkpoint)")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"checkpoint {path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise InputError(f"checkpoint {path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 __all__ = ["PAPER_PARAMETER_COUNTS", "ResNet18", "ZOO", "all_cnn_c", "build", "build_from_config", "c3d3", "load_checkpoint", "tanh_mlp"]

@@ -6,11 +6,13 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from pipeline.errors import InputError
+
 
 def tanh_mlp(widths: Sequence[int] = (256, 20, 20, 20, 20, 20, 10)) -> nn.Sequential:
     """Flatten, then Linear layers of the given widths with tanh between them (none after the last)."""
     if len(widths) < 2:
-        raise ValueError(f"an MLP needs at least input and output widths, got {list(widths)}")
+        raise InputError(f"an MLP needs at least input and output widths, got {list(widths)}")
     layers: list[nn.Module] = [nn.Flatten()]
     for index, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Linear(fan_in, fan_out))

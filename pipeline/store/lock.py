@@ -15,10 +15,12 @@ import socket
 import weakref
 from pathlib import Path
 
+from pipeline.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
-class StoreLockedError(ValueError):
+class StoreLockedError(InputError):
     """Another driver holds the store."""
 
 
