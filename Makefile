@@ -30,6 +30,7 @@ run: $(VENV)/.installed
 	$(BIN)/hessian-pipeline $(ARGS)
 
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check pipeline tests benchmarks docs/examples
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench

@@ -16,10 +16,11 @@ import time
 
 import torch
 
-from common import digits_problem
 from pipeline.curvature import HessianOperator
 from pipeline.data.subsets import batches
 from pipeline.linalg import LowRankPlusDiagonalOperator, adaptive_seigh, seigh
+
+from common import digits_problem
 
 
 def synthetic(dim: int = 20_000, rank: int = 400, seed: int = 0) -> LowRankPlusDiagonalOperator:

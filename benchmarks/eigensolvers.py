@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import count_calls, digits_problem
 from pipeline.curvature import HessianOperator
 from pipeline.linalg import lanczos, power_iteration
+
+from common import count_calls, digits_problem
 
 
 def relative_errors(values, reference) -> float:

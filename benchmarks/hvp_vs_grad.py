@@ -16,8 +16,9 @@ import argparse
 import torch
 from torch import nn
 
-from common import best_time, digits_problem
 from pipeline.curvature import HessianOperator
+
+from common import best_time, digits_problem
 
 BLOCKS = (1, 8, 16, 32)
 
@@ -67,7 +68,7 @@ def measure(model, loss_fn, x, y, device: str, dtype: torch.dtype) -> dict[str, 
         op = HessianOperator(model, loss_fn, [(x, y)], hvp_mode=mode)
         for b in BLOCKS:
             V = torch.randn(op.shape[0], b, device=device, dtype=dtype)
-            row[(mode, b)] = timed(lambda: op @ V, repeats=7) / b
+            row[(mode, b)] = timed(lambda op=op, V=V: op @ V, repeats=7) / b
         if mode == "auto":
             row["auto choice"] = {b: op.mode_choices[b]["mode"] for b in BLOCKS}
     return row

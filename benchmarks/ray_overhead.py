@@ -12,9 +12,10 @@ import statistics
 
 import torch
 
-from common import best_time, digits_problem
-from pipeline.distributed import ProblemSpec, RayOperator, init_ray
 from pipeline.curvature import HessianOperator
+from pipeline.distributed import ProblemSpec, RayOperator, init_ray
+
+from common import best_time, digits_problem
 
 
 def model_factory(widths):

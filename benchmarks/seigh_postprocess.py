@@ -168,7 +168,8 @@ def main() -> None:
     print(f"machine: float64 matmul ({rows} x {2 * args.outer})^T: torch {rates['torch']:.1f} GFLOP/s, numpy {rates['numpy']:.1f} GFLOP/s; "
           f"raw read of the store's measurement chunk files {read_bytes / 2**30:.2f} GiB at {raw:.0f} MiB/s")
     paths = [path for path in args.paths.split(",") if path != "old" or args.old_src]
-    print("| path | wall s | GFLOP/s | % of matmul peak | read MiB/s | % of raw read | peak RSS GiB | QR | max rel. diff of the top-10 vs new (old: its own test matrices) |")
+    print("| path | wall s | GFLOP/s | % of matmul peak | read MiB/s | % of raw read | peak RSS GiB | QR | "
+          "max rel. diff of the top-10 vs new (old: its own test matrices) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows_by_path: dict[str, dict] = {}
 

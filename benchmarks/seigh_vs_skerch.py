@@ -12,10 +12,11 @@ import time
 import numpy as np
 import torch
 
-from common import digits_problem
 from pipeline.curvature import HessianOperator
 from pipeline.data.subsets import batches
 from pipeline.linalg import LowRankPlusDiagonalOperator, lanczos, seigh
+
+from common import digits_problem
 
 
 def relative_error(values, reference) -> float:

@@ -16,7 +16,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from pipeline.algorithms import run_algorithm
 from pipeline.analysis.landscape import loss_along
 from pipeline.config import register
 from pipeline.errors import PipelineError
@@ -26,6 +25,7 @@ from pipeline.preflight import check_config
 from pipeline.problem import fingerprint, open_operator, plain, problem_spec
 from pipeline.progress import set_log_interval
 from pipeline.reproduce import reproduce
+from pipeline.solvers import run_algorithm
 from pipeline.store import RunStore
 
 log = logging.getLogger("pipeline")

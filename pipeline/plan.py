@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from pipeline.linalg.operator import Operator
+from pipeline.linalg.random_matrices import random_block
 from pipeline.linalg.streaming import compute_device
-from pipeline.linalg.test_matrices import random_block
 from pipeline.progress import clock
 
 log = logging.getLogger(__name__)

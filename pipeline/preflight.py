@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from pipeline.algorithms import ALGORITHMS
 from pipeline.curvature import CURVATURES
 from pipeline.data import NAMES
 from pipeline.errors import InputError
-from pipeline.linalg.test_matrices import KINDS, ROW_ACCESSIBLE
+from pipeline.linalg.random_matrices import KINDS, ROW_ACCESSIBLE
 from pipeline.linalg.validation import WHICH
 from pipeline.models import ZOO
 from pipeline.problem import DTYPES, MODES
+from pipeline.solvers import ALGORITHMS
 
 TASKS = ("eigen", "reproduce", "plan")
 

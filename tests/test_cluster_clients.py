@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from deployment import ROOT
 
 BIN = Path(sys.executable).parent

@@ -4,6 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.curvature import EmpiricalFisherOperator, GGNOperator, HessianOperator
+
 from helpers import (
     classification_data,
     dense_fisher,
@@ -13,7 +15,6 @@ from helpers import (
     small_mlp,
     split,
 )
-from pipeline.curvature import EmpiricalFisherOperator, GGNOperator, HessianOperator
 
 CE = nn.functional.cross_entropy
 

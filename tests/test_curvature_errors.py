@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import classification_data, small_mlp
 from pipeline.curvature import HessianOperator, NondeterminismError
+
+from helpers import classification_data, small_mlp
 
 CE = nn.functional.cross_entropy
 

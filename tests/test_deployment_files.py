@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from deployment import ROOT, compose_overrides, overrides_in
 
-DOCKER_INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL"}
+DOCKER_INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD",
+                       "STOPSIGNAL", "HEALTHCHECK", "SHELL"}
 RAY = str(Path(sys.executable).parent / "ray")
 
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import SlowDataset, data_factory, failing_factory, mlp_factory, split
 from pipeline.curvature import GGNOperator, HessianOperator
 from pipeline.distributed import ProblemSpec, RayOperator, shard_indices
 from pipeline.linalg import lanczos, random_columns
+
+from helpers import SlowDataset, data_factory, failing_factory, mlp_factory, split
 
 CE = nn.functional.cross_entropy
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import classification_data, data_factory, mlp_factory, small_cnn, split
 from pipeline.curvature import GGNOperator, HessianOperator
 from pipeline.distributed import ProblemSpec, RayOperator
 from pipeline.linalg import lanczos
+
+from helpers import classification_data, data_factory, mlp_factory, small_cnn, split
 
 pytestmark = pytest.mark.gpu
 CE = nn.functional.cross_entropy

@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import classification_data, dense_hessian, small_mlp, split
 from pipeline.curvature import HessianOperator
 from pipeline.linalg import DenseOperator, lanczos, power_iteration
+
+from helpers import classification_data, dense_hessian, small_mlp, split
 
 CE = nn.functional.cross_entropy
 

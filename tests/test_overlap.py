@@ -118,10 +118,10 @@ def test_cpu_sized_reproduction_end_to_end(tmp_path):
 
 
 def test_exact_reference_matches_the_dense_hessian_and_scores_approximations():
-    from helpers import classification_data, dense_hessian, small_mlp
-
     from pipeline.analysis.exact import compare, dense_matrix, exact_eigenpairs
     from pipeline.curvature import HessianOperator
+
+    from helpers import classification_data, dense_hessian, small_mlp
 
     model = small_mlp()
     x, y = classification_data(40, (6,))
@@ -157,10 +157,10 @@ def test_mnist_experiment_is_the_papers_protocol():
 @pytest.mark.slow
 @pytest.mark.skipif(not (MNIST / "train-images-idx3-ubyte.gz").exists(), reason="real MNIST not in ../shared/data/mnist")
 def test_reduced_mnist_experiment_end_to_end_against_the_dense_hessian(tmp_path):
-    from helpers import dense_hessian
-
     from pipeline.data import build_dataset
     from pipeline.models import build_from_config
+
+    from helpers import dense_hessian
 
     overrides = ["+experiment=mnist_mlp", f"data.root={MNIST}", "reproduce.checkpoint_steps=[0,100]", "reproduce.splits={train: 100, test: 100}",
                  "data.batch_size=50", "algorithm.k=30", "algorithm.outer=60", "algorithm.inner=120", "algorithm.block_size=30",

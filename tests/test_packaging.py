@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from deployment import ROOT, compose_overrides
 
 from pipeline.app import CONFIG_DIR
 from pipeline.progress import ProgressLog, set_log_interval, tracked
+
+from deployment import ROOT, compose_overrides
 
 GROUPS = ("model", "data", "curvature", "algorithm", "cluster", "experiment")
 

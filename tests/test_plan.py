@@ -5,11 +5,12 @@ import json
 import logging
 
 import pytest
-from deployment import compose_overrides
 
 from pipeline.app import plan_only, run
 from pipeline.linalg import DenseOperator
 from pipeline.plan import make_plan, slurm_seconds
+
+from deployment import compose_overrides
 
 SMALL = ["cluster=none", "dtype=float64", "data.subset=100", "algorithm.k=4", "algorithm.outer=20", "algorithm.inner=40",
          "algorithm.block_size=10", "algorithm.error_test_vectors=3", "algorithm.refine_tol=null", "output.plots=false"]

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.linalg import LowRankPlusDiagonalOperator, seigh
-from pipeline.linalg import recovery
+from pipeline.linalg import LowRankPlusDiagonalOperator, recovery, seigh
 from pipeline.linalg.measurements import BlockedColumns, MemoryStore
 from pipeline.linalg.recovery import Measurements, _cholesky_factor
 from pipeline.linalg.seigh import _row_blocks

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import data_factory, mlp_factory
 from pipeline.distributed import ProblemSpec, RayOperator
 from pipeline.linalg import DenseOperator, LowRankPlusDiagonalOperator, MemoryStore, StoreMismatchError, seigh
 from pipeline.linalg.aposteriori import chernoff_ratio
 from pipeline.store import RunStore, StoreLockedError
+
+from helpers import data_factory, mlp_factory
 
 
 def low_rank_plus_tail(dim=2000, seed=0):

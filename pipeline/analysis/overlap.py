@@ -9,7 +9,6 @@ of V[:, :k] with the largest norms (an upper bound for every mask of size k).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np

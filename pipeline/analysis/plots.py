@@ -130,7 +130,7 @@ def overlap_figure(tables: dict[int, dict[str, np.ndarray]], eigenvalues: dict[i
     ratio_ax.set(xlabel="k", ylabel="overlap_k / chance", title="magnitude mask vs chance")
     shown = sorted({band_ks[min(1, len(band_ks) - 1)], band_ks[len(band_ks) // 2], band_ks[-1]})  # k = 1 is mostly noise
     for k, colour in zip(shown, plt.cm.tab10.colors):
-        ratio = lambda key: np.array([tables[s][key][k - 1] / tables[s]["chance"][k - 1] for s in steps])  # noqa: E731
+        ratio = lambda key, k=k: np.array([tables[s][key][k - 1] / tables[s]["chance"][k - 1] for s in steps])
         step_ax.plot(steps, ratio("magnitude"), "o-", color=colour, label=f"k={k} magnitude mask")
         step_ax.fill_between(steps, ratio("random_p05"), ratio("random_p95"), color=colour, alpha=0.2, label=f"k={k} random 5-95%")
         step_ax.plot(steps, ratio("best"), ls="--", color=colour, lw=0.8, label=f"k={k} best mask")

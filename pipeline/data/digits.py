@@ -7,7 +7,6 @@ from torch.nn import functional as F
 
 from pipeline.errors import InputError
 
-
 SPLITS = ("all", "train", "test")
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import ray
 import torch
 
-import ray
 from pipeline.distributed.group import WorkerGroup
 from pipeline.distributed.spec import ProblemSpec
 from pipeline.linalg.operator import ColumnWriter, Operator

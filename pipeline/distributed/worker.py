@@ -17,8 +17,8 @@ import torch
 from pipeline.distributed import process_group
 from pipeline.distributed.spec import ProblemSpec
 from pipeline.linalg.operator import ColumnWriter
+from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.streaming import WriteBehind
-from pipeline.linalg.test_matrices import random_columns
 
 
 class PeerFailed(RuntimeError):

@@ -6,10 +6,10 @@ from pipeline.linalg.lanczos import lanczos
 from pipeline.linalg.measurements import MemoryStore, StoreMismatchError
 from pipeline.linalg.operator import DenseOperator, LowRankPlusDiagonalOperator, Operator
 from pipeline.linalg.power import power_iteration
+from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.result import EigResult, SketchResult, SpectralDensity, TraceEstimate
 from pipeline.linalg.seigh import seigh
 from pipeline.linalg.sketch import sketch_eigs
-from pipeline.linalg.test_matrices import random_columns
 from pipeline.linalg.trace import hutchinson_trace, hutchpp_trace
 
 __all__ = [

@@ -11,7 +11,7 @@ from scipy.optimize import brentq
 
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.probes import apply_in_blocks
-from pipeline.linalg.test_matrices import random_columns
+from pipeline.linalg.random_matrices import random_columns
 
 
 def pair_residuals(op: Operator, values: torch.Tensor, vectors: torch.Tensor, block_size: int) -> torch.Tensor:

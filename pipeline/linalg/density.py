@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from pipeline.linalg.operator import Operator
+from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.result import SpectralDensity
-from pipeline.linalg.test_matrices import random_columns
 from pipeline.linalg.validation import check_positive
 
 

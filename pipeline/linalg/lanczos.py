@@ -10,8 +10,8 @@ import torch
 from pipeline.errors import InputError
 from pipeline.linalg.krylov import KrylovBasis
 from pipeline.linalg.operator import Operator
+from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.result import EigResult
-from pipeline.linalg.test_matrices import random_columns
 from pipeline.linalg.validation import check_k, check_positive, check_tol, check_which
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 
 from pipeline.errors import InputError
+from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.streaming import WriteBehind
-from pipeline.linalg.test_matrices import random_columns
 
 
 class ColumnWriter(Protocol):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from pipeline.linalg.operator import Operator
+from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.result import EigResult
-from pipeline.linalg.test_matrices import random_columns
 from pipeline.linalg.validation import check_k, check_positive, check_tol
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.linalg.operator import Operator
-from pipeline.linalg.test_matrices import random_columns
+from pipeline.linalg.random_matrices import random_columns
 
 
 def apply_in_blocks(op: Operator, X: torch.Tensor, block_size: int) -> torch.Tensor:

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from pipeline.linalg.measurements import BlockedColumns
+from pipeline.linalg.random_matrices import random_block
 from pipeline.linalg.streaming import prefetched
 from pipeline.progress import tracked
-from pipeline.linalg.test_matrices import random_block
 
 log = logging.getLogger(__name__)
 _WELL_CONDITIONED = 1e-10  # smallest / largest eigenvalue of a Gram matrix CholeskyQR2 factors (cond(Y) <= 1e5)

@@ -21,12 +21,12 @@ from pipeline.linalg.aposteriori import as_dict, frobenius_error, pair_residuals
 from pipeline.linalg.lanczos import lanczos, order_by
 from pipeline.linalg.measurements import BlockedColumns, MemoryStore
 from pipeline.linalg.operator import Operator
+from pipeline.linalg.random_matrices import GENERATOR_VERSION, KINDS, ROW_ACCESSIBLE
 from pipeline.linalg.recovery import DamagedMeasurements, Measurements, recover, write_eigenvectors
 from pipeline.linalg.result import EigResult
 from pipeline.linalg.streaming import compute_device
-from pipeline.progress import tracked
-from pipeline.linalg.test_matrices import GENERATOR_VERSION, KINDS, ROW_ACCESSIBLE
 from pipeline.linalg.validation import check_k, check_positive, check_tol
+from pipeline.progress import tracked
 
 log = logging.getLogger(__name__)
 _MEASURE_ROUNDS = 3

@@ -9,8 +9,8 @@ import torch
 from pipeline.linalg.lanczos import order_by
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.probes import apply_in_blocks
+from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.result import SketchResult
-from pipeline.linalg.test_matrices import random_columns
 from pipeline.linalg.validation import check_k
 
 

@@ -9,8 +9,8 @@ import torch
 from pipeline.errors import InputError
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.probes import apply_in_blocks, probe_quadratic_forms
+from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.result import TraceEstimate
-from pipeline.linalg.test_matrices import random_columns
 from pipeline.linalg.validation import check_positive
 
 
