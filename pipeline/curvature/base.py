@@ -73,6 +73,12 @@ class CurvatureOperator(Operator):
             raise InputError(
                 f"hvp_mode for {type(self).__name__} must be {AUTO!r} or one of {self.PRODUCT_MODES}, got {hvp_mode!r}"
             )
+        reduction = getattr(loss_fn, "reduction", None) or getattr(loss_fn, "keywords", {}).get("reduction")
+        if reduction not in (None, "mean"):
+            raise InputError(
+                f"loss reduction {reduction!r} is not supported: batches are weighted by their sample counts, which needs "
+                "mean-reduced batch losses; use reduction='mean' (the curvature of the summed loss is N times that of the mean)"
+            )
         selected = select_parameters(model, params)
         first = next(iter(selected.values()))
         dtype = dtype or first.dtype
