@@ -162,3 +162,21 @@ def test_user_errors_on_workers_are_raised_not_retried(ray_session):
 def test_unknown_curvature():
     with pytest.raises(ValueError, match="unknown curvature"):
         spec(curvature="kfac")
+
+
+def test_backend_comes_from_the_resources_given_and_workers_leave_the_group(ray_session):
+    from pipeline.distributed.group import WorkerGroup
+
+    spec = ProblemSpec(model_factory=mlp_factory, dataset_factory=data_factory, batch_size=16)
+    group = WorkerGroup(spec, 2, cpus_per_worker=1, gpus_per_worker=0)
+    try:
+        assert (group.device, group.backend) == ("cpu", "gloo") and {info["device"] for info in group.info} == {"cpu"}
+        assert group.run("leave") == [True, True]  # each rank was in the process group, and is no longer
+        assert group.run("leave") == [False, False]
+    finally:
+        group.shutdown()
+    assert group.actors == []
+    shared = object.__new__(WorkerGroup)
+    for gpus, device, backend in ((1, "cuda", "nccl"), (0.5, "cuda", "gloo"), (0, "cpu", "gloo")):
+        shared.gpus_per_worker = gpus
+        assert (shared.device, shared.backend) == (device, backend)

@@ -98,7 +98,7 @@ class WorkerGroup:
                 num_cpus=self.cpus_per_worker,
                 num_gpus=self.gpus_per_worker,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self._placement, placement_group_bundle_index=rank),
-            ).remote(self.spec, rank, self.num_workers, threads=max(1, int(self.cpus_per_worker)))
+            ).remote(self.spec, rank, self.num_workers, threads=max(1, int(self.cpus_per_worker)), device=self.device)
             for rank in range(self.num_workers)
         ]
         try:
@@ -109,13 +109,29 @@ class WorkerGroup:
                     "initialisation (model.init_seed) or load a checkpoint (model.checkpoint)"
                 )
             address, port = ray.get(self.actors[0].rendezvous.remote())
-            self._gather([actor.join.remote(address, port, self.collective_timeout_s) for actor in self.actors])
+            self._gather([actor.join.remote(address, port, self.collective_timeout_s, self.backend) for actor in self.actors])
         except BaseException:
             self.shutdown()
             raise
 
-    def shutdown(self) -> None:
-        """Kill the actors and release the placement group (idempotent)."""
+    @property
+    def device(self) -> str:
+        """The workers' device, from the resources they were given: cuda with (a share of) a GPU, else cpu."""
+        return "cuda" if self.gpus_per_worker > 0 else "cpu"
+
+    @property
+    def backend(self) -> str:
+        """NCCL when every worker has a whole GPU; gloo otherwise (CPU, or ranks sharing a GPU, which NCCL refuses)."""
+        return "nccl" if self.gpus_per_worker >= 1 else "gloo"
+
+    def shutdown(self, leave_timeout_s: float = 10.0) -> None:
+        """Leave the process group on every live worker (bounded by ``leave_timeout_s``), then kill
+        the actors and release the placement group (idempotent)."""
+        if self.actors:
+            try:
+                ray.get([actor.leave.remote() for actor in self.actors], timeout=leave_timeout_s)
+            except Exception:  # noqa: BLE001  (dead or stuck workers are killed below regardless)
+                log.debug("some workers did not leave the process group in %s s; killing them", leave_timeout_s)
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
         self.actors = []

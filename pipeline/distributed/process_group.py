@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from datetime import timedelta
 
@@ -23,9 +24,12 @@ def node_address() -> str:
 
 
 def init_process_group(address: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float) -> None:
-    """Join the group at tcp://address:port (NCCL on GPU, gloo on CPU)."""
+    """Join the group at tcp://address:port (NCCL on GPU, gloo on CPU). NCCL gets asynchronous
+    error handling, so a collective that times out aborts instead of hanging."""
     if dist.is_initialized():
         dist.destroy_process_group()
+    if backend == "nccl":
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     dist.init_process_group(
         backend=backend,
         init_method=f"tcp://{address}:{port}",
@@ -33,6 +37,14 @@ def init_process_group(address: str, port: int, rank: int, world_size: int, back
         world_size=world_size,
         timeout=timedelta(seconds=timeout_s),
     )
+
+
+def destroy() -> bool:
+    """Leave the process group if in one; True if there was one."""
+    if not dist.is_initialized():
+        return False
+    dist.destroy_process_group()
+    return True
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

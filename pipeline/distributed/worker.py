@@ -29,10 +29,11 @@ class CurvatureWorker:
     """Rank ``rank`` of ``world_size``: builds its shard's operator, joins the process group and
     returns sum-reduced, sample-weighted products (rank 0 returns them, the others None)."""
 
-    def __init__(self, spec: ProblemSpec, rank: int, world_size: int, threads: int | None = None):
+    def __init__(self, spec: ProblemSpec, rank: int, world_size: int, threads: int | None = None, device: str = "cpu"):
+        """``device``: chosen by the driver from the resources it gave the workers (cuda when each has a GPU)."""
         self.spec, self.rank, self.world_size = spec, rank, world_size
         _log_to_stderr()  # Ray forwards a worker's stderr to the driver: choices such as hvp_mode=auto show there
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(device)
         if threads:
             torch.set_num_threads(threads)
         self.op = None
@@ -48,9 +49,13 @@ class CurvatureWorker:
     def rendezvous(self) -> tuple[str, int]:
         return process_group.node_address(), process_group.free_port()
 
-    def join(self, address: str, port: int, timeout_s: float) -> None:
-        backend = "nccl" if self.device.type == "cuda" else "gloo"
+    def join(self, address: str, port: int, timeout_s: float, backend: str) -> None:
+        """Join the process group with the driver's choice of backend (NCCL for GPU workers, else gloo)."""
         process_group.init_process_group(address, port, self.rank, self.world_size, backend, timeout_s)
+
+    def leave(self) -> bool:
+        """Destroy the process group (before the actor is killed); whether one was left."""
+        return process_group.destroy()
 
     # ---- products ---------------------------------------------------------------------------
     def matmat(self, V: np.ndarray) -> tuple[torch.Tensor | None, dict[str, float]]:
