@@ -13,10 +13,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.data import build_dataset
-from pipeline.distributed import ProblemSpec, RayOperator, init_ray
 from pipeline.errors import InputError
 from pipeline.linalg import Operator
 from pipeline.models import build_from_config
+from pipeline.sharding import ProblemSpec
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
         yield op
         return
     spec.num_samples()  # the data fits the model: checked here, before Ray starts
+    from pipeline.distributed import RayOperator, init_ray  # Ray is imported only for cluster=local / ray
+
     if cluster.mode == "ray":
         address = cluster.address or os.environ.get("RAY_ADDRESS")
         if not address:

@@ -318,3 +318,14 @@ def test_a_bug_keeps_its_traceback_and_is_not_reported_as_a_user_error(tmp_path)
                             env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     assert result.returncode == 1 and "Traceback" in result.stderr and "an internal bug" in result.stderr
     assert "error: an internal bug" not in result.stderr
+
+
+def test_an_in_process_run_never_imports_ray(tmp_path):
+    script = ("import sys, pipeline.app as app\n"
+              f"sys.argv = ['hessian-pipeline', 'cluster=none', 'algorithm=lanczos', 'algorithm.k=2', 'data.subset=50', 'output.plots=false', "
+              f"'hydra.run.dir={tmp_path}']\n"
+              "app.cli()\n"
+              "assert 'ray' not in sys.modules, 'cluster=none imported Ray'\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "results.json").exists()

@@ -166,13 +166,14 @@ def test_unknown_curvature():
 
 def test_backend_comes_from_the_resources_given_and_workers_leave_the_group(ray_session):
     from pipeline.distributed.group import WorkerGroup
+    from pipeline.distributed.worker import CurvatureWorker
 
     spec = ProblemSpec(model_factory=mlp_factory, dataset_factory=data_factory, batch_size=16)
     group = WorkerGroup(spec, 2, cpus_per_worker=1, gpus_per_worker=0)
     try:
         assert (group.device, group.backend) == ("cpu", "gloo") and {info["device"] for info in group.info} == {"cpu"}
-        assert group.run("leave") == [True, True]  # each rank was in the process group, and is no longer
-        assert group.run("leave") == [False, False]
+        assert group.run(CurvatureWorker.leave) == [True, True]  # each rank was in the process group, and is no longer
+        assert group.run(CurvatureWorker.leave) == [False, False]
     finally:
         group.shutdown()
     assert group.actors == []

@@ -3,7 +3,6 @@
 from pipeline.distributed.group import WorkerDied, WorkerGroup
 from pipeline.distributed.operator import RayOperator
 from pipeline.distributed.runtime import init_ray
-from pipeline.distributed.sharding import shard_batches, shard_indices
-from pipeline.distributed.spec import ProblemSpec
+from pipeline.sharding import ProblemSpec, shard_batches, shard_indices  # re-exported: the recipe the workers build
 
 __all__ = ["ProblemSpec", "RayOperator", "WorkerDied", "WorkerGroup", "init_ray", "shard_batches", "shard_indices"]

@@ -4,6 +4,7 @@ rebuilt from scratch when a worker dies."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -11,9 +12,9 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from pipeline.distributed.spec import ProblemSpec
 from pipeline.distributed.worker import CurvatureWorker, PeerFailed
 from pipeline.errors import InputError, OperationError
+from pipeline.sharding.spec import ProblemSpec
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class WorkerGroup:
         the actors and release the placement group (idempotent)."""
         if self.actors:
             try:
-                ray.get([actor.leave.remote() for actor in self.actors], timeout=leave_timeout_s)
+                ray.get([actor.leave.remote() for actor in self.actors], timeout=leave_timeout_s)  # CurvatureWorker.leave
             except Exception:  # noqa: BLE001  (dead or stuck workers are killed below regardless)
                 log.debug("some workers did not leave the process group in %s s; killing them", leave_timeout_s)
         for actor in self.actors:
@@ -144,11 +145,12 @@ class WorkerGroup:
         self._start()
 
     # ---- calls ------------------------------------------------------------------------------
-    def run(self, method: str, *args: Any) -> list[Any]:
-        """Call ``method(*args)`` on every rank and return the results in rank order."""
+    def run(self, method: Callable[..., Any], *args: Any) -> list[Any]:
+        """Call the worker method ``method`` (e.g. ``CurvatureWorker.matmat``) with ``args`` on every
+        rank and return the results in rank order."""
         while True:
             try:
-                return self._gather([getattr(actor, method).remote(*args) for actor in self.actors])
+                return self._gather([getattr(actor, method.__name__).remote(*args) for actor in self.actors])
             except WorkerDied as death:
                 self.failures += 1
                 if self.failures > self.max_failures:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import ray
 import torch
 
 from pipeline.distributed.group import WorkerGroup
-from pipeline.distributed.spec import ProblemSpec
+from pipeline.distributed.worker import CurvatureWorker
 from pipeline.linalg.operator import ColumnWriter, Operator
+from pipeline.sharding.spec import ProblemSpec
 
 
 class RayOperator(Operator):
@@ -35,12 +39,12 @@ class RayOperator(Operator):
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         block = ray.put(V.detach().cpu().contiguous().numpy())  # zero-copy reads on the workers
-        return self._reduced("matmat", block)
+        return self._reduced(CurvatureWorker.matmat, block)
 
     def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None) -> torch.Tensor | None:
         """H Omega[:, columns] with Omega generated on the workers (no D-sized vector passes
         through the driver when a ``writer`` stores the block from rank 0)."""
-        product = self._reduced("measure", kind, seed, columns, writer)
+        product = self._reduced(CurvatureWorker.measure, kind, seed, columns, writer)
         self.num_matvecs += len(columns)
         return product
 
@@ -50,13 +54,13 @@ class RayOperator(Operator):
 
     def worker_peak_rss(self) -> int:
         """The largest peak resident memory of the workers, in bytes."""
-        return max(self.group.run("peak_rss"))
+        return max(self.group.run(CurvatureWorker.peak_rss))
 
     def wait_for_writes(self) -> None:
         """Wait until rank 0 has written every measured block."""
-        self.group.run("wait_for_writes")
+        self.group.run(CurvatureWorker.wait_for_writes)
 
-    def _reduced(self, method: str, *args) -> torch.Tensor | None:
+    def _reduced(self, method: Callable[..., Any], *args) -> torch.Tensor | None:
         results = self.group.run(method, *args)
         self.last_timings = [timings for _, timings in results]
         return results[0][0]

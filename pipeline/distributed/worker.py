@@ -15,10 +15,10 @@ import ray
 import torch
 
 from pipeline.distributed import process_group
-from pipeline.distributed.spec import ProblemSpec
 from pipeline.linalg.operator import ColumnWriter
 from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.streaming import WriteBehind
+from pipeline.sharding.spec import ProblemSpec
 
 
 class PeerFailed(RuntimeError):

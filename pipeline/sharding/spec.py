@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from pipeline.curvature import CURVATURES, CurvatureOperator
-from pipeline.distributed.sharding import shard_batches
 from pipeline.errors import InputError
+from pipeline.sharding.shards import shard_batches
 
 
 @dataclass
