@@ -51,13 +51,13 @@ def compare(name: str, op, k: int, target: float, start: int) -> None:
     paper = seigh(op, k, 355, 710, tol=target, warn=False, **options) if op.shape[0] > 710 else None
     print(f"\n{name}: D = {op.shape[0]:,}, k = {k}, target top-{k} residual {target:g}")
     print(f"  adaptive: {len(steps)} steps to nO/nI = {steps[-1]['outer']}/{steps[-1]['inner']}, worst residual "
-          f"{steps[-1]['worst_residual']:.2e}, {adaptive.info['adaptive_products']} products ({seconds:.1f} s)")
+          f"{steps[-1]['worst_residual']:.2e}, {adaptive.info['adaptive_matvecs']} products ({seconds:.1f} s)")
     if oracle:
         print(f"  oracle fixed sketch: nO/nI = {oracle[0]}/{oracle[1]}, {oracle[2]} products -> adaptive / oracle = "
-              f"{adaptive.info['adaptive_products'] / oracle[2]:.2f}")
+              f"{adaptive.info['adaptive_matvecs'] / oracle[2]:.2f}")
     if paper is not None:
         print(f"  paper's fixed 355/710: {paper.matvecs} products, worst residual {float(paper.residuals.max()):.2e} "
-              f"-> adaptive / paper = {adaptive.info['adaptive_products'] / paper.matvecs:.2f}")
+              f"-> adaptive / paper = {adaptive.info['adaptive_matvecs'] / paper.matvecs:.2f}")
 
 
 def main() -> None:

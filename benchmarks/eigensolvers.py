@@ -36,17 +36,17 @@ def true_residuals(op: HessianOperator, values, vectors: torch.Tensor) -> float:
 
 
 def run_ours(op, k, tol, ncv, seed=0):
-    before = op.num_matvecs
+    before = op.matvecs
     start = time.perf_counter()
     result = lanczos(op, k, tol=tol, ncv=ncv, seed=seed)
-    return time.perf_counter() - start, op.num_matvecs - before, result.eigenvalues.numpy(), result.eigenvectors
+    return time.perf_counter() - start, op.matvecs - before, result.eigenvalues.numpy(), result.eigenvectors
 
 
 def run_power(op, k, tol):
-    before = op.num_matvecs
+    before = op.matvecs
     start = time.perf_counter()
     result = power_iteration(op, k, tol=tol)
-    return time.perf_counter() - start, op.num_matvecs - before, result.eigenvalues.numpy(), result.eigenvectors
+    return time.perf_counter() - start, op.matvecs - before, result.eigenvalues.numpy(), result.eigenvectors
 
 
 def run_pyhessian(model, loss_fn, x, y, k, tol):
@@ -123,11 +123,11 @@ def main() -> None:
     print("method | HVPs | wall s | max rel eigenvalue error | max true rel residual")
     for name, run in {**runs, **optional}.items():
         try:
-            elapsed, hvps, values, vectors = run()
+            elapsed, matvecs, values, vectors = run()
         except ImportError as error:
             print(f"{name} | not installed ({error.name}); pip install -e .[bench]")
             continue
-        print(f"{name} | {hvps} | {elapsed:.2f} | {relative_errors(values, reference):.2e} | {true_residuals(op, values, vectors):.2e}")
+        print(f"{name} | {matvecs} | {elapsed:.2f} | {relative_errors(values, reference):.2e} | {true_residuals(op, values, vectors):.2e}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ class ShapeOnly:
     the dtype (a product would be a bug here)."""
 
     def __init__(self, dim: int):
-        self.shape, self.dtype, self.device, self.num_matvecs = (dim, dim), torch.float32, torch.device("cpu"), 0
+        self.shape, self.dtype, self.device, self.matvecs = (dim, dim), torch.float32, torch.device("cpu"), 0
 
     def __matmul__(self, v):
         raise AssertionError("post-processing of a complete store must not make products")

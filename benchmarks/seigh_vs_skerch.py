@@ -27,21 +27,21 @@ def relative_error(values, reference) -> float:
 def compare(name: str, op, k: int, outer: int, inner: int, block: int) -> None:
     reference = np.abs(lanczos(op, k, tol=1e-8).eigenvalues.numpy())
     rows = []
-    before, start = op.num_matvecs, time.perf_counter()
+    before, start = op.matvecs, time.perf_counter()
     ours = seigh(op, k, outer, inner, seed=0, block_size=block, residuals=False, error_test_vectors=0, progress=False)
-    rows.append(("ours: seigh (independent Omega, Psi)", time.perf_counter() - start, op.num_matvecs - before, ours.eigenvalues.numpy()))
-    before, start = op.num_matvecs, time.perf_counter()
+    rows.append(("ours: seigh (independent Omega, Psi)", time.perf_counter() - start, op.matvecs - before, ours.eigenvalues.numpy()))
+    before, start = op.matvecs, time.perf_counter()
     ours = seigh(op, k, outer, inner, seed=0, block_size=block, recycled=True, residuals=False, error_test_vectors=0, progress=False)
-    rows.append(("ours: seigh recycled", time.perf_counter() - start, op.num_matvecs - before, ours.eigenvalues.numpy()))
+    rows.append(("ours: seigh recycled", time.perf_counter() - start, op.matvecs - before, ours.eigenvalues.numpy()))
     try:
         import skerch.algorithms as sk
     except ImportError:
         print(f"{name}: skerch not installed; pip install -e .[bench]")
     else:
-        before, start = op.num_matvecs, time.perf_counter()
+        before, start = op.matvecs, time.perf_counter()
         values, _ = sk.seigh(op, op.device, op.dtype, outer, seed=0, noise_type="rademacher",
                              recovery_type=f"oversampled_{inner}", meas_blocksize=block)
-        rows.append(("skerch 1.2 seigh (oversampled)", time.perf_counter() - start, op.num_matvecs - before, values.cpu().numpy()))
+        rows.append(("skerch 1.2 seigh (oversampled)", time.perf_counter() - start, op.matvecs - before, values.cpu().numpy()))
     print(f"\n{name}: D={op.shape[0]:,}, k={k}, nO={outer}, nI={inner}, block={block}")
     print("method | wall s | products | max rel. error of top-k |lambda|")
     for method, seconds, products, values in rows:

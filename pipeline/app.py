@@ -25,7 +25,7 @@ from pipeline.preflight import check_config
 from pipeline.problem import fingerprint, open_operator, plain, problem_spec
 from pipeline.progress import set_log_interval
 from pipeline.reproduce import reproduce
-from pipeline.solvers import run_algorithm
+from pipeline.solvers import run_algorithm, solver_for
 from pipeline.store import RunStore
 
 log = logging.getLogger("pipeline")
@@ -42,13 +42,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     check_config(cfg)
     spec = problem_spec(cfg)
     config = plain(cfg)
-    store = RunStore(run_dir / cfg.output.store) if cfg.algorithm.name == "seigh" else None  # locked before Ray starts
+    store = RunStore(run_dir / cfg.output.store) if solver_for(cfg.algorithm.name).needs_store else None  # locked before Ray starts
     with open_operator(cfg, spec) as op:
         prediction = plan(cfg, op, run_dir)
-        before, began = op.num_matvecs, time.perf_counter()
+        before, began = op.matvecs, time.perf_counter()
         results = run_algorithm(cfg, op, store, problem={**fingerprint(cfg), "weights": op.weights_digest()})
         results.update(algorithm=cfg.algorithm.name, num_params=op.shape[0], curvature=cfg.curvature.kind, num_samples=spec.num_samples())
-        results["actual"] = {"wall_s": time.perf_counter() - began, "products": op.num_matvecs - before,
+        results["actual"] = {"wall_s": time.perf_counter() - began, "matvecs": op.matvecs - before,
                              "store_bytes": _size_on_disk(run_dir / cfg.output.store) if store else 0,
                              "driver_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
         results["plan"] = prediction
@@ -59,7 +59,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         results["landscape"] = loss_along(local, results["eigenvectors"][:, :count], cfg.output.landscape_radius, cfg.output.landscape_points)
     results["wall_time_s"] = time.perf_counter() - start
     record = write_results(run_dir, results, config, cfg.output.plots)
-    log.info("%s on %d parameters: %d products in %.1f s", cfg.algorithm.name, op.shape[0], results["hvps"], results["wall_time_s"])
+    log.info("%s on %d parameters: %d products in %.1f s", cfg.algorithm.name, op.shape[0], results["matvecs"], results["wall_time_s"])
     return record
 
 

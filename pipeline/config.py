@@ -8,6 +8,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from pipeline.solvers import SOLVERS
+
 
 @dataclass
 class ModelConfig:
@@ -40,77 +42,6 @@ class CurvatureConfig:
     hvp_mode: str = "auto"  # auto (time each mode once, keep the fastest) | forward-over-reverse | graph-reuse | reverse-over-reverse (Hessian only)
     params: Optional[list[str]] = None  # name globs / "re:" regexes; null = all trainable
     check_determinism: bool = False
-
-
-@dataclass
-class EigenConfig:
-    """Fields every eigensolver takes: k pairs to relative residual ``tol``."""
-
-    name: str = MISSING
-    k: int = 10
-    tol: float = 1e-3
-
-
-@dataclass
-class LanczosConfig(EigenConfig):
-    name: str = "lanczos"
-    k: int = 20
-    which: str = "LM"  # LM | LA | SA
-    block_size: int = 1
-    ncv: Optional[int] = None  # basis size
-    max_matvecs: Optional[int] = None  # product budget
-
-
-@dataclass
-class PowerConfig(EigenConfig):
-    name: str = "power"
-    k: int = 5
-    max_iter: int = 100
-
-
-@dataclass
-class SeighConfig(EigenConfig):
-    name: str = "seigh"
-    outer: int = 355
-    inner: int = 710
-    block_size: int = 32
-    recycled: bool = False
-    outer_kind: str = "rademacher"
-    inner_kind: str = "rademacher"
-    residuals: bool = True
-    error_test_vectors: int = 8
-    refine_tol: Optional[float] = None
-    memory_gb: float = 1.0
-    target_tol: Optional[float] = None  # adaptive: grow the sketch from outer/inner until the top-k residuals meet this
-    max_products: Optional[int] = None  # adaptive: product budget (null: until the sketch cannot grow)
-    growth: float = 1.5  # adaptive: size factor per step
-
-
-@dataclass
-class TraceConfig:
-    name: str = "trace"
-    method: str = "hutchpp"  # hutchinson | hutchpp
-    num_matvecs: int = 96
-    block_size: int = 32
-
-
-@dataclass
-class DensityConfig:
-    name: str = "density"
-    num_probes: int = 8
-    num_steps: int = 64
-
-
-@dataclass
-class SketchConfig:
-    name: str = "sketch"
-    sketch_size: int = 64
-    block_size: int = 32
-
-
-# algorithm group option -> its schema: a key the chosen algorithm does not take fails at composition
-ALGORITHM_SCHEMAS = {"lanczos": LanczosConfig, "power": PowerConfig, "seigh": SeighConfig, "trace": TraceConfig,
-                     "density": DensityConfig, "sketch": SketchConfig}
 
 
 @dataclass
@@ -164,7 +95,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
-    algorithm: Any = MISSING  # one of ALGORITHM_SCHEMAS, chosen by the algorithm group
+    algorithm: Any = MISSING  # a registered solver's config (pipeline.solvers), chosen by the algorithm group
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     reproduce: ReproduceConfig = field(default_factory=ReproduceConfig)
@@ -180,5 +111,5 @@ def register() -> None:
     store.store(name="schema", node=Config)
     for group, node in (("model", ModelConfig), ("data", DataConfig), ("curvature", CurvatureConfig), ("cluster", ClusterConfig)):
         store.store(group=group, name="schema", node=node)
-    for name, node in ALGORITHM_SCHEMAS.items():
-        store.store(group="algorithm", name=f"{name}_schema", node=node)
+    for name, solver in SOLVERS.items():
+        store.store(group="algorithm", name=f"{name}_schema", node=solver.config)

@@ -25,3 +25,9 @@ class ClusterUnreachableError(PipelineError, ConnectionError):
 class OperationError(PipelineError, RuntimeError):
     """A run that cannot go on for a reason outside the code: workers that keep dying, a store
     that cannot be written, a nondeterministic model, no working product mode."""
+
+
+def one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    """Refuse ``value`` of setting ``name`` unless it is one of ``allowed`` (InputError naming them)."""
+    if value not in allowed:
+        raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def write_results(run_dir: Path, results: dict[str, Any], config: dict[str, Any], want_plots: bool) -> dict[str, Any]:
-    """Write results.json (algorithm, num_params, eigenvalues, residuals, hvps, wall_time_s,
+    """Write results.json (algorithm, num_params, eigenvalues, residuals, matvecs, wall_time_s,
     config and extras), eigenvalues.npy and plots; return the JSON record."""
     record = {key: value for key, value in results.items() if key not in ("eigenvectors", "density", "landscape")}
     record["config"] = config

@@ -3,9 +3,8 @@ products on the actual workers, and flag what will not fit (disk, RAM, a SLURM t
 
 ``hessian-pipeline task=plan ...`` writes ``plan.json`` and logs it; every real run logs the same
 prediction at its start and records it next to the actual figures in results.json.
-Model: wall time = products x (seconds per product at the algorithm's block width) + SEIGH's
-post-processing, 2 D (3 nO^2 + nO nI + nI^2 + nO k) flops at the measured matmul rate plus
-the generation of Psi's rows, timed on one row block.
+Model: wall time = products x (seconds per product at the algorithm's block width) + the
+solver's post-processing (its ``cost``: for SEIGH, its flops at the measured matmul rate).
 """
 
 from __future__ import annotations
@@ -21,35 +20,13 @@ from typing import Any
 import torch
 
 from pipeline.linalg.operator import Operator
-from pipeline.linalg.random_matrices import random_block
-from pipeline.linalg.streaming import compute_device
 from pipeline.progress import clock
+from pipeline.solvers import solver_for
 
 log = logging.getLogger(__name__)
 
 
-def product_count(a: Any, dim: int) -> tuple[int, str]:
-    """(products the configured algorithm spends, what the figure means) for D = ``dim``."""
-    if a.name == "seigh":
-        if a.get("target_tol") is not None:
-            return (a.max_products or 3 * (a.outer + a.inner)), "adaptive SEIGH: its product budget (max_products), or 3x the start"
-        count = a.inner + (0 if a.recycled else a.outer) + (a.k if a.residuals and not a.refine_tol else 0) + a.error_test_vectors
-        if a.refine_tol:
-            return count + 10 * a.k, "measurements, test vectors and about 10k for the Lanczos refinement (seen: 3k-20k)"
-        return count, "measurements, residuals and test vectors"
-    if a.name == "lanczos":
-        ncv = a.ncv or max(2 * a.k + 2 * a.block_size, a.k + 20)
-        return min(dim, 3 * ncv), f"about 3 restarts of ncv={ncv} (at most max_matvecs)"
-    if a.name == "power":
-        return a.k * a.max_iter, "upper bound: k x max_iter"
-    if a.name == "trace":
-        return a.num_matvecs, "num_matvecs"
-    if a.name == "density":
-        return a.num_probes * a.num_steps, "num_probes x num_steps"
-    return a.sketch_size, "sketch_size"
-
-
-def seconds_per_product(op: Operator, width: int, repeats: int = 2) -> float:
+def seconds_per_matvec(op: Operator, width: int, repeats: int = 2) -> float:
     """Best of ``repeats`` timed products on a (D, width) block (after one untimed: auto mode
     selection and caches), per column."""
     V = torch.randn(op.shape[0], width, dtype=op.dtype, device=op.device, generator=torch.Generator(device=op.device).manual_seed(0))
@@ -62,43 +39,22 @@ def seconds_per_product(op: Operator, width: int, repeats: int = 2) -> float:
     return min(times) / width
 
 
-def postprocess_seconds(dim: int, outer: int, inner: int, k: int, inner_kind: str, memory_bytes: int, device=None) -> float:
-    """SEIGH post-processing time: the flop count at this device's measured float64 matmul rate,
-    plus Psi's rows generated for every row block (timed on one)."""
-    device = compute_device(device)
-    rows = min(dim, max(outer, memory_bytes // (8 * (3 * outer + 5 * inner))))
-    a = torch.randn(rows, inner, dtype=torch.float64, device=device)
-    start = time.perf_counter()
-    a.T @ a
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    rate = 2 * rows * inner * inner / max(time.perf_counter() - start, 1e-9)
-    start = time.perf_counter()
-    random_block(inner_kind, 0, range(rows), range(inner))
-    psi = time.perf_counter() - start
-    flops = 2 * dim * (3 * outer**2 + outer * inner + inner**2 + outer * k)
-    return flops / rate + psi * -(-dim // rows)
-
-
 def make_plan(cfg: Any, op: Operator, run_dir: Path, worker_rss: int | None = None) -> dict[str, Any]:
     """The prediction for this config on this operator (see the module docstring)."""
     a = cfg.algorithm
+    solver = solver_for(a.name)
     dim = op.shape[0]
-    products, meaning = product_count(a, dim)
+    matvecs, meaning = solver.matvecs(a, dim)
     width = a.get("block_size", 1) or 1
-    per_product = seconds_per_product(op, width)
-    plan: dict[str, Any] = {"dim": dim, "products": products, "products_are": meaning, "block_width": width,
-                            "seconds_per_product": per_product, "measurement_s": products * per_product}
+    per_matvec = seconds_per_matvec(op, width)
+    plan: dict[str, Any] = {"dim": dim, "matvecs": matvecs, "matvecs_are": meaning, "block_width": width,
+                            "seconds_per_matvec": per_matvec, "measurement_s": matvecs * per_matvec}
     itemsize = torch.empty((), dtype=op.dtype).element_size()
-    if a.name == "seigh":
-        outer, inner = a.outer, a.inner
-        plan["postprocess_s"] = postprocess_seconds(dim, outer, inner, a.k, a.inner_kind, int(a.memory_gb * 2**30))
-        plan["store_bytes"] = dim * (inner + (0 if a.recycled else outer)) * itemsize + dim * a.k * 8
-        plan["driver_bytes"] = int(a.memory_gb * 2**30) + dim * a.k * 8 + _rss()
+    if solver.cost is not None:
+        plan.update(solver.cost(a, dim, itemsize))
     else:
-        plan["postprocess_s"] = 0.0
-        plan["store_bytes"] = 0
-        plan["driver_bytes"] = dim * (a.get("k", 1) + 2 * width) * 8 + _rss()
+        plan.update(postprocess_s=0.0, store_bytes=0, driver_bytes=dim * (a.get("k", 1) + 2 * width) * 8)
+    plan["driver_bytes"] += _rss()
     plan["worker_bytes"] = worker_rss if worker_rss is not None else _rss()
     plan["wall_s"] = plan["measurement_s"] + plan["postprocess_s"]
     plan["fits"] = _fits(plan, run_dir, cfg.get("plan", {}).get("time_limit"))
@@ -108,7 +64,7 @@ def make_plan(cfg: Any, op: Operator, run_dir: Path, worker_rss: int | None = No
 def log_plan(plan: dict[str, Any]) -> None:
     """One INFO line with the prediction, a WARNING per thing that will not fit."""
     log.info("plan: %d products (%s) at %.3g s each = %s, post-processing %s, store %s, driver %s, worker %s",
-             plan["products"], plan["products_are"], plan["seconds_per_product"], clock(plan["measurement_s"]),
+             plan["matvecs"], plan["matvecs_are"], plan["seconds_per_matvec"], clock(plan["measurement_s"]),
              clock(plan["postprocess_s"]), _size(plan["store_bytes"]), _size(plan["driver_bytes"]), _size(plan["worker_bytes"]))
     for what, verdict in plan["fits"].items():
         if verdict["fits"] is False:
@@ -117,7 +73,7 @@ def log_plan(plan: dict[str, Any]) -> None:
 
 def compare_with_actual(plan: dict[str, Any], actual: dict[str, Any]) -> None:
     log.info("plan vs actual: wall time %s predicted, %s taken (%.2fx); %d products predicted, %d spent", clock(plan["wall_s"]),
-             clock(actual["wall_s"]), actual["wall_s"] / max(plan["wall_s"], 1e-9), plan["products"], actual["products"])
+             clock(actual["wall_s"]), actual["wall_s"] / max(plan["wall_s"], 1e-9), plan["matvecs"], actual["matvecs"])
 
 
 def _fits(plan: dict[str, Any], run_dir: Path, time_limit: str | None) -> dict[str, dict[str, Any]]:

@@ -32,6 +32,7 @@ from pipeline.data import build_dataset
 from pipeline.errors import InputError
 from pipeline.models import build_from_config
 from pipeline.problem import plain, problem_spec
+from pipeline.solvers import solver_for
 from pipeline.store import RunStore
 from pipeline.train import train_with_checkpoints
 
@@ -44,8 +45,8 @@ def reproduce(cfg: DictConfig, run_dir: Path, run_eigen) -> dict[str, Any]:
     figures; returns the overlap record."""
     started = time.perf_counter()
     r = cfg.reproduce
-    if cfg.algorithm.name != "seigh":
-        raise InputError("task=reproduce measures overlaps of SEIGH eigenvectors: use algorithm=seigh")
+    if not solver_for(cfg.algorithm.name).needs_store:
+        raise InputError("task=reproduce measures overlaps of eigenvectors kept in the run store: use algorithm=seigh")
     data = plain(cfg.data)
     train = build_dataset({**data, "split": "train", "subset": None})
     test = build_dataset({**data, "split": r.test_split, "subset": None})

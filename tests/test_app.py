@@ -185,7 +185,7 @@ def test_density_and_landscape_outputs(tmp_path):
     result = app("cluster=none", "algorithm=density", "algorithm.num_probes=2", "algorithm.num_steps=12", f"hydra.run.dir={density_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads((density_dir / "results.json").read_text())
-    assert "density.png" in record["figures"] and record["hvps"] == 24
+    assert "density.png" in record["figures"] and record["matvecs"] == 24
     saved = np.load(density_dir / "density.npz")
     assert abs(trapezoid(saved["density"], saved["grid"]) - 1) < 1e-3
     result = app("cluster=none", "algorithm=lanczos", "algorithm.k=2", "output.landscape=true", "output.landscape_vectors=2",
@@ -203,7 +203,7 @@ def test_multirun_sweep(tmp_path):
     result = app("--multirun", "cluster=none", "algorithm=trace", "algorithm.num_matvecs=6,9", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     records = [json.loads((tmp_path / str(i) / "results.json").read_text()) for i in range(2)]
-    assert [r["hvps"] for r in records] == [6, 9]
+    assert [r["matvecs"] for r in records] == [6, 9]
 
 
 def test_unconverged_results_are_flagged_and_eigenvectors_kept(tmp_path):
@@ -297,10 +297,10 @@ def test_rerun_with_a_larger_sketch_grows_the_store_and_adaptive_seigh_runs_from
     fresh = run(_compose(*base, "algorithm.outer=30", "algorithm.inner=60"), tmp_path / "fresh")
     np.testing.assert_allclose(grown["eigenvalues"], fresh["eigenvalues"], rtol=1e-10)
     adaptive = run(_compose(*base, "curvature.params=[11.*]", "algorithm.outer=4", "algorithm.block_size=2", "algorithm.target_tol=1e-4",  # D = 210
-                            "algorithm.max_products=600"), tmp_path / "adaptive")
+                            "algorithm.max_matvecs=600"), tmp_path / "adaptive")
     steps = adaptive["extra"]["adaptive"]
     assert steps[0]["outer"] == 4 and steps[-1]["worst_residual"] <= 1e-4 and adaptive["all_converged"]
-    assert adaptive["extra"]["adaptive_products"] == steps[-1]["products"] <= 600 and len(steps) >= 2
+    assert adaptive["extra"]["adaptive_matvecs"] == steps[-1]["matvecs"] <= 600 and len(steps) >= 2
 
 
 def test_a_bug_keeps_its_traceback_and_is_not_reported_as_a_user_error(tmp_path):

@@ -42,7 +42,7 @@ def test_hessian_matches_dense_mlp(mlp_problem, mode):
     V = _block(op.shape[0])
     torch.testing.assert_close(op @ V, H @ V, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(op @ V[:, 0], H @ V[:, 0], rtol=1e-10, atol=1e-12)
-    assert op.num_matvecs == 4
+    assert op.matvecs == 4
 
 
 @pytest.mark.parametrize("mode", HessianOperator.PRODUCT_MODES)

@@ -75,9 +75,9 @@ def test_measure_generates_test_vectors_on_workers(ray_op):
     local = local_operator()
     columns = range(3, 6)
     expected = local @ random_columns("rademacher", 11, local.shape[0], columns)
-    before = ray_op.num_matvecs
+    before = ray_op.matvecs
     torch.testing.assert_close(ray_op.measure("rademacher", 11, columns), expected, rtol=1e-10, atol=1e-12)
-    assert ray_op.num_matvecs - before == 3
+    assert ray_op.matvecs - before == 3
 
 
 def _worker_pids(op):

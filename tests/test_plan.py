@@ -19,16 +19,16 @@ SMALL = ["cluster=none", "dtype=float64", "data.subset=100", "algorithm.k=4", "a
 def test_plan_task_predicts_without_running(tmp_path):
     plan = plan_only(compose_overrides(["task=plan", *SMALL]), tmp_path)
     assert json.loads((tmp_path / "plan.json").read_text()) == json.loads(json.dumps(plan))
-    assert plan["products"] == 20 + 40 + 4 + 3  # measurements, residuals, test vectors
+    assert plan["matvecs"] == 20 + 40 + 4 + 3  # measurements, residuals, test vectors
     assert plan["store_bytes"] == 7030 * (20 + 40) * 8 + 7030 * 4 * 8
-    assert plan["seconds_per_product"] > 0 and plan["wall_s"] == pytest.approx(plan["measurement_s"] + plan["postprocess_s"])
+    assert plan["seconds_per_matvec"] > 0 and plan["wall_s"] == pytest.approx(plan["measurement_s"] + plan["postprocess_s"])
     assert plan["fits"]["disk"]["fits"] and plan["fits"]["driver memory"]["fits"]
     assert not (tmp_path / "store.zarr").exists()  # nothing measured
 
 
 def test_every_run_records_its_prediction_next_to_the_actual_figures(tmp_path):
     record = run(compose_overrides(SMALL), tmp_path)
-    assert record["plan"]["products"] == record["actual"]["products"] == record["hvps"]  # the plan's timing products are not counted
+    assert record["plan"]["matvecs"] == record["actual"]["matvecs"] == record["matvecs"]  # the plan's timing products are not counted
     assert record["actual"]["store_bytes"] > 0 and record["actual"]["wall_s"] > 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["plan"]["store_bytes"] == record["plan"]["store_bytes"]
@@ -42,7 +42,7 @@ def test_what_will_not_fit_is_flagged(tmp_path, monkeypatch, caplog):
     cfg = compose_overrides([*SMALL, "plan.time_limit=0:1"])  # one second
     op = DenseOperator(torch.eye(300, dtype=torch.float64))
     monkeypatch.setattr("pipeline.plan.shutil.disk_usage", lambda path: type("Usage", (), {"free": 1000})())
-    monkeypatch.setattr("pipeline.plan.seconds_per_product", lambda op, width: 1.0)  # a slow product
+    monkeypatch.setattr("pipeline.plan.seconds_per_matvec", lambda op, width: 1.0)  # a slow product
     plan = make_plan(cfg, op, tmp_path)
     assert plan["fits"]["disk"]["fits"] is False and plan["fits"]["time limit"]["fits"] is False
     with caplog.at_level(logging.WARNING, logger="pipeline.plan"):

@@ -84,7 +84,7 @@ def test_refinement_drives_residuals_below_tol(problem):
 
 
 def _plain(op, **kwargs):
-    options = dict(k=6, outer=30, inner=60, seed=5, residuals=False, error_test_vectors=0)
+    options = dict(k=6, outer=30, inner=60, seed=5, block_size=8, residuals=False, error_test_vectors=0)
     options.update(kwargs)
     return seigh(op, **options)
 
@@ -424,9 +424,9 @@ def test_adaptive_seigh_stops_at_its_budget_with_a_warning_and_resumes_after_a_k
     op = problem[0]
     options = dict(start_outer=12, growth=1.5, seed=5, error_test_vectors=0, block_size=6)
     with caplog.at_level("WARNING"):
-        capped = adaptive_seigh(op, 6, 1e-12, max_products=120, **options)
-    assert "max_products=120 would be exceeded" in caplog.text and "did not reach" in caplog.text and not bool(capped.converged.all())
-    assert capped.info["adaptive_products"] <= 120
+        capped = adaptive_seigh(op, 6, 1e-12, max_matvecs=120, **options)
+    assert "max_matvecs=120 would be exceeded" in caplog.text and "did not reach" in caplog.text and not bool(capped.converged.all())
+    assert capped.info["adaptive_matvecs"] <= 120
     url = tmp_path / "adaptive.zarr"
     calls = []
 
@@ -440,5 +440,5 @@ def test_adaptive_seigh_stops_at_its_budget_with_a_warning_and_resumes_after_a_k
     resumed = adaptive_seigh(op, 6, 1e-2, store=RunStore(url), **options)
     straight = adaptive_seigh(op, 6, 1e-2, **options)
     assert [s["outer"] for s in resumed.info["adaptive"]] == [s["outer"] for s in straight.info["adaptive"]]
-    assert resumed.info["adaptive_products"] == straight.info["adaptive_products"]  # nothing measured twice
+    assert resumed.info["adaptive_matvecs"] == straight.info["adaptive_matvecs"]  # nothing measured twice
     torch.testing.assert_close(resumed.eigenvalues, straight.eigenvalues, rtol=1e-10, atol=1e-12)

@@ -45,7 +45,7 @@ class RayOperator(Operator):
         """H Omega[:, columns] with Omega generated on the workers (no D-sized vector passes
         through the driver when a ``writer`` stores the block from rank 0)."""
         product = self._reduced(CurvatureWorker.measure, kind, seed, columns, writer)
-        self.num_matvecs += len(columns)
+        self.matvecs += len(columns)
         return product
 
     def weights_digest(self) -> str:

@@ -4,7 +4,7 @@ Test matrices are generated column by column from (seed, row, column), so a larg
 the same seed contains the smaller one and a store grows in place: each step measures only the
 new columns. Starting from ``start_outer`` (nI = 2 nO; sizes in whole measurement blocks), the sizes grow by ``growth`` until the
 worst relative residual ||H v - lambda v|| / |lambda| of the top-k pairs is at most
-``target_tol``, or the next step would exceed ``max_products``. Every step is kept in the store
+``target_tol``, or the next step would exceed ``max_matvecs``. Every step is kept in the store
 (with its estimate), so a killed run resumes at the step it was in.
 """
 
@@ -25,10 +25,10 @@ log = logging.getLogger(__name__)
 _HISTORY, _CURRENT = "adaptive_history", "adaptive_outer"
 
 
-def adaptive_seigh(op: Operator, k: int, target_tol: float, *, max_products: int | None = None, start_outer: int | None = None,
-                   growth: float = 1.5, store=None, **options) -> EigResult:
+def adaptive_seigh(op: Operator, k: int, target_tol: float, *, max_matvecs: int | None = None, start_outer: int | None = None,
+                   growth: float = 1.5, block_size: int = 32, store=None, **options) -> EigResult:
     """Top-k eigenpairs from the smallest grown sketch whose top-k residuals meet ``target_tol``
-    (``options`` go to ``seigh``: seed, block_size, kinds, memory_bytes, problem, ...). The
+    (``options`` go to ``seigh``: seed, kinds, memory_bytes, problem, ...). The
     result's ``info["adaptive"]`` lists every step: outer, inner, products so far (new columns,
     residuals and test vectors of every step, however many runs it took), worst residual;
     ``matvecs`` counts this call's products; ``converged`` is against ``target_tol``, and a budget
@@ -39,40 +39,39 @@ def adaptive_seigh(op: Operator, k: int, target_tol: float, *, max_products: int
     if growth <= 1:
         raise InputError(f"growth must be above 1 (e.g. 1.5), got {growth}")
     store = store if store is not None else MemoryStore()
-    block = options.get("block_size", 8)
     largest = (dim - 1) // 2  # inner = 2 outer <= D - 1 keeps outer < D
-    outer = max(k, min(_whole_blocks(start_outer or 2 * k, block), largest))
+    outer = max(k, min(_whole_blocks(start_outer or 2 * k, block_size), largest))
     history = list(store.noted(_HISTORY) or [])
     if store.noted(_CURRENT):  # resume: the step that was running (its measured blocks are in the store)
         outer = store.noted(_CURRENT)
         log.info("adaptive seigh: resuming the step at nO=%d after %d completed steps", outer, len(history))
-    spent = history[-1]["products"] if history else 0
+    spent = history[-1]["matvecs"] if history else 0
     spent_now = 0
     while True:
         inner = min(2 * outer, dim)
         store.note(_CURRENT, outer)
-        result = seigh(op, k, outer, inner, store=store, residuals=True, tol=target_tol, warn=False, **options)
+        result = seigh(op, k, outer, inner, store=store, block_size=block_size, residuals=True, tol=target_tol, warn=False, **options)
         spent_now += result.matvecs
         previous = history[-1] if history else {"outer": 0, "inner": 0}
         new_columns = (inner - previous["inner"]) + (0 if options.get("recycled") else outer - previous["outer"])
         spent += new_columns + result.matvecs - result.info["measured_now"]  # also the columns an interrupted run measured
         worst = float(result.residuals.max())
-        step = {"outer": outer, "inner": inner, "products": spent, "worst_residual": worst}
+        step = {"outer": outer, "inner": inner, "matvecs": spent, "worst_residual": worst}
         history = [h for h in history if h["outer"] != outer] + [step]
         store.note(_HISTORY, history)
         log.info("adaptive seigh: nO/nI = %d/%d, worst top-%d residual %.2e (target %.0e), %d products so far",
                  outer, inner, k, worst, target_tol, spent)
-        next_outer = min(_whole_blocks(math.ceil(outer * growth), block), largest)
+        next_outer = min(_whole_blocks(math.ceil(outer * growth), block_size), largest)
         next_cost = (next_outer - outer) + (min(2 * next_outer, dim) - inner) + k  # new columns + residuals
         if worst <= target_tol:
             break
-        if next_outer <= outer or (max_products is not None and spent + next_cost > max_products):
-            reason = "the sketch cannot grow further" if next_outer <= outer else f"max_products={max_products} would be exceeded"
+        if next_outer <= outer or (max_matvecs is not None and spent + next_cost > max_matvecs):
+            reason = "the sketch cannot grow further" if next_outer <= outer else f"max_matvecs={max_matvecs} would be exceeded"
             result.warn_unconverged("adaptive seigh", target_tol, f"stopped at nO/nI = {outer}/{inner}: {reason}")
             break
         outer = next_outer
     result.info["adaptive"] = history
-    result.info["adaptive_products"] = spent  # over all steps, also those of an interrupted earlier run
+    result.info["adaptive_matvecs"] = spent  # over all steps, also those of an interrupted earlier run
     return dataclasses.replace(result, matvecs=spent_now)
 
 

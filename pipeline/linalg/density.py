@@ -69,7 +69,7 @@ def slq_density(
     check_positive(num_grid, "num_grid")
     per_pass = probes_per_pass or num_probes
     check_positive(per_pass, "probes_per_pass")
-    before = op.num_matvecs
+    before = op.matvecs
     rules = []
     for first in range(0, num_probes, per_pass):
         starts = random_columns("rademacher", seed, op.shape[0], range(first, min(first + per_pass, num_probes)), device=op.device)
@@ -83,4 +83,4 @@ def slq_density(
         grid = np.linspace(low - 5 * sigma, high + 5 * sigma, num_grid)
     kernel = np.exp(-((grid[:, None, None] - nodes[None]) ** 2) / (2 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))
     density = (kernel * weights[None]).sum(axis=2).mean(axis=1)
-    return SpectralDensity(np.asarray(grid), density, nodes, weights, float(sigma), op.num_matvecs - before)
+    return SpectralDensity(np.asarray(grid), density, nodes, weights, float(sigma), op.matvecs - before)

@@ -38,7 +38,7 @@ class Operator(ABC):
         self.shape = (int(dim), int(dim))
         self.dtype = dtype
         self.device = torch.device(device)
-        self.num_matvecs = 0
+        self.matvecs = 0
         self._writes = WriteBehind()
 
     @abstractmethod
@@ -48,7 +48,7 @@ class Operator(ABC):
     def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
         V = self._check_vectors(v)
         out = self._matmat(V)
-        self.num_matvecs += V.shape[1]
+        self.matvecs += V.shape[1]
         return out[:, 0] if v.ndim == 1 else out
 
     def _check_vectors(self, v: torch.Tensor) -> torch.Tensor:

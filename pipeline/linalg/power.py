@@ -25,7 +25,7 @@ def power_iteration(op: Operator, k: int = 1, tol: float = 1e-3, max_iter: int =
     dim = op.shape[0]
     found = torch.zeros(dim, 0, dtype=torch.float64, device=op.device)
     values, residuals = [], []
-    before = op.num_matvecs
+    before = op.matvecs
     for index in range(k):
         v = random_columns("gaussian", seed, dim, [index], device=op.device)[:, 0]
         previous = None
@@ -47,7 +47,7 @@ def power_iteration(op: Operator, k: int = 1, tol: float = 1e-3, max_iter: int =
         eigenvalues=torch.tensor(values, dtype=torch.float64),
         eigenvectors=found,
         residuals=residuals,
-        matvecs=op.num_matvecs - before,
+        matvecs=op.matvecs - before,
         converged=residuals <= tol,
         info={"tol": tol, "criterion": "relative change of the Rayleigh quotient; converged: residual <= tol"},
     )

@@ -44,7 +44,7 @@ def seigh(
     inner: int,
     seed: int = 0,
     store=None,
-    block_size: int = 8,
+    block_size: int = 32,
     outer_kind: str = "rademacher",
     inner_kind: str = "rademacher",
     recycled: bool = False,
@@ -107,7 +107,7 @@ def seigh(
     if reused is not None:
         return reused
     store.forget_result()
-    before = op.num_matvecs
+    before = op.matvecs
     W = store.columns("inner", dim, inner, block_size, op.dtype)
     Y = W if recycled else store.columns("outer", dim, outer, block_size, op.dtype)
     arrays = [("inner", W, inner_kind, seeds["inner"])] + ([] if recycled else [("outer", Y, outer_kind, seeds["outer"])])
@@ -123,7 +123,7 @@ def seigh(
             log.warning("%s; remeasuring them now", damage)
             if attempt == _MEASURE_ROUNDS - 1:
                 raise
-    measured = op.num_matvecs - before
+    measured = op.matvecs - before
     values = recovered.values.cpu()
     order = order_by(values, "LM")
     V_store = store.matrix("eigenvectors", (dim, k), rows[0].stop, np.float64)
@@ -222,7 +222,7 @@ def _finish(op, store, V_store, eigenvalues, info, before, k, block_size, residu
         eigenvalues=eigenvalues,
         eigenvectors=store.eigenvectors(V_store),
         residuals=res,
-        matvecs=op.num_matvecs - before,
+        matvecs=op.matvecs - before,
         converged=res <= tol,
         info=info,
     )

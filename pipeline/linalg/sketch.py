@@ -21,8 +21,8 @@ def sketch_eigs(op: Operator, sketch_size: int, seed: int = 0, block_size: int =
     spectrum as seen through d random directions (d products).
     """
     check_k(op, sketch_size, "sketch_size")
-    before = op.num_matvecs
+    before = op.matvecs
     S = random_columns("rademacher", seed, op.shape[0], range(sketch_size), device=op.device) / math.sqrt(sketch_size)
     M = (S.T @ apply_in_blocks(op, S, block_size)).cpu()
     eigenvalues = torch.linalg.eigvalsh((M + M.T) / 2)
-    return SketchResult(eigenvalues[order_by(eigenvalues, "LM")], float(torch.trace(M)), op.num_matvecs - before)
+    return SketchResult(eigenvalues[order_by(eigenvalues, "LM")], float(torch.trace(M)), op.matvecs - before)

@@ -20,10 +20,10 @@ def hutchinson_trace(
     """tr(H) ~ (1/m) sum_j z_j^T H z_j with E[z z^T] = I; stderr = sample std / sqrt(m)."""
     check_positive(num_samples, "num_samples")
     check_positive(block_size, "block_size")
-    before = op.num_matvecs
+    before = op.matvecs
     samples = probe_quadratic_forms(op, range(num_samples), seed, distribution, block_size).cpu().numpy()
     stderr = float(samples.std(ddof=1) / math.sqrt(num_samples)) if num_samples > 1 else math.inf
-    return TraceEstimate(float(samples.mean()), stderr, op.num_matvecs - before, samples)
+    return TraceEstimate(float(samples.mean()), stderr, op.matvecs - before, samples)
 
 
 def hutchpp_trace(op: Operator, num_matvecs: int, seed: int = 0, block_size: int = 8) -> TraceEstimate:
@@ -38,7 +38,7 @@ def hutchpp_trace(op: Operator, num_matvecs: int, seed: int = 0, block_size: int
     dim = op.shape[0]
     sketch_size = min(num_matvecs // 3, dim)
     num_probes = num_matvecs - 2 * sketch_size
-    before = op.num_matvecs
+    before = op.matvecs
     S = random_columns("rademacher", seed, dim, range(sketch_size), device=op.device)
     Q, _ = torch.linalg.qr(apply_in_blocks(op, S, block_size))
     low_rank_part = float((Q * apply_in_blocks(op, Q, block_size)).sum())
@@ -46,4 +46,4 @@ def hutchpp_trace(op: Operator, num_matvecs: int, seed: int = 0, block_size: int
         op, range(sketch_size, sketch_size + num_probes), seed, "rademacher", block_size, project_out=Q
     ).cpu().numpy()
     stderr = float(samples.std(ddof=1) / math.sqrt(num_probes)) if num_probes > 1 else math.inf
-    return TraceEstimate(low_rank_part + float(samples.mean()), stderr, op.num_matvecs - before, low_rank_part + samples)
+    return TraceEstimate(low_rank_part + float(samples.mean()), stderr, op.matvecs - before, low_rank_part + samples)

@@ -1,0 +1,68 @@
+"""What every solver module exports (a ``Solver``), the fields all eigensolvers share, and the
+results record of an eigensolver."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from omegaconf import MISSING
+
+from pipeline.linalg.result import EigResult
+
+log = logging.getLogger("pipeline.solvers")
+
+
+@dataclass(frozen=True)
+class Solver:
+    """One entry of the algorithm registry.
+
+    ``config``: the dataclass schema registered in Hydra's algorithm group as ``<name>_schema``
+    (a foreign or ill-typed key fails at composition); ``run(a, op, seed=, store=, problem=)``
+    returns the results record; ``matvecs(a, D)`` the products it will spend and what that
+    figure means (for the plan); ``check(a)`` refuses bad values before anything starts;
+    ``needs_store``: the run keeps its measurements in the Zarr run store; ``cost(a, D, itemsize)``
+    its post-processing seconds, store and driver bytes (None: no post-processing, no store).
+    """
+
+    name: str
+    config: type
+    run: Callable[..., dict[str, Any]]
+    matvecs: Callable[[Any, int], tuple[int, str]]
+    check: Callable[[Any], None] = lambda a: None
+    needs_store: bool = False
+    cost: Callable[[Any, int, int], dict[str, float]] | None = None
+
+
+def default_of(function: Callable, parameter: str) -> Any:
+    """The default of ``function``'s ``parameter``: a config field taking a library argument takes
+    its default from the signature, so the two cannot disagree."""
+    return inspect.signature(function).parameters[parameter].default
+
+
+@dataclass
+class EigenConfig:
+    """Fields every eigensolver takes: k pairs to relative residual ``tol``."""
+
+    name: str = MISSING
+    k: int = 10
+    tol: float = 1e-3
+
+
+def eigen_record(result: EigResult, extra: dict[str, Any]) -> dict[str, Any]:
+    """The results record of an eigensolver (``eigenvectors`` is kept out of results.json)."""
+    log.info("top eigenvalues %s", np.array2string(result.eigenvalues.numpy(), precision=5))
+    log.info("relative residuals %s", np.array2string(result.residuals.numpy(), precision=2))
+    return {
+        "eigenvalues": result.eigenvalues.tolist(),
+        "residuals": result.residuals.tolist(),
+        "converged": result.converged.tolist(),
+        "all_converged": bool(result.converged.all()),
+        "matvecs": result.matvecs,
+        "eigenvectors": result.eigenvectors,
+        "extra": extra,
+    }

@@ -1,0 +1,40 @@
+"""``algorithm=lanczos``: thick-restart block Lanczos (``pipeline.linalg.lanczos``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from pipeline.errors import one_of
+from pipeline.linalg.lanczos import lanczos
+from pipeline.linalg.operator import Operator
+from pipeline.linalg.validation import WHICH
+from pipeline.solvers.base import EigenConfig, Solver, default_of, eigen_record
+
+
+@dataclass
+class LanczosConfig(EigenConfig):
+    name: str = "lanczos"
+    k: int = 20
+    tol: float = default_of(lanczos, "tol")
+    which: str = default_of(lanczos, "which")  # LM | LA | SA
+    block_size: int = default_of(lanczos, "block_size")
+    ncv: Optional[int] = None  # basis size; null: max(2k + 2 block_size, k + 20)
+    max_matvecs: Optional[int] = None  # product budget; null: max(50 ncv, 1000)
+
+
+def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> dict[str, Any]:
+    result = lanczos(op, a.k, tol=a.tol, which=a.which, ncv=a.ncv, block_size=a.block_size, max_matvecs=a.max_matvecs, seed=seed)
+    return eigen_record(result, {"history": result.info["history"], "restarts": result.info["restarts"]})
+
+
+def matvecs(a: Any, dim: int) -> tuple[int, str]:
+    ncv = a.ncv or max(2 * a.k + 2 * a.block_size, a.k + 20)
+    return min(dim, 3 * ncv), f"about 3 restarts of ncv={ncv} (at most max_matvecs)"
+
+
+def check(a: Any) -> None:
+    one_of("algorithm.which", a.which, WHICH)
+
+
+SOLVER = Solver("lanczos", LanczosConfig, run, matvecs, check)

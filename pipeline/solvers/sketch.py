@@ -1,0 +1,29 @@
+"""``algorithm=sketch``: eigenvalues and trace of the sketch S^T H S (``pipeline.linalg.sketch``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.linalg.operator import Operator
+from pipeline.linalg.sketch import sketch_eigs
+from pipeline.solvers.base import Solver
+
+
+@dataclass
+class SketchConfig:
+    name: str = "sketch"
+    sketch_size: int = 64
+    block_size: int = 32
+
+
+def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> dict[str, Any]:
+    sketch = sketch_eigs(op, a.sketch_size, seed=seed, block_size=a.block_size)
+    return {"eigenvalues": sketch.eigenvalues.tolist(), "trace": sketch.trace, "matvecs": sketch.matvecs}
+
+
+def matvecs(a: Any, dim: int) -> tuple[int, str]:
+    return a.sketch_size, "sketch_size"
+
+
+SOLVER = Solver("sketch", SketchConfig, run, matvecs)

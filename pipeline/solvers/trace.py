@@ -1,0 +1,40 @@
+"""``algorithm=trace``: Hutch++ or Hutchinson trace estimates (``pipeline.linalg.trace``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import one_of
+from pipeline.linalg.operator import Operator
+from pipeline.linalg.trace import hutchinson_trace, hutchpp_trace
+from pipeline.solvers.base import Solver
+
+log = logging.getLogger("pipeline.solvers")
+METHODS = {"hutchpp": hutchpp_trace, "hutchinson": hutchinson_trace}
+
+
+@dataclass
+class TraceConfig:
+    name: str = "trace"
+    method: str = "hutchpp"  # hutchpp | hutchinson
+    num_matvecs: int = 96
+    block_size: int = 32
+
+
+def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> dict[str, Any]:
+    estimate = METHODS[a.method](op, a.num_matvecs, seed=seed, block_size=a.block_size)
+    log.info("trace estimate %.6g +- %.2g (%s, %d products)", estimate.estimate, estimate.stderr, a.method, estimate.matvecs)
+    return {"trace": estimate.estimate, "trace_stderr": estimate.stderr, "matvecs": estimate.matvecs}
+
+
+def matvecs(a: Any, dim: int) -> tuple[int, str]:
+    return a.num_matvecs, "num_matvecs"
+
+
+def check(a: Any) -> None:
+    one_of("algorithm.method", a.method, tuple(METHODS))
+
+
+SOLVER = Solver("trace", TraceConfig, run, matvecs, check)

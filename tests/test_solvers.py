@@ -1,0 +1,72 @@
+"""The solver registry: every registered algorithm composes from its own schema only, takes its
+defaults from the library function it runs, and spends the products the plan predicts."""
+
+import inspect
+from dataclasses import fields
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from pipeline.linalg import DenseOperator, adaptive_seigh, lanczos, power_iteration, seigh, slq_density
+from pipeline.solvers import SOLVERS, run_algorithm, solver_for
+
+from deployment import compose_overrides
+
+LIBRARY_FUNCTIONS = {"lanczos": [lanczos], "power": [power_iteration], "density": [slq_density], "seigh": [seigh, adaptive_seigh]}
+RENAMED = {"memory_gb": "memory_bytes"}  # config field -> function parameter (GiB -> bytes)
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY_FUNCTIONS))
+def test_config_defaults_are_the_library_defaults(name):
+    """Every config field the library function also takes has the function's default (k, the
+    question asked, is not a tuning default and is left out)."""
+    config, checked = SOLVERS[name].config(), 0
+    for function in LIBRARY_FUNCTIONS[name]:
+        parameters = inspect.signature(function).parameters
+        for field in fields(config):
+            parameter = RENAMED.get(field.name, field.name)
+            if field.name == "k" or parameter not in parameters or parameters[parameter].default is inspect.Parameter.empty:
+                continue
+            value = getattr(config, field.name)
+            assert (value * 2**30 if parameter == "memory_bytes" else value) == parameters[parameter].default, (name, field.name)
+            checked += 1
+    assert checked >= 2
+
+
+def test_a_key_of_another_algorithm_fails_at_composition():
+    with pytest.raises(ConfigCompositionException):
+        compose_overrides(["algorithm=trace", "algorithm.outer=3"])
+    with pytest.raises(ConfigCompositionException):
+        compose_overrides(["algorithm=lanczos", "algorithm.k=many"])
+
+
+def test_an_unknown_algorithm_is_refused_naming_the_registered_ones():
+    with pytest.raises(ValueError, match="lanczos, power, trace, density, sketch, seigh"):
+        solver_for("arnoldi")
+
+
+def _operator(dim: int = 60) -> DenseOperator:
+    Q, _ = torch.linalg.qr(torch.randn(dim, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    return DenseOperator(Q @ torch.diag(torch.logspace(0, -3, dim, dtype=torch.float64)) @ Q.T)
+
+
+EXACT_COUNTS = {  # overrides under which the plan's count is exact, not a bound
+    "trace": ["algorithm.num_matvecs=30", "algorithm.block_size=7"],
+    "density": ["algorithm.num_probes=3", "algorithm.num_steps=10"],
+    "sketch": ["algorithm.sketch_size=12"],
+    "seigh": ["algorithm.k=3", "algorithm.outer=10", "algorithm.inner=20", "algorithm.block_size=5", "algorithm.refine_tol=null",
+              "algorithm.error_test_vectors=2"],
+    "power": ["algorithm.k=2", "algorithm.max_iter=4", "algorithm.tol=1e-14"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXACT_COUNTS))
+def test_every_solver_spends_what_the_plan_predicts_and_reports_it(name):
+    cfg = compose_overrides([f"algorithm={name}", "seed=3", *EXACT_COUNTS[name]])
+    op = _operator()
+    record = run_algorithm(cfg, op, problem={"test": name})
+    predicted, _ = solver_for(name).matvecs(cfg.algorithm, op.shape[0])
+    assert record["matvecs"] == op.matvecs == predicted
+    assert OmegaConf.get_type(cfg.algorithm) is SOLVERS[name].config
