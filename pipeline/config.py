@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from pipeline.solvers import SOLVERS
+
+# Field metadata: HOW marks a setting that changes how products are computed, not their values:
+# it is left out of the store's fingerprint, so a run may resume with another value.
+HOW = {"fingerprint": False}
+
+
+def fingerprinted(schema: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` (a plain config node of ``schema``) that determine the numbers."""
+    how = {f.name for f in fields(schema) if not f.metadata.get("fingerprint", True)}
+    return {key: value for key, value in values.items() if key not in how}
+
+
+def operator_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The curvature settings passed to the operator's constructor (metadata ``operator_option``)."""
+    return {f.name: values[f.name] for f in fields(CurvatureConfig) if f.metadata.get("operator_option")}
 
 
 @dataclass
@@ -28,7 +43,7 @@ class DataConfig:
     split: str = "train"
     subset: Optional[int] = 500  # fixed class-balanced subset size; null = all samples
     seed: int = 0
-    batch_size: int = 128
+    batch_size: int = field(default=128, metadata=HOW)
     image_size: Optional[int] = 16
     holdout: int = 0  # MNIST: training images held out (seeded) as the validation split; the paper: 10000
     samples: int = 512  # synthetic only
@@ -39,9 +54,10 @@ class DataConfig:
 @dataclass
 class CurvatureConfig:
     kind: str = "hessian"  # hessian | ggn | fisher
-    hvp_mode: str = "auto"  # auto (time each mode once, keep the fastest) | forward-over-reverse | graph-reuse | reverse-over-reverse (Hessian only)
+    # auto (time each mode once, keep the fastest) | forward-over-reverse | graph-reuse | reverse-over-reverse (Hessian only)
+    hvp_mode: str = field(default="auto", metadata={**HOW, "operator_option": True})
     params: Optional[list[str]] = None  # name globs / "re:" regexes; null = all trainable
-    check_determinism: bool = False
+    check_determinism: bool = field(default=False, metadata=HOW)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config import CurvatureConfig, DataConfig, fingerprinted, operator_options
 from pipeline.data import build_dataset
 from pipeline.errors import InputError
 from pipeline.linalg import Operator
@@ -39,17 +40,17 @@ def problem_spec(cfg: DictConfig) -> ProblemSpec:
         batch_size=cfg.data.batch_size,
         params=curvature["params"],
         dtype=cfg.dtype,
-        operator_options={"hvp_mode": curvature["hvp_mode"]},
+        operator_options=operator_options(curvature),
     )
 
 
 def fingerprint(cfg: DictConfig) -> dict[str, Any]:
     """What determines the operator, hence the measurements: model, data and subset, curvature
     and parameter selection, dtype. Not what only changes how products are computed (batch size,
-    product mode, determinism check, workers): a run may resume with other values of those."""
-    data = {key: value for key, value in plain(cfg.data).items() if key != "batch_size"}
-    curvature = {key: value for key, value in plain(cfg.curvature).items() if key not in ("hvp_mode", "check_determinism")}
-    return {"model": plain(cfg.model), "data": data, "curvature": curvature, "dtype": cfg.dtype}
+    product mode, determinism check, workers; the schema fields marked ``HOW``): a run may
+    resume with other values of those."""
+    return {"model": plain(cfg.model), "data": fingerprinted(DataConfig, plain(cfg.data)),
+            "curvature": fingerprinted(CurvatureConfig, plain(cfg.curvature)), "dtype": cfg.dtype}
 
 
 @contextlib.contextmanager
