@@ -33,7 +33,7 @@ from pipeline.errors import InputError
 from pipeline.models import build_from_config
 from pipeline.problem import plain, problem_spec
 from pipeline.solvers import solver_for
-from pipeline.store import RunStore
+from pipeline.store import load_eigenpairs
 from pipeline.train import train_with_checkpoints
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def reproduce(cfg: DictConfig, run_dir: Path, run_eigen) -> dict[str, Any]:
             sub_dir = run_dir / f"step_{checkpoint['step']}" / split
             sub_dir.mkdir(parents=True, exist_ok=True)
             eigen = run_eigen(sub_cfg, sub_dir)
-            vectors = RunStore(sub_dir / cfg.output.store).group["eigenvectors"]
+            _, vectors = load_eigenpairs(sub_dir / cfg.output.store)
             theta = _flat_parameters({**model_config, "checkpoint": checkpoint["path"]}, cfg.curvature.params)
             table = overlap_table(vectors, theta, max_k, r.random_masks, seed=cfg.seed)
             entry = {"step": checkpoint["step"], "test_accuracy": checkpoint["test_accuracy"], "eigenvalues": eigen["eigenvalues"],

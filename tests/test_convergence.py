@@ -16,7 +16,7 @@ def _clustered(dim=300, seed=0):
 
 
 def _true_residuals(op, result):
-    V = result.eigenvectors
+    V = result.eigenvectors if isinstance(result.eigenvectors, torch.Tensor) else result.eigenvectors.tensor()  # Krylov / SEIGH
     return (op.matrix @ V - V * result.eigenvalues).norm(dim=0) / result.eigenvalues.abs()
 
 

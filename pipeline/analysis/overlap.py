@@ -67,10 +67,7 @@ def _nested_mask_overlaps(vectors: Any, ranked_rows: np.ndarray, max_k: int) -> 
     k overlap_k = sum_{i<k} sum_{j<k} S_ij, the k-th diagonal entry of S's 2-D cumulative sum."""
     order = np.argsort(ranked_rows, kind="stable")  # Zarr reads rows in increasing order
     rows = ranked_rows[order]
-    if hasattr(vectors, "get_orthogonal_selection"):
-        block = np.asarray(vectors.get_orthogonal_selection((rows, slice(0, max_k))), dtype=np.float64)
-    else:
-        block = np.asarray(vectors[rows, :max_k], dtype=np.float64)
+    block = np.asarray(vectors[rows, :max_k], dtype=np.float64)  # numpy, Zarr and StoredMatrix alike
     squares = np.empty_like(block)
     squares[order] = block**2  # back to rank order
     return np.diagonal(squares.cumsum(axis=0).cumsum(axis=1)) / np.arange(1, max_k + 1)

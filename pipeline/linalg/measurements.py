@@ -2,15 +2,15 @@
 
 ``BlockedColumns`` works on anything sliceable like numpy (numpy arrays here, Zarr arrays in
 ``pipeline.store``): a block's mark is set only after its data is written, so a run killed at
-any point resumes by measuring exactly the unmarked blocks. ``MemoryStore`` is the in-memory
-backend with the same interface as ``pipeline.store.RunStore``.
+any point resumes by measuring exactly the unmarked blocks. ``MeasurementStore`` is what SEIGH
+needs of a store; ``MemoryStore`` (here) and the Zarr ``pipeline.store.RunStore`` implement it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -101,8 +101,50 @@ class BlockedColumns:
         return np.asarray(self.data[rows.start : rows.stop, :ncols], dtype=np.float64)
 
 
+@runtime_checkable
+class MeasurementStore(Protocol):
+    """Where a sketch lives: column-blocked measurements with completion marks, matrices written
+    and read by row blocks, small saved arrays, the completed run's record and a fingerprint.
+
+    Arrays are numpy-sliceable: ``a[rows]`` reads a row block as numpy (a Zarr array verifies
+    its chunks' checksums on the way).
+    """
+
+    def bind(self, fingerprint: dict[str, Any]) -> None:
+        """Refuse (StoreMismatchError) a store holding another configuration's measurements."""
+
+    def adopt(self) -> None:
+        """Record the bound fingerprint (once the first block is complete)."""
+
+    def columns(self, name: str, dim: int, ncols: int, block: int, dtype: torch.dtype, row_chunk: int) -> BlockedColumns:
+        """The (dim, ncols) measurements ``name`` in blocks of ``block`` columns (created, grown or viewed)."""
+
+    def matrix(self, name: str, shape: tuple[int, int], chunk_rows: int, dtype: Any = np.float64) -> Any:
+        """A fresh (rows, cols) array written and read by row blocks of ``chunk_rows``."""
+
+    def stored_matrix(self, name: str) -> Any:
+        """An array written by ``matrix`` (KeyError if absent)."""
+
+    def save(self, name: str, value: np.ndarray) -> None: ...
+
+    def load(self, name: str) -> np.ndarray:
+        """A whole saved array (KeyError if absent, ValueError if damaged)."""
+
+    def save_result(self, record: dict[str, Any]) -> None:
+        """Mark the run complete (written last, after every result array)."""
+
+    def saved_result(self) -> dict[str, Any] | None: ...
+
+    def forget_result(self) -> None: ...
+
+    def note(self, key: str, value: Any) -> None:
+        """Keep a small JSON-able record with the measurements (e.g. adaptive SEIGH's steps)."""
+
+    def noted(self, key: str) -> Any: ...
+
+
 class MemoryStore:
-    """In-memory backend: numpy arrays, the same interface as the Zarr ``RunStore``."""
+    """In-memory ``MeasurementStore``: numpy arrays and a dict of attributes."""
 
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
@@ -121,10 +163,9 @@ class MemoryStore:
         """Record the bound fingerprint (called once the first block is complete)."""
         self.attrs["fingerprint"] = self.pending
 
-    row_chunk = None
-
-    def columns(self, name: str, dim: int, ncols: int, block: int, dtype: torch.dtype) -> BlockedColumns:
-        """The (dim, ncols) measurements ``name``: created, grown (new columns unmeasured) or viewed."""
+    def columns(self, name: str, dim: int, ncols: int, block: int, dtype: torch.dtype, row_chunk: int = 0) -> BlockedColumns:
+        """The (dim, ncols) measurements ``name``: created, grown (new columns unmeasured) or viewed
+        (``row_chunk`` is for chunked stores: memory has no chunks)."""
         if name not in self.arrays:
             self.arrays[name] = np.full((dim, ncols), np.nan, dtype=_numpy_dtype(dtype))
             self.arrays[name + "_done"] = np.zeros(-(-ncols // block), dtype=np.uint8)
@@ -145,9 +186,6 @@ class MemoryStore:
     def save(self, name: str, value: np.ndarray) -> None:
         self.arrays[name] = np.asarray(value)
 
-    def eigenvectors(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(array)
-
     def load(self, name: str) -> np.ndarray:
         return self.arrays[name]
 
@@ -163,7 +201,6 @@ class MemoryStore:
         self.attrs.pop("result", None)
 
     def note(self, key: str, value: Any) -> None:
-        """Keep a small JSON-able record with the measurements (e.g. adaptive SEIGH's steps)."""
         self.attrs.setdefault("notes", {})[key] = value
 
     def noted(self, key: str) -> Any:

@@ -59,6 +59,14 @@ class Recovered:
     cholesky_steps: int  # Cholesky factorisations done (2 when CholeskyQR2 was used)
 
 
+def row_blocks(dim: int, min_rows: int, target_rows: int) -> list[range]:
+    """Row blocks of about ``target_rows`` rows, each with at least ``min_rows`` (for the QR)."""
+    height = max(min_rows, target_rows, 1)
+    count = max(1, dim // height)
+    edges = np.linspace(0, dim, count + 1).round().astype(int)
+    return [range(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
 def recover(meas: Measurements, rows: list[range], store, device: torch.device, progress: bool | None) -> Recovered:
     """Steps 1-3 above: the core eigendecomposition and the basis it lives in."""
     gram, psi_y, Z = _first_pass(meas, rows, device, progress)

@@ -16,8 +16,9 @@ log = logging.getLogger("pipeline.linalg")
 class EigResult:
     """Eigenpairs of an operator.
 
-    eigenvalues (k,) float64, sorted in the requested order; eigenvectors (D, k), a torch tensor
-    or, for out-of-core SEIGH runs, a Zarr array; residuals (k,) = ||H v - lambda v|| / |lambda|;
+    eigenvalues (k,) float64, sorted in the requested order; eigenvectors (D, k): a torch tensor
+    from the Krylov solvers, a ``StoredMatrix`` (read by row blocks, in memory or on disk) from
+    SEIGH, whatever its store; residuals (k,) = ||H v - lambda v|| / |lambda|;
     matvecs: operator-vector products spent; converged (k,) bool; info: algorithm specifics.
     """
 
@@ -35,6 +36,31 @@ class EigResult:
             pairs = ", ".join(f"#{i} ({'not computed' if r != r else f'{r:.2g}'})" for i, r in missed[:10])
             log.warning("%s: %d of %d eigenpairs did not reach the relative residual tol=%g: %s%s; %s", algorithm, len(missed),
                         len(self.converged), tol, pairs, " ..." if len(missed) > 10 else "", advice)
+
+
+class StoredMatrix:
+    """A (D, k) matrix kept in a measurement store (a numpy array in memory, a Zarr array on disk),
+    read by row blocks: ``m[a:b]`` is a numpy (b - a, k) array (chunk checksums verified on
+    disk); ``np.asarray(m)`` and ``m.tensor()`` read all of it (D k 8 bytes)."""
+
+    def __init__(self, array: Any):
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self.array[index])
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        whole = np.asarray(self.array[...])
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def tensor(self) -> torch.Tensor:
+        """The whole matrix as a float64 CPU tensor."""
+        return torch.from_numpy(np.array(self))
+
+    def __repr__(self) -> str:
+        return f"StoredMatrix(shape={self.shape}, dtype={self.dtype}, in {type(self.array).__module__}.{type(self.array).__name__})"
 
 
 @dataclass

@@ -23,7 +23,9 @@ import torch
 import zarr
 from zarr.codecs import Crc32cCodec
 
+from pipeline.errors import InputError, MissingFileError
 from pipeline.linalg.measurements import BlockedColumns, check_fingerprint, fingerprint_hash
+from pipeline.linalg.result import StoredMatrix
 from pipeline.store.lock import StoreLock
 
 
@@ -39,14 +41,12 @@ class ZarrBlockWriter:
 
 
 class RunStore:
-    """A Zarr group holding one SEIGH run; reopening it resumes the run."""
+    """A Zarr group holding one SEIGH run (a ``MeasurementStore``); reopening it resumes the run."""
 
-    def __init__(self, url: str, row_chunk: int | None = None):
-        """``row_chunk``: rows per chunk of new measurement arrays (default: SEIGH's row block).
-        A local store is locked for this process (see ``pipeline.store.lock``) until ``close``."""
+    def __init__(self, url: str):
+        """A local store is locked for this process (see ``pipeline.store.lock``) until ``close``."""
         self.url = str(url)
         self.group = zarr.open_group(self.url, mode="a")
-        self.row_chunk = row_chunk
         local = "://" not in self.url or self.url.startswith("file://")
         self.lock = StoreLock(Path(self.url.removeprefix("file://") + ".lock")) if local else None  # beside the group
 
@@ -82,12 +82,13 @@ class RunStore:
                 "versions": {name: _version(name) for name in ("hessian-pipeline", "torch", "zarr", "numpy")},
             })
 
-    def columns(self, name: str, dim: int, ncols: int, block: int, dtype: torch.dtype) -> BlockedColumns:
-        """The (dim, ncols) measurements ``name``: created; grown when the store holds fewer columns
-        (the new ones unmarked, a partial last block unmarked to be measured whole); or, when it
-        holds more, a view of the first ncols (no products)."""
+    def columns(self, name: str, dim: int, ncols: int, block: int, dtype: torch.dtype, row_chunk: int) -> BlockedColumns:
+        """The (dim, ncols) measurements ``name``: created with chunks of ``row_chunk`` rows x
+        ``block`` columns; grown when the store holds fewer columns (the new ones unmarked, a
+        partial last block unmarked to be measured whole); or, when it holds more, a view of the
+        first ncols (no products)."""
         if name not in self.group:
-            row_chunk = min(dim, self.row_chunk or max(1, (32 * 2**20) // (block * dtype.itemsize)))
+            row_chunk = min(dim, row_chunk)
             self.group.create_array(name, shape=(dim, ncols), chunks=(row_chunk, block), dtype=_numpy(dtype),
                                     fill_value=np.nan, compressors=_CHECKSUM)
             self.group.create_array(name + "_done", shape=(-(-ncols // block),), chunks=(1,), dtype=np.uint8, fill_value=0,
@@ -110,9 +111,6 @@ class RunStore:
         value = np.asarray(value)
         array = self.group.create_array(name, shape=value.shape, dtype=value.dtype, overwrite=True, compressors=_CHECKSUM)
         array[...] = value
-
-    def eigenvectors(self, array: zarr.Array) -> zarr.Array:
-        return array
 
     def load(self, name: str) -> np.ndarray:
         """A whole saved array (checksums verified; ValueError if damaged, KeyError if absent)."""
@@ -140,6 +138,18 @@ class RunStore:
 
     def noted(self, key: str) -> Any:
         return self.group.attrs.get("notes", {}).get(key)
+
+
+def load_eigenpairs(url: str | Path) -> tuple[np.ndarray, StoredMatrix]:
+    """The eigenvalues (k,) and eigenvectors (D, k, read lazily by row blocks) of the completed
+    run stored at ``url``, opened read-only (no lock: readers do not disturb a writer)."""
+    try:
+        group = zarr.open_group(str(url), mode="r")
+    except FileNotFoundError as error:
+        raise MissingFileError(f"no run store at {url}: run the eigen task with algorithm=seigh there first") from error
+    if "result" not in group.attrs:
+        raise InputError(f"the run store at {url} holds no completed run: rerun its command to finish it")
+    return np.asarray(group["eigenvalues"][...]), StoredMatrix(group["eigenvectors"])
 
 
 _CHECKSUM = [Crc32cCodec()]

@@ -1,0 +1,50 @@
+"""Both measurement stores implement one protocol and hand back one eigenvector type; a completed
+run's eigenpairs load read-only, an unfinished one is refused."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.errors import InputError, MissingFileError
+from pipeline.linalg import DenseOperator, MemoryStore, seigh
+from pipeline.linalg.measurements import MeasurementStore
+from pipeline.linalg.result import StoredMatrix
+from pipeline.store import RunStore, load_eigenpairs
+
+
+def _operator(dim: int = 300) -> DenseOperator:
+    Q, _ = torch.linalg.qr(torch.randn(dim, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(4)))
+    values = torch.cat([torch.tensor([50.0, -30.0, 20.0, 10.0]), 1e-3 * torch.rand(dim - 4, generator=torch.Generator().manual_seed(5))])
+    return DenseOperator(Q @ torch.diag(values.double()) @ Q.T)
+
+
+OPTIONS = dict(k=4, outer=20, inner=40, block_size=10, seed=1, error_test_vectors=0)
+
+
+def test_memory_and_zarr_stores_implement_the_protocol_and_agree(tmp_path):
+    op = _operator()
+    memory_store, zarr_store = MemoryStore(), RunStore(tmp_path / "s.zarr")
+    assert isinstance(memory_store, MeasurementStore) and isinstance(zarr_store, MeasurementStore)
+    in_memory = seigh(op, store=memory_store, **OPTIONS)
+    on_disk = seigh(op, store=zarr_store, **OPTIONS)
+    assert type(in_memory.eigenvectors) is type(on_disk.eigenvectors) is StoredMatrix
+    assert in_memory.eigenvectors.shape == on_disk.eigenvectors.shape == (300, 4)
+    np.testing.assert_array_equal(np.asarray(in_memory.eigenvectors), on_disk.eigenvectors[:])  # same numbers, bit for bit
+    truth = torch.linalg.eigh(op.matrix).eigenvectors[:, torch.linalg.eigh(op.matrix).eigenvalues.abs().argsort(descending=True)[:4]]
+    cosines = (on_disk.eigenvectors.tensor() * truth).sum(dim=0).abs()
+    assert (cosines > 1 - 1e-6).all()
+
+
+def test_a_completed_run_loads_read_only_and_an_unfinished_one_is_refused(tmp_path):
+    op = _operator()
+    url = tmp_path / "run.zarr"
+    store = RunStore(url)
+    result = seigh(op, store=store, **OPTIONS)
+    values, vectors = load_eigenpairs(url)  # while the writer still holds its lock
+    np.testing.assert_array_equal(values, result.eigenvalues.numpy())
+    np.testing.assert_array_equal(vectors[:], result.eigenvectors[:])
+    store.forget_result()
+    with pytest.raises(InputError, match="holds no completed run"):
+        load_eigenpairs(url)
+    with pytest.raises(MissingFileError, match="no run store"):
+        load_eigenpairs(tmp_path / "absent.zarr")
