@@ -7,44 +7,27 @@ import math
 import numpy as np
 import torch
 
+from pipeline.linalg.krylov import KrylovBasis
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.result import SpectralDensity
 from pipeline.linalg.validation import check_positive
 
 
-def lanczos_tridiagonal(op: Operator, starts: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run P independent Lanczos recurrences (one block product per step, full reorthogonalisation
-    in float64) from the columns of ``starts`` (D, P). Returns alphas (P, m) and betas (P, m-1);
-    m = steps, or fewer where a recurrence found an invariant subspace (trailing betas are 0)."""
+def lanczos_quadrature(op: Operator, starts: torch.Tensor, steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss quadrature rules of the spectral measures of the P columns of ``starts`` (D, P):
+    ``steps`` Lanczos steps from each (one ``KrylovBasis`` per probe, their products made as one
+    (D, P) block per step); nodes (P, m) = eigenvalues of each projected matrix T, weights (P, m)
+    = squared first components of its eigenvectors; m = min(steps, D)."""
     dim, probes = starts.shape
     steps = min(steps, dim)
-    basis = torch.zeros(steps, dim, probes, dtype=torch.float64, device=op.device)
-    alphas = torch.zeros(probes, steps, dtype=torch.float64)
-    betas = torch.zeros(probes, max(steps - 1, 0), dtype=torch.float64)
-    v = starts.to(torch.float64) / starts.norm(dim=0)
-    alive = torch.ones(probes, dtype=torch.bool, device=op.device)
-    for j in range(steps):
-        basis[j] = v
-        w = (op @ v.to(op.dtype)).to(torch.float64)
-        alphas[:, j] = (v * w).sum(dim=0).cpu()
-        for _ in range(2):  # w -= V_j (V_j^T w) per probe
-            w -= torch.einsum("jdp,jp->dp", basis[: j + 1], torch.einsum("jdp,dp->jp", basis[: j + 1], w))
-        if j == steps - 1:
-            break
-        norms = w.norm(dim=0)
-        alive &= norms > 1e-10 * float(alphas[:, : j + 1].abs().max())
-        betas[:, j] = torch.where(alive, norms, 0).cpu()
-        v = torch.where(alive, w / norms.clamp(min=1e-300), 0)
-    return alphas, betas
-
-
-def gauss_quadrature(alphas: torch.Tensor, betas: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes (P, m) = eigenvalues of each tridiagonal T and weights (P, m) = squared first
-    components of its eigenvectors (the quadrature rule of the probe's spectral measure)."""
-    T = torch.diag_embed(alphas) + torch.diag_embed(betas, 1) + torch.diag_embed(betas, -1)
-    nodes, vectors = torch.linalg.eigh(T)
-    return nodes.numpy(), (vectors[:, 0, :] ** 2).numpy()
+    bases = [KrylovBasis(op, starts[:, [p]], capacity=min(dim, steps + 1), seed=seed + p) for p in range(probes)]
+    while blocks := [(basis, columns) for basis in bases if (columns := basis.next_block(steps)) is not None]:
+        products = op @ torch.cat([basis.rows[columns].T for basis, columns in blocks], dim=1).to(op.dtype)
+        for index, (basis, columns) in enumerate(blocks):
+            basis.accept(columns, products[:, index : index + 1])
+    nodes, weights = zip(*((theta, S[0] ** 2) for theta, S, _ in (basis.ritz() for basis in bases)))
+    return torch.stack(nodes).numpy(), torch.stack(weights).numpy()
 
 
 def slq_density(
@@ -73,7 +56,7 @@ def slq_density(
     rules = []
     for first in range(0, num_probes, per_pass):
         starts = random_columns("rademacher", seed, op.shape[0], range(first, min(first + per_pass, num_probes)), device=op.device)
-        rules.append(gauss_quadrature(*lanczos_tridiagonal(op, starts, num_steps)))
+        rules.append(lanczos_quadrature(op, starts, num_steps, seed=seed))
     nodes = np.concatenate([r[0] for r in rules])
     weights = np.concatenate([r[1] for r in rules])
     low, high = float(nodes.min()), float(nodes.max())

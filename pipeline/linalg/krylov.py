@@ -5,7 +5,9 @@ contiguous) and the projected matrix T = V^T H V built from the orthogonalisatio
 coefficients, with the relation
     H V[:, :n] = V[:, :n] T[:n, :n] + V[:, n:nb] T[n:nb, :n],
 where the last nb - n columns are the residual block whose products are not yet computed.
-Ritz pair (theta_i, V S_i) then has the exact residual norm ||T[n:nb, :n] S_i||.
+Ritz pair (theta_i, V S_i) then has the exact residual norm ||T[n:nb, :n] S_i||. The one
+Lanczos kernel: the eigensolver (``lanczos``) restarts one block basis, stochastic Lanczos
+quadrature (``density``) runs one single-vector basis per probe, side by side.
 """
 
 from __future__ import annotations
@@ -38,15 +40,24 @@ class KrylovBasis:
     # ---- expansion ---------------------------------------------------------------------------
     def expand(self, until: int) -> None:
         """Compute products block by block until ``until`` vectors (or the whole space) are done."""
+        while (columns := self.next_block(until)) is not None:
+            self.accept(columns, self.op @ self.rows[columns].T.to(self.op.dtype))
+
+    def next_block(self, until: int) -> slice | None:
+        """The basis vectors whose products come next (at most up to ``until``), None when done;
+        their products go to ``accept`` (several bases can share one block product this way)."""
         until = min(until, self.capacity)
-        while self.n < min(until, self.nb):
-            cols = slice(self.n, min(self.nb, until))
-            W = (self.op @ self.rows[cols].T.to(self.op.dtype)).to(self.rows.dtype).T.contiguous()  # (b, D)
-            self.norm_estimate = max(self.norm_estimate, float(W.norm(dim=1).max()))
-            coeffs = self._orthogonalize(W, self.rows[: self.nb])
-            self.T[: self.nb, cols] = coeffs.to(torch.float64).cpu()
-            self.n = cols.stop
-            self._append(W, coupling=cols)
+        return slice(self.n, min(self.nb, until)) if self.n < min(until, self.nb) else None
+
+    def accept(self, columns: slice, products: torch.Tensor) -> None:
+        """Take H V[:, columns] (D, b): orthogonalise it against the basis, record the
+        coefficients in T and append the new directions."""
+        W = products.to(self.rows.dtype).T.contiguous()  # (b, D)
+        self.norm_estimate = max(self.norm_estimate, float(W.norm(dim=1).max()))
+        coeffs = self._orthogonalize(W, self.rows[: self.nb])
+        self.T[: self.nb, columns] = coeffs.to(torch.float64).cpu()
+        self.n = columns.stop
+        self._append(W, coupling=columns)
 
     @staticmethod
     def _orthogonalize(W: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
