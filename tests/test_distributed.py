@@ -165,7 +165,7 @@ def test_unknown_curvature():
 
 
 def test_backend_comes_from_the_resources_given_and_workers_leave_the_group(ray_session):
-    from pipeline.distributed.group import WorkerGroup
+    from pipeline.distributed import TorchBackend, WorkerGroup
     from pipeline.distributed.worker import CurvatureWorker
 
     spec = ProblemSpec(model_factory=mlp_factory, dataset_factory=data_factory, batch_size=16)
@@ -177,7 +177,6 @@ def test_backend_comes_from_the_resources_given_and_workers_leave_the_group(ray_
     finally:
         group.shutdown()
     assert group.actors == []
-    shared = object.__new__(WorkerGroup)
     for gpus, device, backend in ((1, "cuda", "nccl"), (0.5, "cuda", "gloo"), (0, "cpu", "gloo")):
-        shared.gpus_per_worker = gpus
+        shared = TorchBackend(gpus)  # the group's torch backend, from the GPUs each worker was given
         assert (shared.device, shared.backend) == (device, backend)

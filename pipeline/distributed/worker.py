@@ -15,17 +15,15 @@ import ray
 import torch
 
 from pipeline.distributed import process_group
+from pipeline.distributed.actor_group import PeerFailed
+from pipeline.distributed.torch_backend import TorchRank
 from pipeline.linalg.operator import ColumnWriter
 from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.streaming import WriteBehind
 from pipeline.sharding.spec import ProblemSpec
 
 
-class PeerFailed(RuntimeError):
-    """Raised on the healthy ranks when another rank's shard failed (its error is the one to report)."""
-
-
-class CurvatureWorker:
+class CurvatureWorker(TorchRank):
     """Rank ``rank`` of ``world_size``: builds its shard's operator, joins the process group and
     returns sum-reduced, sample-weighted products (rank 0 returns them, the others None)."""
 
@@ -45,17 +43,6 @@ class CurvatureWorker:
         self.op = self.spec.build(self.world_size, self.rank, self.device)
         return {"dim": self.op.shape[0], "dtype": str(self.op.dtype).removeprefix("torch."), "pid": os.getpid(),
                 "device": str(self.device), "weights": self.op.weights_digest(), "node": ray.get_runtime_context().get_node_id()}
-
-    def rendezvous(self) -> tuple[str, int]:
-        return process_group.node_address(), process_group.free_port()
-
-    def join(self, address: str, port: int, timeout_s: float, backend: str) -> None:
-        """Join the process group with the driver's choice of backend (NCCL for GPU workers, else gloo)."""
-        process_group.init_process_group(address, port, self.rank, self.world_size, backend, timeout_s)
-
-    def leave(self) -> bool:
-        """Destroy the process group (before the actor is killed); whether one was left."""
-        return process_group.destroy()
 
     # ---- products ---------------------------------------------------------------------------
     def matmat(self, V: np.ndarray) -> tuple[torch.Tensor | None, dict[str, float]]:
