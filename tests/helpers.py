@@ -7,6 +7,7 @@ from torch import nn
 from torch.func import functional_call, hessian, jacrev
 
 from pipeline.curvature import FlatView
+from pipeline.linalg import DenseOperator
 
 
 def small_mlp(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
@@ -116,3 +117,12 @@ def nan_data_factory(n: int = 20):
     x, y = classification_data(n, (6,))
     x[n - 1, 0] = float("nan")
     return x, y
+
+
+def synthetic(dim=400, seed=0, spectrum=None) -> DenseOperator:
+    """Q diag(spectrum) Q^T, Q seeded random orthogonal (default: 8 separated eigenvalues of both signs over a 0.5-scale bulk)."""
+    gen = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))
+    if spectrum is None:
+        spectrum = torch.cat([torch.tensor([50.0, -40.0, 30.0, 20.0, -15.0, 12.0, 10.0, 9.0]), 0.5 * torch.randn(dim - 8, generator=gen)])
+    return DenseOperator(Q @ torch.diag(spectrum.double()) @ Q.T)

@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from pipeline.curvature import HessianOperator
-from pipeline.linalg import DenseOperator, lanczos, power_iteration
+from pipeline.linalg import lanczos, power_iteration
 
-from helpers import classification_data, dense_hessian, small_mlp, split
+from helpers import classification_data, dense_hessian, small_mlp, split, synthetic
 
 CE = nn.functional.cross_entropy
 
@@ -44,14 +44,6 @@ def test_lanczos_on_hessian_matches_eigh(hessian_problem, which, block_size):
     assert result.converged.all()
     assert (result.residuals <= 1e-10).all()
     assert_matches_dense(result, H, 6, which, rtol=1e-8)
-
-
-def synthetic(dim=400, seed=0, spectrum=None):
-    gen = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))
-    if spectrum is None:
-        spectrum = torch.cat([torch.tensor([50.0, -40.0, 30.0, 20.0, -15.0, 12.0, 10.0, 9.0]), 0.5 * torch.randn(dim - 8, generator=gen)])
-    return DenseOperator(Q @ torch.diag(spectrum.double()) @ Q.T)
 
 
 @pytest.mark.parametrize("which", ["LM", "LA", "SA"])

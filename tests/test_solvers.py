@@ -9,10 +9,11 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from pipeline.linalg import DenseOperator, adaptive_seigh, lanczos, power_iteration, seigh, slq_density
+from pipeline.linalg import adaptive_seigh, lanczos, power_iteration, seigh, slq_density
 from pipeline.solvers import SOLVERS, run_algorithm, solver_for
 
 from deployment import compose_overrides
+from helpers import synthetic
 
 LIBRARY_FUNCTIONS = {"lanczos": [lanczos], "power": [power_iteration], "density": [slq_density], "seigh": [seigh, adaptive_seigh]}
 RENAMED = {"memory_gb": "memory_bytes"}  # config field -> function parameter (GiB -> bytes)
@@ -47,11 +48,6 @@ def test_an_unknown_algorithm_is_refused_naming_the_registered_ones():
         solver_for("arnoldi")
 
 
-def _operator(dim: int = 60) -> DenseOperator:
-    Q, _ = torch.linalg.qr(torch.randn(dim, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
-    return DenseOperator(Q @ torch.diag(torch.logspace(0, -3, dim, dtype=torch.float64)) @ Q.T)
-
-
 EXACT_COUNTS = {  # overrides under which the plan's count is exact, not a bound
     "trace": ["algorithm.num_matvecs=30", "algorithm.block_size=7"],
     "density": ["algorithm.num_probes=3", "algorithm.num_steps=10"],
@@ -65,7 +61,7 @@ EXACT_COUNTS = {  # overrides under which the plan's count is exact, not a bound
 @pytest.mark.parametrize("name", sorted(EXACT_COUNTS))
 def test_every_solver_spends_what_the_plan_predicts_and_reports_it(name):
     cfg = compose_overrides([f"algorithm={name}", "seed=3", *EXACT_COUNTS[name]])
-    op = _operator()
+    op = synthetic(60, spectrum=torch.logspace(0, -3, 60))
     record = run_algorithm(cfg, op, problem={"test": name})
     predicted, _ = solver_for(name).matvecs(cfg.algorithm, op.shape[0])
     assert record["matvecs"] == op.matvecs == predicted

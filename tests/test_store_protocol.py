@@ -6,16 +6,17 @@ import pytest
 import torch
 
 from pipeline.errors import InputError, MissingFileError
-from pipeline.linalg import DenseOperator, MemoryStore, seigh
+from pipeline.linalg import MemoryStore, seigh
 from pipeline.linalg.measurements import MeasurementStore
 from pipeline.linalg.result import StoredMatrix
 from pipeline.store import RunStore, load_eigenpairs
 
+from helpers import synthetic
 
-def _operator(dim: int = 300) -> DenseOperator:
-    Q, _ = torch.linalg.qr(torch.randn(dim, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(4)))
-    values = torch.cat([torch.tensor([50.0, -30.0, 20.0, 10.0]), 1e-3 * torch.rand(dim - 4, generator=torch.Generator().manual_seed(5))])
-    return DenseOperator(Q @ torch.diag(values.double()) @ Q.T)
+
+def _operator(dim: int = 300):
+    tail = 1e-3 * torch.rand(dim - 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    return synthetic(dim, seed=4, spectrum=torch.cat([torch.tensor([50.0, -30.0, 20.0, 10.0], dtype=torch.float64), tail]))
 
 
 OPTIONS = dict(k=4, outer=20, inner=40, block_size=10, seed=1, error_test_vectors=0)

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 from scipy.integrate import trapezoid  # np.trapezoid needs numpy >= 2.0
-from test_lanczos import synthetic
 
 from pipeline.linalg import DenseOperator, hutchinson_trace, hutchpp_trace, sketch_eigs, slq_density
+
+from helpers import synthetic
 
 
 @pytest.fixture(scope="module")

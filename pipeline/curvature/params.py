@@ -82,11 +82,3 @@ class FlatView:
             raise InputError(f"expected a flat vector of shape ({self.dim},), got {tuple(flat.shape)}")
         pieces = torch.split(flat, self.numels)
         return {n: piece.view(shape) for n, piece, shape in zip(self.names, pieces, self.shapes)}
-
-    def slices(self) -> dict[str, slice]:
-        """name -> slice of the flat vector holding that parameter."""
-        out, start = {}, 0
-        for name, numel in zip(self.names, self.numels):
-            out[name] = slice(start, start + numel)
-            start += numel
-        return out
