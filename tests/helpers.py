@@ -70,7 +70,7 @@ def dense_ggn(model, loss_fn, x, y) -> torch.Tensor:
 
 
 def dense_fisher(model, loss_fn, x, y) -> torch.Tensor:
-    """(1/N) sum_n g_n g_n^T from per-sample gradients."""
+    """(1/N) sum_n g_n g_n^T from per-sample gradients (sum_n g_n g_n^T for a sum-reduced loss)."""
     params = {n: p.detach() for n, p in model.named_parameters()}
     view = FlatView.of(params)
     theta = view.flatten(params)
@@ -79,7 +79,7 @@ def dense_fisher(model, loss_fn, x, y) -> torch.Tensor:
         return loss_fn(functional_call(model, {**dict(model.named_buffers()), **view.unflatten(t)}, (xi[None],)), yi[None])
 
     G = torch.stack([jacrev(sample_loss)(theta, x[i], y[i]) for i in range(x.shape[0])])
-    return G.T @ G / x.shape[0]
+    return G.T @ G / (1 if getattr(loss_fn, "reduction", "mean") == "sum" else x.shape[0])
 
 
 def mlp_factory(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:

@@ -18,11 +18,11 @@ from helpers import SlowDataset, data_factory, failing_factory, mlp_factory, spl
 CE = nn.functional.cross_entropy
 
 
-def spec(dtype=torch.float64, n=61, curvature="hessian", batch_size=16, **kwargs):
+def spec(dtype=torch.float64, n=61, curvature="hessian", batch_size=16, loss_fn=CE, **kwargs):
     return ProblemSpec(
+        loss_fn=loss_fn,
         model_factory=functools.partial(mlp_factory, dtype=dtype),
         dataset_factory=functools.partial(data_factory, n=n, dtype=dtype),
-        loss_fn=CE,
         curvature=curvature,
         batch_size=batch_size,
         **kwargs,
@@ -52,6 +52,16 @@ def test_two_workers_equal_in_process_float64(ray_op):
     torch.testing.assert_close(ray_op @ V, local @ V, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(ray_op @ V[:, 0], local @ V[:, 0], rtol=1e-10, atol=1e-12)
     assert len(ray_op.last_timings) == 2 and all(t["compute_s"] > 0 for t in ray_op.last_timings)
+
+
+def test_two_workers_equal_in_process_for_a_summed_loss(ray_session):
+    """A sum-reduced loss: C = sum of the batches' curvatures, whatever the workers and batch size."""
+    summed = functools.partial(nn.functional.cross_entropy, reduction="sum")
+    x, y = data_factory(61, torch.float64)
+    local = HessianOperator(mlp_factory(), summed, split(x, y, [61]))
+    V = torch.randn(local.shape[0], 2, dtype=torch.float64)
+    with RayOperator(spec(loss_fn=summed, batch_size=9), num_workers=2, cpus_per_worker=1) as op:
+        torch.testing.assert_close(op @ V, local @ V, rtol=1e-10, atol=1e-12)
 
 
 def test_two_workers_equal_in_process_float32_ggn(ray_session):

@@ -2,7 +2,8 @@
 
 For a data set of N samples split into batches of n_i samples with mean losses L_i, the loss is
 L = (1/N) sum_i n_i L_i, so every curvature matrix is C = (1/N) sum_i n_i C_i: batches are
-weighted by sample count and the operator does not depend on how samples are batched.
+weighted by sample count and the operator does not depend on how samples are batched. A
+sum-reduced loss (``reduction="sum"``) has L = sum_i L_i and C = sum_i C_i.
 """
 
 from __future__ import annotations
@@ -73,12 +74,10 @@ class CurvatureOperator(Operator):
             raise InputError(
                 f"hvp_mode for {type(self).__name__} must be {AUTO!r} or one of {self.PRODUCT_MODES}, got {hvp_mode!r}"
             )
-        reduction = getattr(loss_fn, "reduction", None) or getattr(loss_fn, "keywords", {}).get("reduction")
-        if reduction not in (None, "mean"):
-            raise InputError(
-                f"loss reduction {reduction!r} is not supported: batches are weighted by their sample counts, which needs "
-                "mean-reduced batch losses; use reduction='mean' (the curvature of the summed loss is N times that of the mean)"
-            )
+        reduction = getattr(loss_fn, "reduction", None) or getattr(loss_fn, "keywords", {}).get("reduction") or "mean"
+        if reduction not in ("mean", "sum"):
+            raise InputError(f"loss reduction {reduction!r} is not supported: the loss must be one number per batch; use "
+                             "reduction='mean' (or 'sum' for the curvature of the summed loss)")
         selected = select_parameters(model, params)
         first = next(iter(selected.values()))
         dtype = dtype or first.dtype
@@ -93,6 +92,7 @@ class CurvatureOperator(Operator):
         super().__init__(self.view.dim, dtype, first.device)
         self.model = model.eval()
         self.loss_fn = loss_fn
+        self.reduction = reduction
         self.data = data
         self.vmap_chunk_size = vmap_chunk_size
         self.hvp_mode = hvp_mode
@@ -186,9 +186,10 @@ class CurvatureOperator(Operator):
             torch.cuda.synchronize(self.device)
 
     def weighted_sum(self, V: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """(sum_i n_i C_i V, N): the unnormalised product over this operator's data and its size.
+        """(sum_i w_i C_i V, N): the unnormalised product over this operator's data and its size,
+        w_i = n_i for mean-reduced losses, 1 for summed ones.
 
-        Distributed workers all-reduce both parts; ``op @ V`` divides one by the other.
+        Distributed workers all-reduce both parts; ``normalise`` turns them into C V.
         """
         total = torch.zeros_like(V)
         count = 0
@@ -203,15 +204,18 @@ class CurvatureOperator(Operator):
                 raise
             if not torch.isfinite(product).all():
                 self._raise_nonfinite(index, inputs, targets)
-            total += n * product
+            total += n * product if self.reduction == "mean" else product
             count += n
         if count == 0:
             raise InputError("data is empty: the data set yielded no samples; check the data config and subset size")
         return total, count
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        total, count = self.weighted_sum(V)
-        return total / count
+        return self.normalise(*self.weighted_sum(V))
+
+    def normalise(self, total: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
+        """C V from ``weighted_sum``'s parts (summed over workers): total / N for a mean loss, total for a sum."""
+        return total / count if self.reduction == "mean" else total
 
     def _vmap(self, fn: Callable[[torch.Tensor], torch.Tensor], V: torch.Tensor) -> torch.Tensor:
         """Apply a single-vector product to every column of V in one vectorised pass (a single

@@ -1,4 +1,4 @@
-"""Empirical Fisher: F = (1/N) sum_n g_n g_n^T with g_n the gradient of sample n's loss."""
+"""Empirical Fisher: F = (1/N) sum_n g_n g_n^T with g_n the gradient of sample n's loss (sum_n g_n g_n^T for a summed loss)."""
 
 from __future__ import annotations
 
@@ -38,11 +38,15 @@ class EmpiricalFisherOperator(CurvatureOperator):
             _, gv = jvp(sample_losses, (self.theta,), (v,))
             return pullback(gv)[0]
 
-        return self._vmap(fisher_vector, V) / losses.shape[0]
+        return self._vmap(fisher_vector, V) / self._batch_scale(losses)
 
     def _graph_reuse(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         leaves = leaves_of(self.view, self.theta)
         with torch.enable_grad():
             losses = self._sample_losses(self.call_model(leaves, inputs), targets)
             graph = RetainedGraph(losses, list(leaves.values()), self.view)
-            return torch.stack([graph.vjp(graph.jvp(v)) for v in V.T.contiguous()], dim=1) / losses.shape[0]
+            return torch.stack([graph.vjp(graph.jvp(v)) for v in V.T.contiguous()], dim=1) / self._batch_scale(losses)
+
+    def _batch_scale(self, losses: torch.Tensor) -> int:
+        """The batch's Fisher is the mean of g g^T over its samples for a mean loss, their sum for a summed one."""
+        return losses.shape[0] if self.reduction == "mean" else 1

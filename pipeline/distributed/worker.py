@@ -70,7 +70,7 @@ class CurvatureWorker(TorchRank):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     def _reduced_product(self, V: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, float]]:
-        """All-reduce (sum_i n_i C_i V, N) over the ranks. A rank whose shard fails (NaN loss,
+        """All-reduce (sum_i w_i C_i V, N) over the ranks (see ``CurvatureOperator.weighted_sum``). A rank whose shard fails (NaN loss,
         bad data) still joins the collectives, so no peer is left blocked: every rank learns of
         the failure from the reduced flag, the failing one raises its error, the others PeerFailed."""
         start = time.perf_counter()
@@ -93,7 +93,7 @@ class CurvatureWorker(TorchRank):
         timings = {"compute_s": computed - start, "allreduce_s": reduced - computed}
         if self.rank != 0:
             return None, timings
-        return (total / status[0].to(total.dtype)).cpu(), timings
+        return self.op.normalise(total, status[0].to(total.dtype)).cpu(), timings
 
     def pid(self) -> int:
         return os.getpid()
