@@ -138,10 +138,11 @@ def seigh(
     store.forget_result()
 
     dim = op.shape[0]
+    sketch = options.sketch(dim)
     rows = row_blocks(dim, outer, memory_bytes // (8 * (3 * outer + 5 * inner)))
     device = compute_device(device)
     before = op.matvecs
-    recovered = measure_and_recover(op, store, options.sketch(dim), rows, device, progress, on_block)
+    recovered = measure_and_recover(op, store, sketch, rows, device, progress, on_block)
     measured = op.matvecs - before
     values = recovered.values.cpu()
     order = order_by(values, "LM")
@@ -151,7 +152,7 @@ def seigh(
     info = {"outer": outer, "inner": inner, "recycled": recycled, "measured_now": measured, "row_blocks": len(rows),
             "qr": recovered.method, "cholesky_steps": recovered.cholesky_steps, "device": str(device)}
     result = check_and_refine(op, V_store, values[order[:k]].clone(), residuals=residuals, error_test_vectors=error_test_vectors,
-                              error_seed=options.sketch(dim).seeds()["error"], refine_tol=refine_tol, tol=tol,
+                              error_seed=sketch.seeds()["error"], refine_tol=refine_tol, tol=tol,
                               block_size=block_size, info=info)
     result.matvecs += measured
     store.save("eigenvalues", result.eigenvalues.numpy())
