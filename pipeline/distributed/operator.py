@@ -1,4 +1,5 @@
-"""RayOperator: the operator protocol backed by a WorkerGroup."""
+"""RayOperator: the operator protocol backed by a WorkerGroup (and ``RemoteMeasuring``: test
+matrices are generated and measured blocks written on the workers)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 
 from pipeline.distributed.group import WorkerGroup
 from pipeline.distributed.worker import CurvatureWorker
-from pipeline.linalg.operator import ColumnWriter, Operator
+from pipeline.linalg.measuring import ColumnWriter
+from pipeline.linalg.operator import Operator
 from pipeline.sharding.spec import ProblemSpec
 
 
@@ -44,9 +46,7 @@ class RayOperator(Operator):
     def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None) -> torch.Tensor | None:
         """H Omega[:, columns] with Omega generated on the workers (no D-sized vector passes
         through the driver when a ``writer`` stores the block from rank 0)."""
-        product = self._reduced(CurvatureWorker.measure, kind, seed, columns, writer)
-        self.matvecs += len(columns)
-        return product
+        return self._counted(len(columns), self._reduced, CurvatureWorker.measure, kind, seed, columns, writer)
 
     def weights_digest(self) -> str:
         """SHA-1 of the workers' flat parameters (they verified at start that they agree)."""

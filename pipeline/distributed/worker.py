@@ -17,7 +17,7 @@ import torch
 from pipeline.distributed import process_group
 from pipeline.distributed.actor_group import PeerFailed
 from pipeline.distributed.torch_backend import TorchRank
-from pipeline.linalg.operator import ColumnWriter
+from pipeline.linalg.measuring import ColumnWriter
 from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.streaming import WriteBehind
 from pipeline.sharding.spec import ProblemSpec

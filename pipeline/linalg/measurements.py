@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import InputError
-from pipeline.linalg.operator import ColumnWriter
+from pipeline.linalg.measuring import ColumnWriter
 
 
 class StoreMismatchError(InputError):

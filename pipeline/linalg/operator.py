@@ -8,21 +8,14 @@ b vectors, done in one pass), and ``op.to_scipy()`` for scipy.sparse.linalg.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 
 from pipeline.errors import InputError
-from pipeline.linalg.random_matrices import random_columns
-from pipeline.linalg.streaming import WriteBehind
-
-
-class ColumnWriter(Protocol):
-    """Receives measured column blocks (e.g. a Zarr array writer); must be picklable to travel."""
-
-    def write(self, columns: range, block: torch.Tensor) -> None: ...
 
 
 class Operator(ABC):
@@ -39,7 +32,6 @@ class Operator(ABC):
         self.dtype = dtype
         self.device = torch.device(device)
         self.matvecs = 0
-        self._writes = WriteBehind()
 
     @abstractmethod
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
@@ -47,9 +39,15 @@ class Operator(ABC):
 
     def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
         V = self._check_vectors(v)
-        out = self._matmat(V)
-        self.matvecs += V.shape[1]
+        out = self._counted(V.shape[1], self._matmat, V)
         return out[:, 0] if v.ndim == 1 else out
+
+    def _counted(self, products: int, compute: Callable[..., Any], *args: Any) -> Any:
+        """``compute(*args)``, which makes ``products`` matrix-vector products, counted in ``matvecs``
+        once it returns (the one place products are counted)."""
+        out = compute(*args)
+        self.matvecs += products
+        return out
 
     def _check_vectors(self, v: torch.Tensor) -> torch.Tensor:
         """Validate v of shape (D,) or (D, b); return it as a (D, b) block."""
@@ -65,23 +63,6 @@ class Operator(ABC):
         if v.device.type != self.device.type:
             raise InputError(f"vector is on {v.device}, the operator on {self.device}")
         return v if v.ndim == 2 else v[:, None]
-
-    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None) -> torch.Tensor | None:
-        """H Omega[:, columns] for the seeded test matrix ``kind`` (see ``random_columns``), shape
-        (D, len(columns)); with a ``writer`` the block is handed to ``writer.write(columns, block)``
-        in the background (while the next block is computed) and None is returned: call
-        ``wait_for_writes`` before reading. Distributed operators generate Omega where the
-        products are made."""
-        block = self @ random_columns(kind, seed, self.shape[0], columns, dtype=self.dtype, device=self.device)
-        if writer is None:
-            return block
-        self._writes.submit(writer.write, columns, block)
-        return None
-
-    def wait_for_writes(self) -> None:
-        """Wait until every block handed to ``measure`` with a writer is written (re-raises a
-        failed write)."""
-        self._writes.wait()
 
     def to_scipy(self) -> LinearOperator:
         """A scipy LinearOperator applying this operator to numpy arrays (copies via the host)."""

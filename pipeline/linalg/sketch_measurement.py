@@ -13,6 +13,7 @@ import torch
 
 from pipeline.errors import OperationError
 from pipeline.linalg.measurements import BlockedColumns, MeasurementStore
+from pipeline.linalg.measuring import RemoteMeasuring, measuring
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.recovery import DamagedMeasurements, Measurements, Recovered, recover
 from pipeline.progress import tracked
@@ -60,9 +61,10 @@ def measure_and_recover(op: Operator, store: MeasurementStore, plan: SketchPlan,
     if not plan.recycled:
         arrays.append(("outer", Y, plan.outer_kind, seeds["outer"]))
     meas = Measurements(Y, W, plan.outer, plan.inner_kind, seeds["inner"], plan.recycled)
+    measurer = measuring(op)
     for _ in range(MEASURE_ROUNDS):
         for name, array, kind, kind_seed in arrays:
-            measure_columns(op, store, array, kind, kind_seed, name, progress, on_block)
+            measure_columns(measurer, store, array, kind, kind_seed, name, progress, on_block)
         try:
             return recover(meas, rows, store, device, progress)
         except DamagedMeasurements as error:  # checksum mismatch, truncated or lost chunks: unmarked, remeasure now
@@ -71,10 +73,10 @@ def measure_and_recover(op: Operator, store: MeasurementStore, plan: SketchPlan,
     raise damage
 
 
-def measure_columns(op: Operator, store: MeasurementStore, array: BlockedColumns, kind: str, seed: int, name: str,
+def measure_columns(measurer: RemoteMeasuring, store: MeasurementStore, array: BlockedColumns, kind: str, seed: int, name: str,
                     progress: bool | None = None, on_block: Callable[[str, range], None] | None = None) -> None:
     """Measure every unmarked block of ``array``. Writes run behind the products
-    (``op.wait_for_writes``); a block whose write was lost (a worker died with it pending) is
+    (``measurer.wait_for_writes``); a block whose write was lost (a worker died with it pending) is
     still unmarked afterwards and measured again, so the loop ends only when every block is marked.
     The store's fingerprint is adopted once the first block is complete."""
     missing = array.missing_blocks()
@@ -89,17 +91,17 @@ def measure_columns(op: Operator, store: MeasurementStore, array: BlockedColumns
             log.warning("%s measurements: %d blocks were not written (a worker died?); measuring them again", name, len(missing))
         try:
             for columns in tracked(missing, total=len(missing), desc=f"{name} measurements", unit="blocks", progress=progress):
-                block = op.measure(kind, seed, columns, writer=array.writer)
+                block = measurer.measure(kind, seed, columns, writer=array.writer)
                 if block is not None:
                     array.write(columns, block)
                 if not adopted:
-                    op.wait_for_writes()
+                    measurer.wait_for_writes()
                     store.adopt()
                     adopted = True
                 if on_block is not None:
                     on_block(name, columns)
         finally:
-            op.wait_for_writes()  # products already made are kept, also when the loop is interrupted
+            measurer.wait_for_writes()  # products already made are kept, also when the loop is interrupted
         missing = array.missing_blocks()
     if missing:
         raise OperationError(f"{name} measurements: blocks {[c.start for c in missing]} are still not marked after "

@@ -1,0 +1,55 @@
+"""How a sketch's measurements H Omega[:, columns] are made. ``LocalMeasuring`` generates the
+seeded test matrix here, multiplies, and writes the block in the background while the next is
+computed; an operator whose products are made elsewhere (the Ray workers) is ``RemoteMeasuring``
+itself: it generates Omega where the products are made and writes from there."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from pipeline.linalg.operator import Operator
+from pipeline.linalg.random_matrices import random_columns
+from pipeline.linalg.streaming import WriteBehind
+
+
+class ColumnWriter(Protocol):
+    """Receives measured column blocks (e.g. a Zarr array writer); must be picklable to travel."""
+
+    def write(self, columns: range, block: torch.Tensor) -> None: ...
+
+
+@runtime_checkable
+class RemoteMeasuring(Protocol):
+    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None) -> torch.Tensor | None:
+        """H Omega[:, columns] (D, len(columns)) for the seeded test matrix ``kind`` (see
+        ``random_columns``); with a ``writer`` the block is written (in the background) and None
+        returned: call ``wait_for_writes`` before reading."""
+
+    def wait_for_writes(self) -> None:
+        """Wait until every block handed over with a writer is written (re-raises a failed write)."""
+
+
+class LocalMeasuring:
+    """``RemoteMeasuring`` for any operator: Omega generated here, written behind the next product."""
+
+    def __init__(self, op: Operator):
+        self.op = op
+        self.writes = WriteBehind()
+
+    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None) -> torch.Tensor | None:
+        op = self.op
+        block = op @ random_columns(kind, seed, op.shape[0], columns, dtype=op.dtype, device=op.device)
+        if writer is None:
+            return block
+        self.writes.submit(writer.write, columns, block)
+        return None
+
+    def wait_for_writes(self) -> None:
+        self.writes.wait()
+
+
+def measuring(op: Operator) -> RemoteMeasuring:
+    """The operator itself where it measures remotely, else a ``LocalMeasuring`` around it."""
+    return op if isinstance(op, RemoteMeasuring) else LocalMeasuring(op)
