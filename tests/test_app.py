@@ -99,6 +99,7 @@ def test_bad_values_exit_with_one_line_reason(tmp_path, overrides, message):
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_default_job_end_to_end_matches_in_process_lanczos(tmp_path):
     result = app(f"hydra.run.dir={tmp_path}", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -118,6 +119,7 @@ def test_default_job_end_to_end_matches_in_process_lanczos(tmp_path):
     np.testing.assert_allclose(record["eigenvalues"], reference.eigenvalues.numpy(), rtol=2e-3)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_measures_only_what_is_missing(tmp_path):
     # one product mode for both runs: auto may time its way to another mode, equal only to rounding
     overrides = ["cluster=none", "curvature.hvp_mode=graph-reuse", "algorithm.outer=60", "algorithm.inner=120", "algorithm.block_size=1",
@@ -146,6 +148,7 @@ def test_resume_after_kill_measures_only_what_is_missing(tmp_path):
     np.testing.assert_allclose(record["eigenvalues"], uninterrupted["eigenvalues"], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_driver_killed_during_post_processing_then_rerun_gives_the_clean_result(tmp_path):
     overrides = ["cluster=none", "curvature.hvp_mode=graph-reuse", "algorithm.outer=60", "algorithm.inner=120", "algorithm.memory_gb=0.0002",
                  "algorithm.refine_tol=null", "algorithm.error_test_vectors=0", f"hydra.run.dir={tmp_path}"]
@@ -241,6 +244,7 @@ def test_unreachable_cluster_fails_fast_with_a_reason(tmp_path):
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in output and "Traceback" not in output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_sigterm_and_sigint_stop_cleanly_and_the_rerun_resumes(tmp_path, sig, code):
     overrides = ["cluster=none", "algorithm.outer=60", "algorithm.inner=120", "algorithm.block_size=1",

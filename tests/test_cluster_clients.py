@@ -73,6 +73,7 @@ def ray_head():
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_job_submitted_with_submit_sh_to_a_real_head_writes_its_results(ray_head, tmp_path):
     run_dir = tmp_path / "run"
     result = subprocess.run(["bash", ROOT / "jobs/ray/submit.sh", *SMALL_SEIGH], capture_output=True, text=True, timeout=420,
@@ -100,6 +101,7 @@ finally:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_two_node_cluster_writes_one_store_equal_to_the_single_process_result(tmp_path):
     two_nodes, single = tmp_path / "two_nodes", tmp_path / "single"

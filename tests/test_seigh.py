@@ -257,6 +257,7 @@ def test_exact_low_rank_matrix_is_recovered_exactly():
     assert error["low"] <= truncation <= error["high"]
 
 
+@pytest.mark.slow
 def test_paper_mlp_on_digits_top10_within_two_percent_of_dense_eigh():
     """The paper's tanh-MLP (7,030 parameters) on 500 digits with its nO=355, nI=710."""
     from torch import nn
