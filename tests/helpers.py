@@ -126,3 +126,11 @@ def synthetic(dim=400, seed=0, spectrum=None) -> DenseOperator:
     if spectrum is None:
         spectrum = torch.cat([torch.tensor([50.0, -40.0, 30.0, 20.0, -15.0, 12.0, 10.0, 9.0]), 0.5 * torch.randn(dim - 8, generator=gen)])
     return DenseOperator(Q @ torch.diag(spectrum.double()) @ Q.T)
+
+
+def unseeded_mlp_factory() -> nn.Module:
+    """A model factory whose weights differ per process (seeded by the pid): not deterministic."""
+    import os
+
+    torch.manual_seed(os.getpid())
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).double()

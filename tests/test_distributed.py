@@ -11,9 +11,10 @@ from torch import nn
 
 from pipeline.curvature import GGNOperator, HessianOperator
 from pipeline.distributed import ProblemSpec, RayOperator, shard_indices
+from pipeline.errors import OperationError
 from pipeline.linalg import lanczos, random_columns
 
-from helpers import SlowDataset, data_factory, failing_factory, mlp_factory, split
+from helpers import SlowDataset, data_factory, failing_factory, mlp_factory, split, unseeded_mlp_factory
 
 CE = nn.functional.cross_entropy
 
@@ -147,6 +148,12 @@ def test_model_factory_that_raises(ray_session):
     broken = ProblemSpec(failing_factory, functools.partial(data_factory), CE)
     with pytest.raises(RuntimeError, match="checkpoint file /nonexistent/model.pt not found"):
         RayOperator(broken, num_workers=2, cpus_per_worker=1)
+
+
+def test_workers_that_build_different_models_are_refused(ray_session):
+    unseeded = ProblemSpec(unseeded_mlp_factory, functools.partial(data_factory), CE)
+    with pytest.raises(OperationError, match="workers built different models: the model factory is not deterministic"):
+        RayOperator(unseeded, num_workers=2, cpus_per_worker=1)
 
 
 def test_automatic_resources_divide_the_cluster(ray_session):
