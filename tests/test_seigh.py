@@ -451,3 +451,30 @@ def test_adaptive_seigh_stops_at_its_budget_with_a_warning_and_resumes_after_a_k
     assert [s["outer"] for s in resumed.info["adaptive"]] == [s["outer"] for s in straight.info["adaptive"]]
     assert resumed.info["adaptive_matvecs"] == straight.info["adaptive_matvecs"]  # nothing measured twice
     torch.testing.assert_close(resumed.eigenvalues, straight.eigenvalues, rtol=1e-10, atol=1e-12)
+
+
+def test_adaptive_history_noted_before_the_product_count_rename_still_resumes(problem, tmp_path):
+    """Stores noted adaptive steps under "products" before the count was named matvecs: resuming one
+    spends and reports exactly what an uninterrupted run does."""
+    from pipeline.linalg import adaptive_seigh
+
+    op = problem[0]
+    options = dict(start_outer=12, growth=1.5, seed=5, error_test_vectors=0, block_size=6)
+    url = tmp_path / "old.zarr"
+    calls = []
+
+    def die_in_the_third_step(name, columns):
+        calls.append(name)
+        if len(calls) == 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        adaptive_seigh(op, 6, 1e-2, store=RunStore(url), on_block=die_in_the_third_step, **options)
+    store = RunStore(url)
+    noted = store.noted("adaptive_history")
+    assert noted and all("matvecs" in step for step in noted)
+    store.note("adaptive_history", [{("products" if key == "matvecs" else key): value for key, value in step.items()} for step in noted])
+    resumed = adaptive_seigh(op, 6, 1e-2, store=store, **options)
+    straight = adaptive_seigh(op, 6, 1e-2, **options)
+    assert resumed.info["adaptive_matvecs"] == straight.info["adaptive_matvecs"]
+    assert [s["matvecs"] for s in resumed.info["adaptive"]] == [s["matvecs"] for s in straight.info["adaptive"]]

@@ -41,7 +41,7 @@ def adaptive_seigh(op: Operator, k: int, target_tol: float, *, max_matvecs: int 
     store = store if store is not None else MemoryStore()
     largest = (dim - 1) // 2  # inner = 2 outer <= D - 1 keeps outer < D
     outer = max(k, min(_whole_blocks(start_outer or 2 * k, block_size), largest))
-    history = list(store.noted(_HISTORY) or [])
+    history = [_noted_step(step) for step in store.noted(_HISTORY) or []]
     if store.noted(_CURRENT):  # resume: the step that was running (its measured blocks are in the store)
         outer = store.noted(_CURRENT)
         log.info("adaptive seigh: resuming the step at nO=%d after %d completed steps", outer, len(history))
@@ -74,6 +74,11 @@ def adaptive_seigh(op: Operator, k: int, target_tol: float, *, max_matvecs: int 
     result.info["adaptive_matvecs"] = spent  # over all steps, also those of an interrupted earlier run
     return dataclasses.replace(result, matvecs=spent_now)
 
+
+
+def _noted_step(step: dict) -> dict:
+    """A step as noted in the store (stores written before the product count was renamed call it "products")."""
+    return {("matvecs" if key == "products" else key): value for key, value in step.items()}
 
 
 def _whole_blocks(columns: int, block: int) -> int:
