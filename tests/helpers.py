@@ -134,3 +134,18 @@ def unseeded_mlp_factory() -> nn.Module:
 
     torch.manual_seed(os.getpid())
     return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+
+
+def wait_for_marks(done_path, count: int, timeout_s: float = 120.0) -> None:
+    """Wait until ``count`` completion marks of a fresh store's measurement array (a Zarr array
+    at ``done_path``) are written: each set mark is one chunk file ``c/<block>`` (temporary files
+    of a write in progress are not counted). Counting files is cheap, so a loaded machine does not
+    let the measured process run past the point of interest."""
+    import time
+
+    def marks() -> int:
+        return sum(1 for p in (done_path / "c").iterdir() if p.name.isdigit()) if (done_path / "c").is_dir() else 0
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and marks() < count:
+        time.sleep(0.005)

@@ -23,6 +23,8 @@ from pipeline.data.subsets import batches
 from pipeline.linalg import lanczos
 from pipeline.models import build_from_config
 
+from helpers import wait_for_marks
+
 GROUPS = {group: sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
           for group in ("model", "data", "curvature", "algorithm", "cluster", "experiment")}
 
@@ -127,11 +129,7 @@ def test_resume_after_kill_measures_only_what_is_missing(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     process = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done_path = tmp_path / "store.zarr" / "inner_done"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if done_path.exists() and int(np.asarray(zarr.open_array(str(done_path), mode="r")[:]).sum()) >= 3:
-            break
-        time.sleep(0.01)
+    wait_for_marks(done_path, 3)
     process.send_signal(signal.SIGKILL)
     process.wait()
     marked = int(np.asarray(zarr.open_array(str(done_path), mode="r")[:]).sum())
@@ -253,9 +251,7 @@ def test_sigterm_and_sigint_stop_cleanly_and_the_rerun_resumes(tmp_path, sig, co
     process = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     done_path = tmp_path / "store.zarr" / "inner_done"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (done_path.exists() and int(np.asarray(zarr.open_array(str(done_path), mode="r")[:]).sum()) >= 3):
-        time.sleep(0.01)
+    wait_for_marks(done_path, 3)
     process.send_signal(sig)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == code, output[-2000:]
