@@ -242,6 +242,12 @@ def test_unreachable_cluster_fails_fast_with_a_reason(tmp_path):
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in output and "Traceback" not in output
 
 
+def _default_sigint() -> None:
+    """A job started in the background of a non-interactive shell inherits SIGINT ignored, and so
+    would the app: give it the default (Python's KeyboardInterrupt), as an interactive run has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_sigterm_and_sigint_stop_cleanly_and_the_rerun_resumes(tmp_path, sig, code):
@@ -249,7 +255,7 @@ def test_sigterm_and_sigint_stop_cleanly_and_the_rerun_resumes(tmp_path, sig, co
                  "algorithm.refine_tol=null", "algorithm.error_test_vectors=0", f"hydra.run.dir={tmp_path}"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     process = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint)
     done_path = tmp_path / "store.zarr" / "inner_done"
     wait_for_marks(done_path, 3)
     process.send_signal(sig)

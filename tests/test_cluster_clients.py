@@ -65,8 +65,8 @@ def ray_head():
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
-            head.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # `ray start --block` can take half a minute to stop its processes
+            head.wait(timeout=3)
+        except subprocess.TimeoutExpired:  # `ray start --block` can take half a minute to stop: its session is killed whole
             os.killpg(head.pid, signal.SIGKILL)
             head.wait(timeout=30)
         shutil.rmtree(temp_dir, ignore_errors=True)
