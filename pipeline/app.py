@@ -47,7 +47,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         prediction = plan(cfg, op, run_dir)
         before, began = op.matvecs, time.perf_counter()
         results = run_algorithm(cfg, op, store, problem={**fingerprint(cfg), "weights": op.weights_digest()})
-        results.update(algorithm=cfg.algorithm.name, num_params=op.shape[0], curvature=cfg.curvature.kind, num_samples=spec.num_samples())
+        results.update(algorithm=cfg.algorithm.name, num_params=op.shape[0], curvature=cfg.curvature.kind, num_samples=op.num_samples)
         results["actual"] = {"wall_s": time.perf_counter() - began, "matvecs": op.matvecs - before,
                              "store_bytes": _size_on_disk(run_dir / cfg.output.store) if store else 0,
                              "driver_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}

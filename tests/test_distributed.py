@@ -49,6 +49,7 @@ def test_shards_are_balanced_and_cover_everything():
 
 def test_two_workers_equal_in_process_float64(ray_op):
     local = local_operator()
+    assert ray_op.num_samples == local.num_samples == 61  # the shards' sizes add up
     V = torch.randn(local.shape[0], 3, dtype=torch.float64)
     torch.testing.assert_close(ray_op @ V, local @ V, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(ray_op @ V[:, 0], local @ V[:, 0], rtol=1e-10, atol=1e-12)

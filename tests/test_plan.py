@@ -34,6 +34,16 @@ def test_every_run_records_its_prediction_next_to_the_actual_figures(tmp_path):
     assert saved["plan"]["store_bytes"] == record["plan"]["store_bytes"]
 
 
+def test_an_in_process_run_builds_its_data_once_and_records_its_size(tmp_path, monkeypatch):
+    import pipeline.problem
+
+    builds = []
+    original = pipeline.problem.build_dataset
+    monkeypatch.setattr(pipeline.problem, "build_dataset", lambda config: builds.append(config) or original(config))
+    record = run(compose_overrides(SMALL), tmp_path)
+    assert len(builds) == 1 and record["num_samples"] == 100  # data.subset=100, counted by the operator
+
+
 def test_what_will_not_fit_is_flagged(tmp_path, monkeypatch, caplog):
     import torch
 

@@ -127,6 +127,14 @@ class CurvatureOperator(Operator):
         targets = _to(targets, self.dtype, self.device)
         return inputs, targets, int(targets.shape[0])
 
+    @property
+    def num_samples(self) -> int:
+        """N, the samples in this operator's data (a DataLoader's data set is counted, not loaded)."""
+        dataset = getattr(self.data, "dataset", None)
+        if dataset is not None and hasattr(dataset, "__len__"):
+            return len(dataset)
+        return sum(n for _, _, n in self.batches())
+
     def batches(self) -> Iterator[tuple[Any, torch.Tensor, int]]:
         """(inputs, targets, n) of every batch on the operator's device and dtype. A list or
         tuple of batches is converted once and kept; other iterables are converted per pass."""

@@ -48,6 +48,11 @@ class RayOperator(Operator):
         through the driver when a ``writer`` stores the block from rank 0)."""
         return self._counted(len(columns), self._reduced, CurvatureWorker.measure, kind, seed, columns, writer)
 
+    @property
+    def num_samples(self) -> int:
+        """N, the samples of all the workers' shards together."""
+        return sum(info["samples"] for info in self.group.info)
+
     def weights_digest(self) -> str:
         """SHA-1 of the workers' flat parameters (they verified at start that they agree)."""
         return self.group.info[0]["weights"]

@@ -42,7 +42,8 @@ class CurvatureWorker(TorchRank):
         """Build the model replica and the shard's operator; report what the driver needs."""
         self.op = self.spec.build(self.world_size, self.rank, self.device)
         return {"dim": self.op.shape[0], "dtype": str(self.op.dtype).removeprefix("torch."), "pid": os.getpid(),
-                "device": str(self.device), "weights": self.op.weights_digest(), "node": ray.get_runtime_context().get_node_id()}
+                "device": str(self.device), "weights": self.op.weights_digest(), "node": ray.get_runtime_context().get_node_id(),
+                "samples": self.op.num_samples}
 
     # ---- products ---------------------------------------------------------------------------
     def matmat(self, V: np.ndarray) -> tuple[torch.Tensor | None, dict[str, float]]:
