@@ -38,11 +38,6 @@ class KrylovBasis:
         self._append(start.to(basis_dtype).T, coupling=None)
 
     # ---- expansion ---------------------------------------------------------------------------
-    def expand(self, until: int) -> None:
-        """Compute products block by block until ``until`` vectors (or the whole space) are done."""
-        while (columns := self.next_block(until)) is not None:
-            self.accept(columns, self.op @ self.rows[columns].T.to(self.op.dtype))
-
     def next_block(self, until: int) -> slice | None:
         """The basis vectors whose products come next (at most up to ``until``), None when done;
         their products go to ``accept`` (several bases can share one block product this way)."""

@@ -8,6 +8,7 @@ import time
 import torch
 
 from pipeline.errors import InputError
+from pipeline.linalg.block_width import choose_block_width
 from pipeline.linalg.krylov import KrylovBasis
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.random_matrices import random_columns
@@ -29,7 +30,7 @@ def lanczos(
     tol: float = 1e-3,
     which: str = "LM",
     ncv: int | None = None,
-    block_size: int = 1,
+    block_size: int | str = "auto",
     max_matvecs: int | None = None,
     seed: int = 0,
     start: torch.Tensor | None = None,
@@ -39,16 +40,19 @@ def lanczos(
     The basis (at most ``ncv`` columns, default max(2k + 2b, k + 20)) is kept orthonormal in
     float64 by two Gram-Schmidt passes; the projected matrix T = V^T H V comes from the
     coefficients, so the Ritz residuals ||H v - theta v|| are exact up to rounding and need no
-    extra products. Restarts keep the best k + (ncv - k)/2 Ritz vectors until every requested
-    pair has ||H v - lambda v|| / |lambda| <= tol or ``max_matvecs`` are spent (then
-    ``converged`` says which did). ``block_size`` b > 1 computes b products per pass over the
+    extra products. They are checked after every block product (an eigh of the small projected
+    matrix), so no product is spent once every requested pair has ||H v - lambda v|| / |lambda|
+    <= tol; when the basis is full, a restart keeps the best k + (ncv - k)/2 Ritz vectors. It
+    stops there or when ``max_matvecs`` are spent (then ``converged`` says which pairs met tol). ``block_size`` b > 1 computes b products per pass over the
     data. ``start`` (D,) or (D, b) replaces the seeded Gaussian starting block.
     """
     check_k(op, k)
     check_tol(tol)
     check_which(which)
-    check_positive(block_size, "block_size")
     dim = op.shape[0]
+    if block_size == "auto":
+        block_size = start.reshape(dim, -1).shape[1] if start is not None else choose_block_width(op, k)
+    check_positive(block_size, "block_size")
     ncv = min(dim, ncv if ncv is not None else max(2 * k + 2 * block_size, k + 20))
     if ncv < k + block_size and ncv < dim:
         raise InputError(f"ncv={ncv} must be at least k + block_size = {k + block_size}")
@@ -62,11 +66,7 @@ def lanczos(
     restarts = 0
     history = []
     while True:
-        basis.expand(until=ncv)
-        theta, S, residual_norms = basis.ritz()
-        order = order_by(theta, which)
-        scale = torch.clamp(theta.abs(), min=max(torch.finfo(torch.float64).eps * float(theta.abs().max()), 1e-300))
-        relative = residual_norms / scale
+        theta, S, relative, order = _expand_until_converged(basis, ncv, k, which, tol, budget=matvecs_before + max_matvecs)
         wanted = order[:k]
         spent = op.matvecs - matvecs_before
         converged = relative[wanted] <= tol
@@ -91,3 +91,27 @@ def lanczos(
     )
     result.warn_unconverged("lanczos", tol, f"the budget of {spent} products was spent: raise max_matvecs or ncv")
     return result
+
+
+def _expand_until_converged(
+    basis: KrylovBasis, ncv: int, k: int, which: str, tol: float, budget: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Expand ``basis`` block by block up to ``ncv`` vectors, checking the Ritz residuals after
+    every block (an eigh of the small projected matrix), and stop as soon as the top k pairs in
+    ``which`` order meet ``tol`` or the operator's product count reaches ``budget``.
+
+    Returns (theta, S, relative residuals, order) of the last Rayleigh-Ritz step.
+    """
+    op = basis.op
+    while True:
+        columns = basis.next_block(ncv)
+        if columns is not None and op.matvecs < budget:
+            basis.accept(columns, op @ basis.rows[columns].T.to(op.dtype))
+            if basis.n < min(k, basis.capacity) and basis.next_block(ncv) is not None:
+                continue
+        theta, S, residual_norms = basis.ritz()
+        order = order_by(theta, which)
+        scale = torch.clamp(theta.abs(), min=max(torch.finfo(torch.float64).eps * float(theta.abs().max()), 1e-300))
+        relative = residual_norms / scale
+        if columns is None or op.matvecs >= budget or bool((relative[order[:k]] <= tol).all()):
+            return theta, S, relative, order
