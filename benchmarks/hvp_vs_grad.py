@@ -70,7 +70,7 @@ def measure(model, loss_fn, x, y, device: str, dtype: torch.dtype) -> dict[str, 
             V = torch.randn(op.shape[0], b, device=device, dtype=dtype)
             row[(mode, b)] = timed(lambda op=op, V=V: op @ V, repeats=7) / b
         if mode == "auto":
-            row["auto choice"] = {b: op.mode_choices[b]["mode"] for b in BLOCKS}
+            row["auto choice"] = {b: op.mode_choices[b].mode for b in BLOCKS}
     return row
 
 

@@ -8,6 +8,14 @@ sys.path.insert(0, os.path.dirname(__file__))
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def fresh_mode_choices():
+    """hvp_mode=auto keeps its timings process-wide: every test starts without them."""
+    from pipeline.curvature.mode_choice import forget_choices
+
+    forget_choices()
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -131,7 +131,7 @@ def test_auto_mode_times_every_mode_once_per_block_width_and_agrees(mlp_problem,
         op @ V
     assert set(op.mode_choices) == {4}
     choice = op.mode_choices[4]
-    assert set(choice["seconds"]) == set(cls.PRODUCT_MODES) and choice["mode"] == min(choice["seconds"], key=choice["seconds"].get)
+    assert set(choice.seconds) == set(cls.PRODUCT_MODES) and choice.mode == min(choice.seconds, key=choice.seconds.get)
     assert sum("hvp_mode=auto for blocks of 4" in r.getMessage() for r in caplog.records) == 1
     for mode in cls.PRODUCT_MODES:
         torch.testing.assert_close(cls(model, CE, split(x, y, [32, 28]), hvp_mode=mode) @ V, first, rtol=1e-12, atol=1e-14)

@@ -13,12 +13,15 @@ import logging
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
+from pipeline.curvature.graph_cache import GraphCache
+from pipeline.curvature.mode_choice import ModeChoice, choose_mode, known_choice, problem_key
 from pipeline.curvature.params import FlatView, ParamSelector, select_parameters
 from pipeline.errors import InputError, OperationError
 from pipeline.linalg.operator import Operator
@@ -27,7 +30,6 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[Any, torch.Tensor]
 BatchProduct = Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
 AUTO = "auto"
-_TIMED_RUNS = 2
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,15 @@ class CurvatureOperator(Operator):
     once (memory grows with it).
 
     ``hvp_mode`` picks how a batch's product is formed: one of the subclass's ``PRODUCT_MODES``,
-    or ``"auto"`` (default): for every new block width b, each mode is timed once on the first
-    batch and the fastest is kept (``mode_choices[b]``; logged). A list of batches is moved to
+    or ``"auto"`` (default): the modes are timed on the first batch once per problem and block
+    width, and the fastest is kept (``mode_choices[b]``; logged; see
+    ``pipeline.curvature.mode_choice``). A list of batches is moved to
     the operator's device and dtype once, on the first pass, not on every product.
+
+    For a list of batches, the graph a batch's products run through is built once and kept
+    across products while its saved tensors fit in ``graph_cache_gb`` (None: a quarter of the
+    memory available at the first build; 0: never kept), so later products of that batch cost
+    only their backward passes (see ``pipeline.curvature.graph_cache``).
     """
 
     PRODUCT_MODES: tuple[str, ...] = ()
@@ -69,6 +77,7 @@ class CurvatureOperator(Operator):
         dtype: torch.dtype | None = None,
         vmap_chunk_size: int | None = None,
         hvp_mode: str = AUTO,
+        graph_cache_gb: float | None = None,
     ):
         if hvp_mode != AUTO and hvp_mode not in self.PRODUCT_MODES:
             raise InputError(
@@ -96,7 +105,8 @@ class CurvatureOperator(Operator):
         self.data = data
         self.vmap_chunk_size = vmap_chunk_size
         self.hvp_mode = hvp_mode
-        self.mode_choices: dict[int, dict[str, Any]] = {}
+        self.mode_choices: dict[int, ModeChoice] = {}
+        self.graphs = GraphCache(None if graph_cache_gb is None else int(graph_cache_gb * 2**30))
         self._prepared: list[tuple[Any, torch.Tensor, int]] | None = None
         self.theta = self.view.flatten({n: p.detach().to(dtype) for n, p in selected.items()})
         self._fixed = {
@@ -151,6 +161,13 @@ class CurvatureOperator(Operator):
         self._prepared = prepared
 
     # ---- products -------------------------------------------------------------------------
+    def retained(self, kind: str, inputs: Any, build: Callable[[], Any]) -> Any:
+        """The product graph ``build()`` of the batch with these ``inputs``, kept across products
+        where the data is a list of batches (the same objects every pass) and the budget allows."""
+        if not isinstance(self.data, (list, tuple)):
+            return build()
+        return self.graphs.get(kind, inputs, build, self.device)
+
     @abstractmethod
     def products(self) -> dict[str, BatchProduct]:
         """mode -> f(inputs, targets, V) giving C_i V (D, b) for the curvature C_i of one
@@ -158,36 +175,38 @@ class CurvatureOperator(Operator):
 
     def batch_product(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         """C_i V (D, b) for one batch, in ``hvp_mode`` (or the mode ``auto`` chose for width b)."""
-        mode = self.hvp_mode if self.hvp_mode != AUTO else self.mode_choices.get(V.shape[1], {}).get("mode")
-        if mode is None:
-            return self._choose_mode(inputs, targets, V)
-        return self.products()[mode](inputs, targets, V)
+        if self.hvp_mode != AUTO:
+            return self.products()[self.hvp_mode](inputs, targets, V)
+        width = V.shape[1]
+        choice = self.mode_choices.get(width)
+        if choice is None:
+            key = problem_key(self, inputs)
+            choice = known_choice(key, width)
+            if choice is None:
+                choice, product = choose_mode(key, width, {mode: partial(f, inputs, targets, V) for mode, f in self.products().items()},
+                                              self._synchronize)
+                self.mode_choices[width] = choice
+                return product
+            self.mode_choices[width] = choice
+        return self.products()[choice.mode](inputs, targets, V)
 
-    def _choose_mode(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        """Time every product mode on this batch (one untimed run each, then the best of two);
-        keep the fastest for block width b = V.shape[1] and return its product."""
-        outputs, seconds, failures = {}, {}, {}
-        for mode, product in self.products().items():
-            try:
-                outputs[mode] = product(inputs, targets, V)
-            except RuntimeError as error:  # e.g. an op functorch cannot transform
-                if "randomness" in str(error):
-                    raise
-                failures[mode] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
-        for _ in range(_TIMED_RUNS):  # interleaved, best of each: robust to a noisy machine
-            for mode in outputs:
-                self._synchronize()
-                start = time.perf_counter()
-                self.products()[mode](inputs, targets, V)
-                self._synchronize()
-                seconds[mode] = min(seconds.get(mode, float("inf")), time.perf_counter() - start)
-        if not seconds:
-            raise OperationError(f"no product mode works for this model: {failures}")
-        best = min(seconds, key=seconds.__getitem__)
-        self.mode_choices[V.shape[1]] = {"mode": best, "seconds": seconds, "failed": failures}
-        log.info("hvp_mode=auto for blocks of %d: %s (ms per batch: %s)%s", V.shape[1], best,
-                 ", ".join(f"{m} {1e3 * t:.1f}" for m, t in seconds.items()), f"; failed: {failures}" if failures else "")
-        return outputs[best]
+    def pass_seconds(self, width: int) -> float | None:
+        """Seconds of a product at block ``width``, timed on the first batch (after the mode
+        choice, which is kept for the run) and scaled by the samples: t_1 N / n_1."""
+        inputs, targets, n = next(iter(self.batches()))
+        V = torch.randn(self.shape[0], width, dtype=self.dtype, device=self.device,
+                        generator=torch.Generator(device=self.device).manual_seed(width))
+        self.batch_product(inputs, targets, V)
+        self._synchronize()
+        start = time.perf_counter()
+        self.batch_product(inputs, targets, V)
+        self._synchronize()
+        return (time.perf_counter() - start) * self.num_samples / max(n, 1)
+
+    def probe_share(self) -> float:
+        """One run of every product mode and one timed run, on the first of the batches."""
+        _, _, n = next(iter(self.batches()))
+        return (len(self.PRODUCT_MODES) + 2) * n / max(self.num_samples, 1)
 
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -278,7 +297,10 @@ class CurvatureOperator(Operator):
             raise NondeterminismError(f"{_STOCHASTIC_MODEL} (losses {losses[0]:.8g} vs {losses[1]:.8g})")
         gen = torch.Generator().manual_seed(seed)
         v = torch.randn(self.shape[0], generator=gen, dtype=self.dtype).to(self.device)
-        products = [self @ v, self @ v]
+        products = []
+        for _ in range(2):
+            self.graphs.clear()  # each product through a graph built anew
+            products.append(self @ v)
         if not torch.allclose(products[0], products[1], rtol=rtol, atol=rtol * float(products[0].abs().max())):
             raise NondeterminismError(f"{_STOCHASTIC_MODEL} (two products of the same vector differ)")
 

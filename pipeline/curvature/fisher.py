@@ -41,11 +41,16 @@ class EmpiricalFisherOperator(CurvatureOperator):
         return self._vmap(fisher_vector, V) / self._batch_scale(losses)
 
     def _graph_reuse(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        graph, scale = self.retained("losses", inputs, lambda: self._build_graph(inputs, targets))
+        with torch.enable_grad():
+            return torch.stack([graph.vjp(graph.jvp(v)) for v in V.T.contiguous()], dim=1) / scale
+
+    def _build_graph(self, inputs: Any, targets: torch.Tensor) -> tuple[RetainedGraph, int]:
+        """The per-sample losses' graph (J_l), kept across products (``retained``), and the batch scale."""
         leaves = leaves_of(self.view, self.theta)
         with torch.enable_grad():
             losses = self._sample_losses(self.call_model(leaves, inputs), targets)
-            graph = RetainedGraph(losses, list(leaves.values()), self.view)
-            return torch.stack([graph.vjp(graph.jvp(v)) for v in V.T.contiguous()], dim=1) / self._batch_scale(losses)
+            return RetainedGraph(losses, list(leaves.values()), self.view).prepare_jvp(), self._batch_scale(losses)
 
     def _batch_scale(self, losses: torch.Tensor) -> int:
         """The batch's Fisher is the mean of g g^T over its samples for a mean loss, their sum for a summed one."""

@@ -41,12 +41,18 @@ class GGNOperator(CurvatureOperator):
         return self._vmap(ggn_vector, V)
 
     def _graph_reuse(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        graph, loss_hessian, shape = self.retained("outputs", inputs, lambda: self._build_graphs(inputs, targets))
+        with torch.enable_grad():
+            columns = [loss_hessian.vjp(graph.jvp(v)).reshape(shape) for v in V.T.contiguous()]
+            return torch.stack([graph.vjp([w]) for w in columns], dim=1)
+
+    def _build_graphs(self, inputs: Any, targets: torch.Tensor) -> tuple[RetainedGraph, RetainedGraph, torch.Size]:
+        """The outputs' graph (J) and the loss gradient's graph in the outputs (H_out, symmetric:
+        H_out w = J_g^T w), both kept across products (``retained``)."""
         leaves = leaves_of(self.view, self.theta)
         with torch.enable_grad():
             outputs = self.call_model(leaves, inputs)
-            graph = RetainedGraph(outputs, list(leaves.values()), self.view)
+            graph = RetainedGraph(outputs, list(leaves.values()), self.view).prepare_jvp()
             at = outputs.detach().requires_grad_()
             (loss_gradient,) = torch.autograd.grad(self.loss_fn(at, targets), at, create_graph=True)
-            loss_hessian = RetainedGraph(loss_gradient, [at], FlatView.of({"outputs": at}))  # symmetric: H w = J^T w
-            columns = [loss_hessian.vjp(graph.jvp(v)).reshape(outputs.shape) for v in V.T.contiguous()]
-            return torch.stack([graph.vjp([w]) for w in columns], dim=1)
+            return graph, RetainedGraph(loss_gradient, [at], FlatView.of({"outputs": at})), outputs.shape

@@ -48,13 +48,18 @@ class RetainedGraph:
         pieces = [g.reshape(b, -1) if g is not None else leaf.new_zeros(b, leaf.numel()) for g, leaf in zip(grads, self.leaves)]
         return torch.cat(pieces, dim=1).T
 
-    def jvp(self, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """J v for a flat (D,) tangent, shaped like the outputs (two backwards: J v = d(J^T u . v)/du)."""
+    def prepare_jvp(self) -> RetainedGraph:
+        """Build the graph of J^T u (u a dummy cotangent) that ``jvp`` differentiates; returns self."""
         if self._transposed is None:
             self._dummy = tuple(torch.zeros_like(out, requires_grad=True) for out in self.outputs)
             grads = torch.autograd.grad(self.outputs, self.leaves, self._dummy, create_graph=True, allow_unused=True)
             self._transposed = tuple(g for g in grads if g is not None)
             self._used = [g is not None for g in grads]
+        return self
+
+    def jvp(self, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """J v for a flat (D,) tangent, shaped like the outputs (two backwards: J v = d(J^T u . v)/du)."""
+        self.prepare_jvp()
         pieces = [p for p, used in zip(self.view.unflatten(v).values(), self._used) if used]
         live = [(g, p) for g, p in zip(self._transposed, pieces) if g.requires_grad]
         if not live:

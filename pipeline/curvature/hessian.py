@@ -35,7 +35,11 @@ class HessianOperator(CurvatureOperator):
         return self._vmap(lambda v: jvp(gradient, (self.theta,), (v,))[1], V)
 
     def _gradient_graph(self, inputs: Any, targets: torch.Tensor) -> RetainedGraph:
-        """The batch gradient g(theta) with its graph: H v = J_g^T v (H is symmetric)."""
+        """The batch gradient g(theta) with its graph: H v = J_g^T v (H is symmetric); kept
+        across products (``retained``)."""
+        return self.retained("gradient", inputs, lambda: self._build_gradient_graph(inputs, targets))
+
+    def _build_gradient_graph(self, inputs: Any, targets: torch.Tensor) -> RetainedGraph:
         leaves = leaves_of(self.view, self.theta)
         with torch.enable_grad():
             loss = self.loss_fn(self.call_model(leaves, inputs), targets)

@@ -1,0 +1,107 @@
+"""``hvp_mode=auto``: which product mode is fastest, timed once per (problem, block width).
+
+The choice depends on the architecture, the batch shape, the device and the block width, not on
+the weights, so it is kept process-wide under that key: a second operator of the same problem
+(the plan's, a reproduction's next checkpoint) reuses it. A width within a factor of two of a
+width already timed reuses that width's mode (one-off widths, such as k residual products, are
+never timed), and every mode is run once on the first batch (its output is the product asked
+for), then the ones within three times the fastest once more, timed (a kept graph makes the second
+run of the graph modes cheaper than their first).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from pipeline.errors import OperationError
+
+log = logging.getLogger(__name__)
+
+Product = Callable[[torch.Tensor], torch.Tensor]
+NEAR = 2.0  # widths within this factor share a choice
+CONTENDERS = 3.0  # after the first run, modes slower than this factor of the fastest drop out
+
+
+@dataclass
+class ModeChoice:
+    """The mode kept for a block width, with what each mode took on one batch (seconds)."""
+
+    mode: str
+    width: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    borrowed: bool = False  # taken from a nearby width: no product spent on timing this one
+
+    def record(self) -> dict[str, Any]:
+        """What results.json and the log show of the choice."""
+        return {"mode": self.mode, "timed_width": self.width, "seconds": self.seconds, "failed": self.failed}
+
+
+_CHOICES: dict[tuple, dict[int, ModeChoice]] = {}
+
+
+def problem_key(operator: Any, inputs: Any) -> tuple:
+    """What the fastest mode depends on: operator kind, architecture, D, dtype, device, batch
+    shape, and whether product graphs are kept across products."""
+    shapes = tuple(tuple(t.shape) for t in (inputs if isinstance(inputs, (tuple, list)) else (inputs,)) if isinstance(t, torch.Tensor))
+    return (type(operator).__name__, type(operator.model).__qualname__, operator.shape[0], str(operator.dtype),
+            operator.device.type, shapes, not operator.graphs.full)
+
+
+def known_choice(key: tuple, width: int) -> ModeChoice | None:
+    """The choice timed at ``width``, or at the nearest timed width within a factor ``NEAR``."""
+    timed = _CHOICES.get(key, {})
+    if width in timed:
+        return timed[width]
+    near = [w for w in timed if max(w, width) <= NEAR * min(w, width)]
+    if not near:
+        return None
+    nearest = timed[min(near, key=lambda w: (abs(math.log(w / width)), w))]
+    return ModeChoice(nearest.mode, nearest.width, nearest.seconds, nearest.failed, borrowed=True)
+
+
+def choose_mode(key: tuple, width: int, products: Mapping[str, Product], synchronize: Callable[[], None]) -> tuple[ModeChoice, torch.Tensor]:
+    """Run every mode's ``product()`` on the same batch and block, keep the fastest for ``width``.
+
+    Returns the choice and the fastest mode's product. A mode that raises a RuntimeError (an op
+    functorch cannot transform) is skipped and named; randomness errors propagate.
+    """
+    outputs, seconds, failures = {}, {}, {}
+    for mode, product in products.items():
+        try:
+            outputs[mode], seconds[mode] = _timed(product, synchronize)
+        except RuntimeError as error:
+            if "randomness" in str(error):
+                raise
+            failures[mode] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    if not seconds:
+        raise OperationError(f"no product mode works for this model: {failures}")
+    fastest = min(seconds.values())
+    for mode in [m for m, t in seconds.items() if t <= CONTENDERS * fastest]:  # a second, warm run of the contenders
+        seconds[mode] = min(seconds[mode], _timed(products[mode], synchronize)[1])
+    best = min(seconds, key=seconds.__getitem__)
+    choice = ModeChoice(best, width, seconds, failures)
+    _CHOICES.setdefault(key, {})[width] = choice
+    log.info("hvp_mode=auto for blocks of %d: %s (ms per batch: %s)%s", width, best,
+             ", ".join(f"{m} {1e3 * t:.1f}" for m, t in seconds.items()), f"; failed: {failures}" if failures else "")
+    return choice, outputs[best]
+
+
+def forget_choices() -> None:
+    """Drop every kept choice (tests; a process that changed its thread count)."""
+    _CHOICES.clear()
+
+
+def _timed(product: Product, synchronize: Callable[[], None]) -> tuple[torch.Tensor, float]:
+    synchronize()
+    start = time.perf_counter()
+    out = product()
+    synchronize()
+    return out, time.perf_counter() - start
