@@ -22,6 +22,7 @@ import torch
 from pipeline.linalg.operator import Operator
 from pipeline.progress import clock
 from pipeline.solvers import solver_for
+from pipeline.solvers.base import block_width
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def make_plan(cfg: Any, op: Operator, run_dir: Path, worker_rss: int | None = No
     solver = solver_for(a.name)
     dim = op.shape[0]
     matvecs, meaning = solver.matvecs(a, dim)
-    width = a.get("block_size", 1) or 1
+    width = block_width(a)
     per_matvec = seconds_per_matvec(op, width)
     plan: dict[str, Any] = {"dim": dim, "matvecs": matvecs, "matvecs_are": meaning, "block_width": width,
                             "seconds_per_matvec": per_matvec, "measurement_s": matvecs * per_matvec}

@@ -49,6 +49,15 @@ class Operator(ABC):
         self.matvecs += products
         return out
 
+    def pass_seconds(self, width: int) -> float | None:
+        """Seconds one product of a (D, ``width``) block takes, where the operator can time itself
+        cheaply (``probe_share``); None where it cannot (then solvers assume blocks do not pay)."""
+        return None
+
+    def probe_share(self) -> float:
+        """What one ``pass_seconds`` call at a new width costs, as a share of a product at that width."""
+        return 0.0
+
     def _check_vectors(self, v: torch.Tensor) -> torch.Tensor:
         """Validate v of shape (D,) or (D, b); return it as a (D, b) block."""
         if not isinstance(v, torch.Tensor):

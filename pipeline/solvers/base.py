@@ -53,6 +53,12 @@ class EigenConfig:
     tol: float = 1e-3
 
 
+def block_width(a: Any) -> int:
+    """The product width a solver config asks for (``block_size``; ``"auto"`` plans as 1)."""
+    width = a.get("block_size", 1)
+    return 1 if width == "auto" else width
+
+
 def eigen_record(result: EigResult, extra: dict[str, Any]) -> dict[str, Any]:
     """The results record of an eigensolver (``eigenvectors`` is kept out of results.json)."""
     log.info("top eigenvalues %s", np.array2string(result.eigenvalues.numpy(), precision=5))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from pipeline.errors import one_of
+from pipeline.errors import InputError, one_of
 from pipeline.linalg.lanczos import lanczos
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.validation import WHICH
-from pipeline.solvers.base import EigenConfig, Solver, default_of, eigen_record
+from pipeline.solvers.base import EigenConfig, Solver, block_width, default_of, eigen_record
 
 
 @dataclass
@@ -18,7 +18,7 @@ class LanczosConfig(EigenConfig):
     k: int = 20
     tol: float = default_of(lanczos, "tol")
     which: str = default_of(lanczos, "which")  # LM | LA | SA
-    block_size: int = default_of(lanczos, "block_size")
+    block_size: Any = default_of(lanczos, "block_size")  # "auto" (timed, see pipeline.linalg.block_width) or an integer
     ncv: Optional[int] = None  # basis size; null: max(2k + 2 block_size, k + 20)
     max_matvecs: Optional[int] = None  # product budget; null: max(50 ncv, 1000)
 
@@ -29,12 +29,14 @@ def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | N
 
 
 def matvecs(a: Any, dim: int) -> tuple[int, str]:
-    ncv = a.ncv or max(2 * a.k + 2 * a.block_size, a.k + 20)
+    ncv = a.ncv or max(2 * a.k + 2 * block_width(a), a.k + 20)
     return min(dim, 3 * ncv), f"about 3 restarts of ncv={ncv} (at most max_matvecs)"
 
 
 def check(a: Any) -> None:
     one_of("algorithm.which", a.which, WHICH)
+    if a.block_size != "auto" and (isinstance(a.block_size, bool) or not isinstance(a.block_size, int)):
+        raise InputError(f"algorithm.block_size must be 'auto' or a positive integer, got {a.block_size!r}")
 
 
 SOLVER = Solver("lanczos", LanczosConfig, run, matvecs, check)
