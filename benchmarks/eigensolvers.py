@@ -13,12 +13,12 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
 
 from pipeline.curvature import HessianOperator
 from pipeline.linalg import lanczos, power_iteration
 
-from common import count_calls, digits_problem
+import peer_runs
+from common import digits_problem
 
 
 def relative_errors(values, reference) -> float:
@@ -26,71 +26,18 @@ def relative_errors(values, reference) -> float:
     return float(np.max(np.abs(values - reference) / reference))
 
 
-def true_residuals(op: HessianOperator, values, vectors: torch.Tensor) -> float:
-    """max_i ||H v_i - lambda_i v_i|| / |lambda_i| for unit v_i (k extra products, not timed)."""
-    V = vectors.to(op.dtype)
-    V = V if V.shape[0] == op.shape[0] else V.T  # some libraries return (k, D)
-    V = V / V.norm(dim=0)
-    values = torch.as_tensor(np.asarray(values), dtype=op.dtype)
-    return float(((op @ V - V * values).norm(dim=0) / values.abs()).max())
-
-
 def run_ours(op, k, tol, ncv, seed=0):
     before = op.matvecs
     start = time.perf_counter()
     result = lanczos(op, k, tol=tol, ncv=ncv, seed=seed)
-    return time.perf_counter() - start, op.matvecs - before, result.eigenvalues.numpy(), result.eigenvectors
+    return time.perf_counter() - start, op.matvecs - before, (result.eigenvalues.numpy(), result.eigenvectors)
 
 
 def run_power(op, k, tol):
     before = op.matvecs
     start = time.perf_counter()
     result = power_iteration(op, k, tol=tol)
-    return time.perf_counter() - start, op.matvecs - before, result.eigenvalues.numpy(), result.eigenvectors
-
-
-def run_pyhessian(model, loss_fn, x, y, k, tol):
-    import importlib
-
-    ph = importlib.import_module("pyhessian.hessian")  # the package re-exports a class of that name
-
-    original = ph.hessian_vector_product
-    calls = count_calls(ph, "hessian_vector_product")
-    try:
-        start = time.perf_counter()
-        computer = ph.hessian(model, loss_fn, data=(x, y), cuda=False)
-        values, vectors = computer.eigenvalues(top_n=k, tol=tol, maxIter=100)
-        elapsed = time.perf_counter() - start
-    finally:
-        ph.hessian_vector_product = original
-    flat = torch.stack([torch.cat([t.reshape(-1) for t in vec]) for vec in vectors], dim=1)
-    return elapsed, calls["n"], np.asarray(values), flat
-
-
-def run_eigenthings(model, loss_fn, x, y, k, tol, max_iter):
-    import hessian_eigenthings as he
-
-    op = he.HessianOperator(model, [(x, y)], he.supervised_loss(loss_fn))
-    calls = count_calls(op, "matvec")
-    start = time.perf_counter()
-    result = he.lanczos(op, k=k, tol=tol, max_iter=max_iter, reorthogonalize=True, seed=0)
-    elapsed = time.perf_counter() - start
-    return elapsed, calls["n"], result.eigenvalues.detach().cpu().numpy(), result.eigenvectors.detach()
-
-
-def run_curvlinops(model, loss_fn, x, y, k, tol):
-    from curvlinops import HessianLinearOperator
-    from scipy.sparse.linalg import eigsh
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    criterion = nn.CrossEntropyLoss()  # curvlinops reads the reduction off a loss module
-    op = HessianLinearOperator(model, criterion, params, [(x, y)], progressbar=False, check_deterministic=False)
-    scipy_op = op.to_scipy()
-    calls = count_calls(scipy_op, "_matvec")
-    start = time.perf_counter()
-    values, vectors = eigsh(scipy_op, k=k, which="LM", tol=tol)
-    elapsed = time.perf_counter() - start
-    return elapsed, calls["n"], values, torch.from_numpy(vectors)
+    return time.perf_counter() - start, op.matvecs - before, (result.eigenvalues.numpy(), result.eigenvectors)
 
 
 def main() -> None:
@@ -112,22 +59,24 @@ def main() -> None:
         "ours: lanczos, reverse-over-reverse": lambda: run_ours(ror, args.k, args.tol, args.ncv),
         "ours: power iteration": lambda: run_power(op, args.k, args.tol),
     }
+    batches = [(x, y)]
     optional = {
-        "PyHessian 0.1 (power)": lambda: run_pyhessian(model, loss_fn, x, y, args.k, args.tol),
-        "hessian-eigenthings lanczos (max_iter=2k)": lambda: run_eigenthings(model, loss_fn, x, y, args.k, args.tol, 2 * args.k),
-        "hessian-eigenthings lanczos (max_iter=3k)": lambda: run_eigenthings(model, loss_fn, x, y, args.k, args.tol, 3 * args.k),
-        "curvlinops + scipy eigsh": lambda: run_curvlinops(model, loss_fn, x, y, args.k, args.tol),
+        "PyHessian 0.1 (power)": lambda: peer_runs.pyhessian_top(model, batches, args.k, args.tol),
+        "hessian-eigenthings lanczos (max_iter=2k)": lambda: peer_runs.eigenthings_top(model, batches, loss_fn, args.k, args.tol, 2 * args.k),
+        "hessian-eigenthings lanczos (max_iter=3k)": lambda: peer_runs.eigenthings_top(model, batches, loss_fn, args.k, args.tol, 3 * args.k),
+        "curvlinops + scipy eigsh": lambda: peer_runs.curvlinops_top(model, batches, args.k, args.tol),
     }
     counts = [run_ours(op, args.k, args.tol, args.ncv, seed)[1] for seed in range(5)]
     print(f"ours, HVPs over start-vector seeds 0-4: {counts} (mean {np.mean(counts):.1f})")
     print("method | HVPs | wall s | max rel eigenvalue error | max true rel residual")
     for name, run in {**runs, **optional}.items():
         try:
-            elapsed, matvecs, values, vectors = run()
+            elapsed, matvecs, (values, vectors) = run()
         except ImportError as error:
             print(f"{name} | not installed ({error.name}); pip install -e .[bench]")
             continue
-        print(f"{name} | {matvecs} | {elapsed:.2f} | {relative_errors(values, reference):.2e} | {true_residuals(op, values, vectors):.2e}")
+        residual = peer_runs.true_residuals(op, values, vectors).max()
+        print(f"{name} | {matvecs} | {elapsed:.2f} | {relative_errors(values, reference):.2e} | {residual:.2e}")
 
 
 if __name__ == "__main__":

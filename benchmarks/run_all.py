@@ -24,6 +24,7 @@ RUNS = {
     "ray_overhead": [],
     "adaptive_seigh": [],
     "eigensolvers": [],
+    "peers": [],
     "seigh_vs_skerch": [],
     "slq_density": [],
     "seigh_postprocess": ["--dir", "{dir}/postprocess", "--paths", "householder,new"],
