@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -9,6 +10,7 @@ from torch.func import grad, jvp, vjp
 
 from pipeline.curvature.base import BatchProduct, CurvatureOperator
 from pipeline.curvature.graph import RetainedGraph, leaves_of
+from pipeline.curvature.output_hessian import closed_form_output_hessian
 from pipeline.curvature.params import FlatView
 
 
@@ -17,10 +19,27 @@ class GGNOperator(CurvatureOperator):
 
     Product modes: ``"forward-over-reverse"`` (functorch: J v by forward mode, J^T by a pullback
     shared by the block, vmapped) and ``"graph-reuse"`` (the outputs' graph built once per batch;
-    per vector J v and J^T w are two backwards through it).
+    per vector J v and J^T w are two backwards through it). H_out is applied in closed form for
+    cross-entropy and MSE (``pipeline.curvature.output_hessian``), else by differentiating the loss.
     """
 
     PRODUCT_MODES = ("forward-over-reverse", "graph-reuse")
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._closed_form = closed_form_output_hessian(self.loss_fn, self.reduction)
+
+    def _output_hessian(self, outputs: torch.Tensor, targets: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """W -> H_out W at ``outputs`` (detached): closed form where the loss has one, else the
+        loss gradient's graph in the outputs (symmetric: H_out w = J_g^T w)."""
+        closed = self._closed_form(outputs, targets) if self._closed_form is not None else None
+        if closed is not None:
+            return closed
+        with torch.enable_grad():
+            at = outputs.detach().requires_grad_()
+            (loss_gradient,) = torch.autograd.grad(self.loss_fn(at, targets), at, create_graph=True)
+        graph = RetainedGraph(loss_gradient, [at], FlatView.of({"outputs": at}))
+        return lambda W: graph.vjp([W]).reshape(outputs.shape)
 
     def products(self) -> dict[str, BatchProduct]:
         return {"forward-over-reverse": self._forward_over_reverse, "graph-reuse": self._graph_reuse}
@@ -31,28 +50,26 @@ class GGNOperator(CurvatureOperator):
 
         outputs, pullback = vjp(outputs_of, self.theta)
         outputs = outputs.detach()
+        closed = self._closed_form(outputs, targets) if self._closed_form is not None else None
         loss_gradient = grad(lambda out: self.loss_fn(out, targets))
 
         def ggn_vector(v: torch.Tensor) -> torch.Tensor:
             _, jv = jvp(outputs_of, (self.theta,), (v,))
-            _, hjv = jvp(loss_gradient, (outputs,), (jv,))
+            hjv = closed(jv) if closed is not None else jvp(loss_gradient, (outputs,), (jv,))[1]
             return pullback(hjv)[0]
 
         return self._vmap(ggn_vector, V)
 
     def _graph_reuse(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        graph, loss_hessian, shape = self.retained("outputs", inputs, lambda: self._build_graphs(inputs, targets))
+        graph, output_hessian = self.retained("outputs", inputs, lambda: self._build_graphs(inputs, targets))
         with torch.enable_grad():
-            columns = [loss_hessian.vjp(graph.jvp(v)).reshape(shape) for v in V.T.contiguous()]
+            columns = [output_hessian(graph.jvp(v)[0]) for v in V.T.contiguous()]
             return torch.stack([graph.vjp([w]) for w in columns], dim=1)
 
-    def _build_graphs(self, inputs: Any, targets: torch.Tensor) -> tuple[RetainedGraph, RetainedGraph, torch.Size]:
-        """The outputs' graph (J) and the loss gradient's graph in the outputs (H_out, symmetric:
-        H_out w = J_g^T w), both kept across products (``retained``)."""
+    def _build_graphs(self, inputs: Any, targets: torch.Tensor) -> tuple[RetainedGraph, Callable[[torch.Tensor], torch.Tensor]]:
+        """The outputs' graph (J, ready for J v) and H_out, both kept across products (``retained``)."""
         leaves = leaves_of(self.view, self.theta)
         with torch.enable_grad():
             outputs = self.call_model(leaves, inputs)
             graph = RetainedGraph(outputs, list(leaves.values()), self.view).prepare_jvp()
-            at = outputs.detach().requires_grad_()
-            (loss_gradient,) = torch.autograd.grad(self.loss_fn(at, targets), at, create_graph=True)
-            return graph, RetainedGraph(loss_gradient, [at], FlatView.of({"outputs": at})), outputs.shape
+        return graph, self._output_hessian(outputs, targets)

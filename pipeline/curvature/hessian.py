@@ -9,6 +9,7 @@ from torch.func import grad, jvp
 
 from pipeline.curvature.base import BatchProduct, CurvatureOperator
 from pipeline.curvature.graph import RetainedGraph, leaves_of
+from pipeline.errors import OperationError
 
 
 class HessianOperator(CurvatureOperator):
@@ -32,7 +33,14 @@ class HessianOperator(CurvatureOperator):
 
     def _forward_over_reverse(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         gradient = grad(lambda theta: self.batch_loss(theta, inputs, targets))
-        return self._vmap(lambda v: jvp(gradient, (self.theta,), (v,))[1], V)
+        try:
+            return self._vmap(lambda v: jvp(gradient, (self.theta,), (v,))[1], V)
+        except RuntimeError as error:
+            if "ZeroTensors are immutable" not in str(error):
+                raise
+            raise OperationError("hvp_mode=forward-over-reverse cannot differentiate this loss twice (PyTorch's forward-mode "
+                                 "rule for the gradient of mse_loss with reduction='mean' writes into a zero tensor); use "
+                                 "hvp_mode=graph-reuse or reverse-over-reverse (auto skips it)") from None
 
     def _gradient_graph(self, inputs: Any, targets: torch.Tensor) -> RetainedGraph:
         """The batch gradient g(theta) with its graph: H v = J_g^T v (H is symmetric); kept
