@@ -11,7 +11,8 @@ choice, so its timing of product modes is in its wall time; torch.func's one-off
 2 s per process) is paid before any timing.
 
 Usage: python benchmarks/peers.py [--problems mlp,cnn,resnet18] [--ks 10,20] [--tol 1e-3]
-       [--pyhessian-on mlp,cnn] [--threads 2]          (pip install -e .[bench])
+       [--pyhessian-on mlp,cnn] [--trace-on mlp,cnn] [--density mlp,cnn] [--threads 2]
+       (pip install -e .[bench])
 """
 
 from __future__ import annotations
@@ -189,6 +190,7 @@ def main() -> None:
     parser.add_argument("--ks", default="10,20")
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--trace-matvecs", type=int, default=99)
+    parser.add_argument("--trace-on", default="mlp,cnn", help="problems to run the Hutch++ trace on")
     parser.add_argument("--density", default="mlp,cnn", help="problems to run the SLQ density on")
     parser.add_argument("--density-steps", type=int, default=40)
     parser.add_argument("--density-probes", type=int, default=2)
@@ -208,7 +210,8 @@ def main() -> None:
         with_pyhessian = name in args.pyhessian_on.split(",")
         for k in (int(k) for k in args.ks.split(",")):
             top_k_rows(model, batches, k, args.tol, with_pyhessian, reference)
-        trace_rows(model, batches, args.trace_matvecs, with_pyhessian)
+        if name in args.trace_on.split(","):
+            trace_rows(model, batches, args.trace_matvecs, with_pyhessian)
         if name in args.density.split(","):
             density_rows(model, batches, args.density_steps, args.density_probes, with_pyhessian)
         del reference

@@ -26,7 +26,7 @@ def check_config(cfg: DictConfig) -> None:
     one_of("curvature.kind", cfg.curvature.kind, tuple(CURVATURES))
     one_of("curvature.hvp_mode", cfg.curvature.hvp_mode, ("auto", *CURVATURES[cfg.curvature.kind].PRODUCT_MODES))
     for name in ("k", "block_size"):
-        if a.get(name, 1) != "auto" and a.get(name, 1) < 1:
+        if isinstance(a.get(name, 1), int) and a.get(name, 1) < 1:  # "auto" and other strings: the solver's check
             raise InputError(f"algorithm.{name} must be a positive integer, got {a[name]}")
     if a.get("tol") is not None and not a.tol > 0:
         raise InputError(f"algorithm.tol must be a positive relative residual such as 1e-3, got {a.tol}")

@@ -66,3 +66,13 @@ def test_every_solver_spends_what_the_plan_predicts_and_reports_it(name):
     predicted, _ = solver_for(name).matvecs(cfg.algorithm, op.shape[0])
     assert record["matvecs"] == op.matvecs == predicted
     assert OmegaConf.get_type(cfg.algorithm) is SOLVERS[name].config
+
+
+def test_lanczos_block_size_is_auto_or_a_positive_integer():
+    from pipeline.errors import InputError
+
+    assert compose_overrides(["algorithm=lanczos"]).algorithm.block_size == "auto"
+    solver_for("lanczos").check(compose_overrides(["algorithm=lanczos", "algorithm.block_size=4"]).algorithm)
+    with pytest.raises(InputError, match="algorithm.block_size must be 'auto' or a positive integer, got 'wide'"):
+        solver_for("lanczos").check(compose_overrides(["algorithm=lanczos", "algorithm.block_size=wide"]).algorithm)
+    assert solver_for("lanczos").matvecs(compose_overrides(["algorithm=lanczos", "algorithm.k=10"]).algorithm, 1000)[0] == 3 * 30

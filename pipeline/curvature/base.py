@@ -193,7 +193,7 @@ class CurvatureOperator(Operator):
     def pass_seconds(self, width: int) -> float | None:
         """Seconds of a product at block ``width``, timed on the first batch (after the mode
         choice, which is kept for the run) and scaled by the samples: t_1 N / n_1."""
-        inputs, targets, n = next(iter(self.batches()))
+        inputs, targets, n = self._first_batch()
         V = torch.randn(self.shape[0], width, dtype=self.dtype, device=self.device,
                         generator=torch.Generator(device=self.device).manual_seed(width))
         self.batch_product(inputs, targets, V)
@@ -205,8 +205,16 @@ class CurvatureOperator(Operator):
 
     def probe_share(self) -> float:
         """One run of every product mode and one timed run, on the first of the batches."""
-        _, _, n = next(iter(self.batches()))
+        _, _, n = self._first_batch()
         return (len(self.PRODUCT_MODES) + 2) * n / max(self.num_samples, 1)
+
+    def _first_batch(self) -> tuple[Any, torch.Tensor, int]:
+        """The first batch as products see it (a list of batches is prepared whole first, so the
+        objects, and the graphs kept for them, are the ones every later pass uses)."""
+        if isinstance(self.data, (list, tuple)) and self._prepared is None:
+            for _ in self.batches():
+                pass
+        return next(iter(self.batches()))
 
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
