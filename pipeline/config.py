@@ -54,7 +54,7 @@ class DataConfig:
 @dataclass
 class CurvatureConfig:
     kind: str = "hessian"  # hessian | ggn | fisher
-    # auto (time each mode once, keep the fastest) | forward-over-reverse | graph-reuse | reverse-over-reverse (Hessian only)
+    # auto (time each mode once, keep the fastest) | forward-over-reverse | graph-reuse | reverse-over-reverse, compiled (Hessian only)
     hvp_mode: str = field(default="auto", metadata={**HOW, "operator_option": True})
     # product graphs kept across products, in GiB of saved tensors; null: a quarter of the memory available; 0: off
     graph_cache_gb: Optional[float] = field(default=None, metadata={**HOW, "operator_option": True})

@@ -126,3 +126,32 @@ def test_auto_mode_is_timed_once_per_problem_and_width_and_borrowed_by_near_widt
     assert known_choice(key, 32).width == 16 and known_choice(key, 4) is None
     other_batch = problem_key(first, x[:20])
     assert other_batch != key and known_choice(other_batch, 16) is None
+
+
+def test_a_costly_mode_is_tried_only_where_the_work_ahead_repays_it():
+    from pipeline.curvature.mode_choice import choose_mode
+
+    runs = []
+
+    def product(name, value):
+        return lambda: runs.append(name) or torch.full((2, 1), value)
+
+    cheap = {"eager": product("eager", 2.0)}
+    costly = {"compiled": product("compiled", 3.0)}
+    choice, out = choose_mode(("a",), 1, cheap, lambda: None, costly, repays=lambda seconds: False)
+    assert choice.mode == "eager" and "compiled" not in runs and float(out[0, 0]) == 2.0
+    asked = []
+    choice, _ = choose_mode(("b",), 1, cheap, lambda: None, costly, repays=lambda seconds: asked.append(seconds) or True)
+    assert runs.count("compiled") == 2 and asked == [choice.seconds["eager"]]  # set-up run, then a warm timed run
+    assert "setup:compiled" in choice.seconds and choice.mode in ("eager", "compiled")
+
+
+def test_an_operator_tries_compiling_only_when_told_of_enough_work(monkeypatch):
+    model = small_mlp()
+    x, y = classification_data(20, (6,))
+    op = HessianOperator(model, CE, [(x, y)])
+    assert not op._repays_setup(1.0, 1)  # no work announced
+    op.expect(100)
+    assert not op._repays_setup(1.0, 1)  # 100 s ahead: under five 40 s compiles
+    op.expect(1000)
+    assert op._repays_setup(1.0, 1) and not op._repays_setup(1.0, 8)  # blocks of 8: 125 s ahead

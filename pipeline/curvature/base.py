@@ -30,6 +30,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[Any, torch.Tensor]
 BatchProduct = Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
 AUTO = "auto"
+SETUP_PRIOR_S = 40.0  # a compiled product's one-off set-up before it is measured (16-39 s seen on CPU)
+SETUP_REPAY = 5.0  # tried only where the product time ahead is this many set-ups
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class CurvatureOperator(Operator):
     """
 
     PRODUCT_MODES: tuple[str, ...] = ()
+    COSTLY_MODES: tuple[str, ...] = ()  # modes with a one-off set-up, timed by auto only where it repays
 
     def __init__(
         self,
@@ -183,12 +186,23 @@ class CurvatureOperator(Operator):
             key = problem_key(self, inputs)
             choice = known_choice(key, width)
             if choice is None:
-                choice, product = choose_mode(key, width, {mode: partial(f, inputs, targets, V) for mode, f in self.products().items()},
-                                              self._synchronize)
+                modes = {mode: partial(f, inputs, targets, V) for mode, f in self.products().items()}
+                costly = {mode: modes.pop(mode) for mode in self.COSTLY_MODES}
+                choice, product = choose_mode(key, width, modes, self._synchronize, costly,
+                                              repays=lambda seconds: self._repays_setup(seconds, width))
                 self.mode_choices[width] = choice
                 return product
             self.mode_choices[width] = choice
         return self.products()[choice.mode](inputs, targets, V)
+
+    def _repays_setup(self, batch_seconds: float, width: int) -> bool:
+        """Whether the products expected ahead (``expect``), at ``batch_seconds`` a batch, take at
+        least SETUP_REPAY one-off set-ups: only then is a costly mode worth trying."""
+        if self.expected_products is None:
+            return False
+        _, _, n = self._first_batch()
+        ahead = self.expected_products / width * batch_seconds * self.num_samples / max(n, 1)
+        return ahead >= SETUP_REPAY * SETUP_PRIOR_S
 
     def pass_seconds(self, width: int) -> float | None:
         """Seconds of a product at block ``width``, timed on the first batch (after the mode

@@ -19,17 +19,34 @@ class HessianOperator(CurvatureOperator):
     ``"forward-over-reverse"`` (functorch jvp of the gradient, vmapped over the block);
     ``"reverse-over-reverse"`` (the gradient graph g = dL/dtheta built once per batch, then
     H V = d(g . V)/dtheta in one batched backward over the block); ``"graph-reuse"`` (the same
-    graph, one backward per vector: PyHessian's product, the floor for many vectors).
+    graph, one backward per vector: PyHessian's product, the floor for many vectors);
+    ``"compiled"`` (forward-over-reverse through ``torch.compile``, compiled once per batch shape
+    and width; ``auto`` tries it only where the products ahead repay its compile time).
     """
 
-    PRODUCT_MODES = ("forward-over-reverse", "reverse-over-reverse", "graph-reuse")
+    PRODUCT_MODES = ("forward-over-reverse", "reverse-over-reverse", "graph-reuse", "compiled")
+    COSTLY_MODES = ("compiled",)
 
     def products(self) -> dict[str, BatchProduct]:
         return {
             "forward-over-reverse": self._forward_over_reverse,
             "reverse-over-reverse": self._reverse_over_reverse,
             "graph-reuse": self._graph_reuse,
+            "compiled": self._compiled,
         }
+
+    def _compiled(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        if self._compiled_product is None:
+            self._compiled_product = torch.compile(self._vmapped_forward_over_reverse, dynamic=False)
+        return self._compiled_product(self.theta, V, inputs, targets)
+
+    def _vmapped_forward_over_reverse(self, theta: torch.Tensor, V: torch.Tensor, inputs: Any, targets: torch.Tensor) -> torch.Tensor:
+        """H_i V = the jvp of the batch gradient along every column of V (a pure function of
+        tensors, as torch.compile wants it)."""
+        gradient = grad(lambda t: self.batch_loss(t, inputs, targets))
+        return torch.func.vmap(lambda v: jvp(gradient, (theta,), (v,))[1], in_dims=1, out_dims=1)(V)
+
+    _compiled_product = None
 
     def _forward_over_reverse(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         gradient = grad(lambda theta: self.batch_loss(theta, inputs, targets))

@@ -67,13 +67,47 @@ def known_choice(key: tuple, width: int) -> ModeChoice | None:
     return ModeChoice(nearest.mode, nearest.width, nearest.seconds, nearest.failed, borrowed=True)
 
 
-def choose_mode(key: tuple, width: int, products: Mapping[str, Product], synchronize: Callable[[], None]) -> tuple[ModeChoice, torch.Tensor]:
+def choose_mode(
+    key: tuple,
+    width: int,
+    products: Mapping[str, Product],
+    synchronize: Callable[[], None],
+    costly: Mapping[str, Product] | None = None,
+    repays: Callable[[float], bool] = lambda seconds: False,
+) -> tuple[ModeChoice, torch.Tensor]:
     """Run every mode's ``product()`` on the same batch and block, keep the fastest for ``width``.
 
-    Returns the choice and the fastest mode's product. A mode that raises a RuntimeError (an op
-    functorch cannot transform) is skipped and named; randomness errors propagate.
+    ``costly`` modes have a one-off set-up (compilation): they are tried only where
+    ``repays(best per-batch seconds of the others)`` says the work ahead can repay it, and their
+    set-up time is logged and recorded (``setup:<mode>``). Returns the choice and the fastest
+    mode's product. A mode that raises a RuntimeError (an op functorch cannot transform) is
+    skipped and named; randomness errors propagate.
     """
     outputs, seconds, failures = {}, {}, {}
+    _time_each(products, synchronize, outputs, seconds, failures)
+    if not seconds:
+        raise OperationError(f"no product mode works for this model: {failures}")
+    fastest = min(seconds.values())
+    for mode in [m for m, t in seconds.items() if t <= CONTENDERS * fastest]:  # a second, warm run of the contenders
+        seconds[mode] = min(seconds[mode], _timed(products[mode], synchronize)[1])
+    setup = {}
+    if costly and repays(min(seconds.values())):
+        _time_each(costly, synchronize, outputs, setup, failures)  # the first run pays the set-up
+        for mode in setup:
+            seconds[mode] = _timed(costly[mode], synchronize)[1]
+            setup[mode] -= seconds[mode]
+    best = min(seconds, key=seconds.__getitem__)
+    choice = ModeChoice(best, width, {**seconds, **{f"setup:{m}": t for m, t in setup.items()}}, failures)
+    _CHOICES.setdefault(key, {})[width] = choice
+    log.info("hvp_mode=auto for blocks of %d: %s (ms per batch: %s)%s%s", width, best,
+             ", ".join(f"{m} {1e3 * t:.1f}" for m, t in seconds.items()),
+             "".join(f"; {m} took {t:.1f} s to set up" for m, t in setup.items()), f"; failed: {failures}" if failures else "")
+    return choice, outputs[best]
+
+
+def _time_each(products: Mapping[str, Product], synchronize: Callable[[], None], outputs: dict, seconds: dict, failures: dict) -> None:
+    """One timed run of each product into ``outputs`` / ``seconds``; a RuntimeError (other than
+    randomness) is recorded in ``failures``."""
     for mode, product in products.items():
         try:
             outputs[mode], seconds[mode] = _timed(product, synchronize)
@@ -81,17 +115,6 @@ def choose_mode(key: tuple, width: int, products: Mapping[str, Product], synchro
             if "randomness" in str(error):
                 raise
             failures[mode] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
-    if not seconds:
-        raise OperationError(f"no product mode works for this model: {failures}")
-    fastest = min(seconds.values())
-    for mode in [m for m, t in seconds.items() if t <= CONTENDERS * fastest]:  # a second, warm run of the contenders
-        seconds[mode] = min(seconds[mode], _timed(products[mode], synchronize)[1])
-    best = min(seconds, key=seconds.__getitem__)
-    choice = ModeChoice(best, width, seconds, failures)
-    _CHOICES.setdefault(key, {})[width] = choice
-    log.info("hvp_mode=auto for blocks of %d: %s (ms per batch: %s)%s", width, best,
-             ", ".join(f"{m} {1e3 * t:.1f}" for m, t in seconds.items()), f"; failed: {failures}" if failures else "")
-    return choice, outputs[best]
 
 
 def forget_choices() -> None:

@@ -52,6 +52,7 @@ def slq_density(
     check_positive(num_grid, "num_grid")
     per_pass = probes_per_pass or num_probes
     check_positive(per_pass, "probes_per_pass")
+    op.expect(num_probes * num_steps)
     before = op.matvecs
     rules = []
     for first in range(0, num_probes, per_pass):

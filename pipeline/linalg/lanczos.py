@@ -50,6 +50,7 @@ def lanczos(
     check_tol(tol)
     check_which(which)
     dim = op.shape[0]
+    op.expect(3 * k)  # about what the top k take to tol 1e-3 (BENCHMARKS.md): a low estimate, so one-off costs stay rare
     if block_size == "auto":
         block_size = start.reshape(dim, -1).shape[1] if start is not None else choose_block_width(op, k)
     check_positive(block_size, "block_size")

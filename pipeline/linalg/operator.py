@@ -32,6 +32,12 @@ class Operator(ABC):
         self.dtype = dtype
         self.device = torch.device(device)
         self.matvecs = 0
+        self.expected_products: int | None = None
+
+    def expect(self, products: int) -> None:
+        """Tell the operator about how many products the work ahead needs (an algorithm's
+        estimate), so that one-off costs (a compiled product) are paid only where they repay."""
+        self.expected_products = int(products)
 
     @abstractmethod
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:

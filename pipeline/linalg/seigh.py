@@ -141,6 +141,7 @@ def seigh(
     sketch = options.sketch(dim)
     rows = row_blocks(dim, outer, memory_bytes // (8 * (3 * outer + 5 * inner)))
     device = compute_device(device)
+    op.expect(inner if recycled else outer + inner)
     before = op.matvecs
     recovered = measure_and_recover(op, store, sketch, rows, device, progress, on_block)
     measured = op.matvecs - before

@@ -20,6 +20,7 @@ def hutchinson_trace(
     """tr(H) ~ (1/m) sum_j z_j^T H z_j with E[z z^T] = I; stderr = sample std / sqrt(m)."""
     check_positive(num_samples, "num_samples")
     check_positive(block_size, "block_size")
+    op.expect(num_samples)
     before = op.matvecs
     samples = probe_quadratic_forms(op, range(num_samples), seed, distribution, block_size).cpu().numpy()
     stderr = float(samples.std(ddof=1) / math.sqrt(num_samples)) if num_samples > 1 else math.inf
@@ -38,6 +39,7 @@ def hutchpp_trace(op: Operator, num_matvecs: int, seed: int = 0, block_size: int
     dim = op.shape[0]
     sketch_size = min(num_matvecs // 3, dim)
     num_probes = num_matvecs - 2 * sketch_size
+    op.expect(num_matvecs)
     before = op.matvecs
     S = random_columns("rademacher", seed, dim, range(sketch_size), device=op.device)
     Q, _ = torch.linalg.qr(apply_in_blocks(op, S, block_size))
