@@ -155,3 +155,18 @@ def test_an_operator_tries_compiling_only_when_told_of_enough_work(monkeypatch):
     assert not op._repays_setup(1.0, 1)  # 100 s ahead: under five 40 s compiles
     op.expect(1000)
     assert op._repays_setup(1.0, 1) and not op._repays_setup(1.0, 8)  # blocks of 8: 125 s ahead
+
+
+def test_auto_mode_is_not_timed_where_the_announced_work_cannot_repay_it(caplog):
+    model = small_mlp()
+    x, y = classification_data(20, (6,))
+    op = HessianOperator(model, CE, [(x, y)])
+    op.expect(3)  # three passes over one batch: timing three modes twice would cost more
+    with caplog.at_level(logging.INFO, logger="pipeline.curvature"):
+        op @ torch.ones(op.shape[0], 1, dtype=torch.float64)
+    assert op.mode_choices[1].mode == "graph-reuse" and not op.mode_choices[1].timed
+    assert any("untimed" in r.getMessage() for r in caplog.records)
+    busy = HessianOperator(model, CE, [(x, y)])
+    busy.expect(100)
+    busy @ torch.ones(busy.shape[0], 1, dtype=torch.float64)
+    assert busy.mode_choices[1].timed and set(busy.mode_choices[1].seconds) >= {"graph-reuse", "reverse-over-reverse"}

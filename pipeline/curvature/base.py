@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +31,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[Any, torch.Tensor]
 BatchProduct = Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
 AUTO = "auto"
+UNTIMED_MODE = "graph-reuse"  # every curvature has it: PyHessian's product, never far from the fastest
 SETUP_PRIOR_S = 40.0  # a compiled product's one-off set-up before it is measured (16-39 s seen on CPU)
 SETUP_REPAY = 5.0  # tried only where the product time ahead is this many set-ups
 
@@ -185,6 +187,10 @@ class CurvatureOperator(Operator):
         if choice is None:
             key = problem_key(self, inputs)
             choice = known_choice(key, width)
+            if choice is None and self._too_little_to_time(width):
+                choice = ModeChoice(UNTIMED_MODE, width, timed=False)
+                log.info("hvp_mode=auto for blocks of %d: %s, untimed (about %d products ahead cannot repay timing the modes)",
+                         width, UNTIMED_MODE, self.expected_products)
             if choice is None:
                 modes = {mode: partial(f, inputs, targets, V) for mode, f in self.products().items()}
                 costly = {mode: modes.pop(mode) for mode in self.COSTLY_MODES}
@@ -194,6 +200,15 @@ class CurvatureOperator(Operator):
                 return product
             self.mode_choices[width] = choice
         return self.products()[choice.mode](inputs, targets, V)
+
+    def _too_little_to_time(self, width: int) -> bool:
+        """Whether the announced work (``expect``) at this width is at most as many passes over the
+        first batch as timing every mode would spend on it."""
+        if self.expected_products is None:
+            return False
+        _, _, n = self._first_batch()
+        passes = math.ceil(self.expected_products / width) * self.num_samples / max(n, 1)
+        return passes <= 2 * len(self.PRODUCT_MODES)
 
     def _repays_setup(self, batch_seconds: float, width: int) -> bool:
         """Whether the products expected ahead (``expect``), at ``batch_seconds`` a batch, take at

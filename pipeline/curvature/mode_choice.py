@@ -38,10 +38,7 @@ class ModeChoice:
     seconds: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     borrowed: bool = False  # taken from a nearby width: no product spent on timing this one
-
-    def record(self) -> dict[str, Any]:
-        """What results.json and the log show of the choice."""
-        return {"mode": self.mode, "timed_width": self.width, "seconds": self.seconds, "failed": self.failed}
+    timed: bool = True  # False: the work ahead was too small to repay timing (the default mode)
 
 
 _CHOICES: dict[tuple, dict[int, ModeChoice]] = {}
