@@ -5,7 +5,8 @@ Floor (DESIGN.md): PyHessian's product, one gradient graph g = grad(loss, params
 create_graph=True) built once and grad(g, params, v, retain_graph=True) per vector. Goal: a block
 of 16 costs <= 1.2x the floor per vector, and a block never costs more per vector than a single
 product. Models: the paper's tanh-MLP (7,030), a ~100k MLP, a CNN with ReLU and one with
-BatchNorm in eval mode.
+BatchNorm in eval mode. The operators keep each batch's graph across products (the timed
+repeats run through it) unless the column says graph_cache_gb=0.
 Usage: python benchmarks/hvp_vs_grad.py [--device cuda] [--dtype float64]
 """
 
@@ -45,7 +46,10 @@ def problems():
     yield "CNN (BatchNorm, eval)", small_cnn(True), nn.functional.cross_entropy, x, y
 
 
-def measure(model, loss_fn, x, y, device: str, dtype: torch.dtype) -> dict[str, float]:
+NO_KEPT_GRAPH = " (graph_cache_gb=0)"
+
+
+def measure(model, loss_fn, x, y, device: str, dtype: torch.dtype, columns: list[str]) -> dict[str, float]:
     model = model.to(device, dtype)
     x, y = x.to(device, dtype), y.to(device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -64,12 +68,13 @@ def measure(model, loss_fn, x, y, device: str, dtype: torch.dtype) -> dict[str, 
         return timed(lambda: torch.autograd.grad(g, params, grad_outputs=vs, retain_graph=True))
 
     row = {"params": sum(p.numel() for p in params), "grad": timed(gradient), "floor": floor()}
-    for mode in ("auto", *HessianOperator.PRODUCT_MODES):
-        op = HessianOperator(model, loss_fn, [(x, y)], hvp_mode=mode)
+    for column in columns:
+        mode, cache = (column.removesuffix(NO_KEPT_GRAPH), 0) if column.endswith(NO_KEPT_GRAPH) else (column, None)
+        op = HessianOperator(model, loss_fn, [(x, y)], hvp_mode=mode, graph_cache_gb=cache)
         for b in BLOCKS:
             V = torch.randn(op.shape[0], b, device=device, dtype=dtype)
-            row[(mode, b)] = timed(lambda op=op, V=V: op @ V, repeats=7) / b
-        if mode == "auto":
+            row[(column, b)] = timed(lambda op=op, V=V: op @ V, repeats=7) / b
+        if column == "auto":
             row["auto choice"] = {b: op.mode_choices[b].mode for b in BLOCKS}
     return row
 
@@ -78,17 +83,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--no-compiled", action="store_true", help="leave out hvp_mode=compiled (tens of seconds to compile per width)")
     args = parser.parse_args()
+    modes = [m for m in HessianOperator.PRODUCT_MODES if not (args.no_compiled and m in HessianOperator.COSTLY_MODES)]
+    columns = ["auto", "auto" + NO_KEPT_GRAPH, *modes]
     dtype = getattr(torch, args.dtype)
     print(f"device={args.device} dtype={args.dtype} torch={torch.__version__} threads={torch.get_num_threads()}")
     print("per-vector time / floor (floor = PyHessian graph-reuse product); auto's choice per block width")
-    header = ["model", "params", "grad ms", "floor ms", "floor/grad"] + [f"{m} b={b}" for m in ("auto", *HessianOperator.PRODUCT_MODES) for b in BLOCKS]
+    header = ["model", "params", "grad ms", "floor ms", "floor/grad"] + [f"{m} b={b}" for m in columns for b in BLOCKS]
     print("| " + " | ".join(header) + " | auto chose |")
     print("|" + " --- |" * (len(header) + 1))
     for name, model, loss_fn, x, y in problems():
-        row = measure(model, loss_fn, x, y, args.device, dtype)
+        row = measure(model, loss_fn, x, y, args.device, dtype, columns)
         cells = [name, f"{row['params']:,}", f"{1e3 * row['grad']:.1f}", f"{1e3 * row['floor']:.1f}", f"{row['floor'] / row['grad']:.2f}"]
-        cells += [f"{row[(m, b)] / row['floor']:.2f}" for m in ("auto", *HessianOperator.PRODUCT_MODES) for b in BLOCKS]
+        cells += [f"{row[(m, b)] / row['floor']:.2f}" for m in columns for b in BLOCKS]
         choice = ", ".join(f"{b}: {m}" for b, m in row["auto choice"].items())
         print("| " + " | ".join(cells) + f" | {choice} |")
 

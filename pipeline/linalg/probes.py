@@ -8,12 +8,17 @@ from pipeline.linalg.operator import Operator
 from pipeline.linalg.random_matrices import random_columns
 
 
+def even_blocks(count: int, block_size: int) -> list[slice]:
+    """``count`` columns in ceil(count / block_size) blocks of nearly equal width (at most
+    ``block_size``): no ragged one-off width at the end (33 in blocks of at most 8: 7, 6, 7, 6, 7)."""
+    blocks = -(-count // block_size)
+    edges = [round(i * count / blocks) for i in range(blocks + 1)]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
 def apply_in_blocks(op: Operator, X: torch.Tensor, block_size: int) -> torch.Tensor:
-    """H X (D, m) in passes of ``block_size`` columns, in float64."""
-    return torch.cat(
-        [(op @ X[:, j : j + block_size].to(op.dtype)).to(torch.float64) for j in range(0, X.shape[1], block_size)],
-        dim=1,
-    )
+    """H X (D, m) in passes of at most ``block_size`` columns (``even_blocks``), in float64."""
+    return torch.cat([(op @ X[:, block].to(op.dtype)).to(torch.float64) for block in even_blocks(X.shape[1], block_size)], dim=1)
 
 
 def probe_quadratic_forms(
@@ -22,9 +27,8 @@ def probe_quadratic_forms(
     """z_j^T H z_j for the seeded probes z_j (columns of ``random_columns``), optionally with
     z_j replaced by (I - Q Q^T) z_j for an orthonormal ``project_out`` = Q. Shape (len(columns),)."""
     out = []
-    for start in range(columns.start, columns.stop, block_size):
-        block = columns[start - columns.start : start - columns.start + block_size]
-        Z = random_columns(kind, seed, op.shape[0], block, device=op.device)
+    for block in even_blocks(len(columns), block_size):
+        Z = random_columns(kind, seed, op.shape[0], columns[block], device=op.device)
         if project_out is not None:
             Z -= project_out @ (project_out.T @ Z)
         out.append((Z * apply_in_blocks(op, Z, block_size)).sum(dim=0))

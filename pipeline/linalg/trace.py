@@ -27,7 +27,7 @@ def hutchinson_trace(
     return TraceEstimate(float(samples.mean()), stderr, op.matvecs - before, samples)
 
 
-def hutchpp_trace(op: Operator, num_matvecs: int, seed: int = 0, block_size: int = 8) -> TraceEstimate:
+def hutchpp_trace(op: Operator, num_matvecs: int, seed: int = 0, block_size: int = 32) -> TraceEstimate:
     """Hutch++: tr(H) = tr(Q^T H Q) + Hutchinson on (I - QQ^T) H (I - QQ^T), Q = orth(H S).
 
     ``num_matvecs`` m is split into m/3 for H S, m/3 for H Q and m/3 probes (columns after the
