@@ -43,8 +43,11 @@ def lanczos(
     extra products. They are checked after every block product (an eigh of the small projected
     matrix), so no product is spent once every requested pair has ||H v - lambda v|| / |lambda|
     <= tol; when the basis is full, a restart keeps the best k + (ncv - k)/2 Ritz vectors. It
-    stops there or when ``max_matvecs`` are spent (then ``converged`` says which pairs met tol). ``block_size`` b > 1 computes b products per pass over the
-    data. ``start`` (D,) or (D, b) replaces the seeded Gaussian starting block.
+    stops there or when ``max_matvecs`` are spent (then ``converged`` says which pairs met tol).
+    ``block_size`` b > 1 computes b products per pass over the data; ``"auto"`` picks b where
+    the operator's timed block products repay the extra products a block needs
+    (``pipeline.linalg.block_width``), else 1 (or the width of ``start``). ``start`` (D,) or
+    (D, b) replaces the seeded Gaussian starting block.
     """
     check_k(op, k)
     check_tol(tol)
