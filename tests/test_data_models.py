@@ -3,6 +3,7 @@
 import gzip
 import pickle
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,30 @@ def test_problem_spec_counts_samples_of_a_dataset(tmp_path):
     mismatched = ProblemSpec(lambda: build("tanh_mlp"), lambda: ImageFolder(root, "val", crop=16))  # 256 inputs, 768 given
     with pytest.raises(ValueError, match="the model does not accept the data"):
         mismatched.num_samples()
+
+
+def _foreign_file(kind: str, path) -> None:
+    """Write a file that is not a torch.save checkpoint: text, empty, truncated, a zip of text."""
+    if kind == "text":
+        path.write_text("hello\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        torch.save(tanh_mlp((256, 20, 10)).state_dict(), path)
+        path.write_bytes(path.read_bytes()[:500])
+    else:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("notes.txt", "not tensors")
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("text", "not a file torch.save wrote"), ("empty", r"empty \(0 bytes\)"), ("truncated", "not a file torch.save wrote"),
+    ("zip", "not a file torch.save wrote")])
+def test_unreadable_checkpoints_get_one_line_reasons(tmp_path, kind, message):
+    path = tmp_path / "checkpoint.pt"
+    _foreign_file(kind, path)
+    with pytest.raises(ValueError, match=f"checkpoint {path} is {message}.*model.checkpoint"):
+        load_checkpoint(tanh_mlp((256, 20, 10)), str(path))
 
 
 @pytest.mark.parametrize("content, message", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -64,8 +65,8 @@ def load_checkpoint(model: nn.Module, path: str) -> None:
         raise MissingFileError(f"checkpoint {path} does not exist (model.checkpoint)") from None
     except IsADirectoryError:
         raise InputError(f"checkpoint {path} is a directory, not a file saved by torch.save (model.checkpoint)") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        kind = "a pickled object (e.g. a whole module), not tensors" if "Unsupported global" in str(error) else "not a file torch.save wrote, or is damaged"
+    except Exception as error:  # noqa: BLE001 - torch.load fails on a foreign file with any of a dozen types (KeyError, IndexError, ...)
+        kind = _unreadable(Path(path), error)
         raise InputError(f"checkpoint {path} is {kind}: save the weights with torch.save(model.state_dict(), path) "
                          "(model.checkpoint)") from None
     state = state.get("model", state) if isinstance(state, dict) else state
@@ -74,6 +75,15 @@ def load_checkpoint(model: nn.Module, path: str) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise InputError(f"checkpoint {path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """What is wrong with a checkpoint file torch.load refused, as the end of "checkpoint P is ..."."""
+    if path.stat().st_size == 0:
+        return "empty (0 bytes)"
+    if isinstance(error, pickle.UnpicklingError) and "Unsupported global" in str(error):
+        return "a pickled object (e.g. a whole module), not tensors"
+    return "not a file torch.save wrote, or is damaged (truncated, text, or an archive of something else)"
 
 
 __all__ = ["PAPER_PARAMETER_COUNTS", "ResNet18", "ZOO", "all_cnn_c", "build", "build_from_config", "c3d3", "load_checkpoint", "tanh_mlp"]
