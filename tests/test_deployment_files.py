@@ -138,3 +138,50 @@ def test_slurm_submit_creates_the_log_dir_before_sbatch(fake_slurm, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "logs").is_dir()
     assert (record / "sbatch").read_text().splitlines() == ["--nodes=1", str(ROOT / "jobs/slurm/seigh.sbatch"), "algorithm.k=5"]
+
+
+@pytest.fixture
+def cluttered_checkout(tmp_path):
+    """A copy of the checkout's jobs/ and pipeline/ with what a researcher's checkout also holds:
+    a 4 GiB (sparse) data file and a run directory; and a fake `ray` that records its arguments
+    and the files of the working directory it would upload."""
+    checkout, bin_dir, record = tmp_path / "checkout", tmp_path / "bin", tmp_path / "calls"
+    (checkout / "data").mkdir(parents=True)
+    for part in ("jobs", "pipeline"):
+        subprocess.run(["cp", "-r", ROOT / part, checkout / part], check=True)
+    with open(checkout / "data" / "imagenet.tar", "wb") as big:
+        big.truncate(4 << 30)
+    (checkout / "outputs" / "run" / "store.zarr").mkdir(parents=True)
+    (checkout / "outputs" / "run" / "store.zarr" / "chunk").write_bytes(b"x" * 4096)
+    bin_dir.mkdir()
+    record.mkdir()
+    _shim(bin_dir, "ray", f'printf "%s\\n" "$@" > {record}/ray\n'
+                          f'dir=$(grep -A1 -x -- --working-dir {record}/ray | tail -n 1)\n'
+                          f'[[ -n $dir ]] && (cd "$dir" && find . -type f | sort) > {record}/files; true\n')
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_ADDRESS": "http://head:8265", "OUTPUT_DIR": "/shared/run"}
+    return checkout, env, record
+
+
+def test_ray_submit_uploads_the_package_only(cluttered_checkout):
+    checkout, env, record = cluttered_checkout
+    result = subprocess.run(["bash", checkout / "jobs/ray/submit.sh", "algorithm.k=5"], capture_output=True, text=True, env=env,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    files = (record / "files").read_text().split()
+    shipped = sorted(f"./{p.relative_to(checkout)}" for p in (checkout / "pipeline").rglob("*")
+                     if p.is_file() and "__pycache__" not in p.parts)
+    assert files == shipped and "./pipeline/conf/config.yaml" in files  # no data, no run dirs, no bytecode
+    argv = (record / "ray").read_text().splitlines()
+    assert argv[-3:] == ["cluster=ray", "hydra.run.dir=/shared/run", "algorithm.k=5"]
+    assert "uploading the pipeline package (" in result.stderr
+
+
+def test_ray_submit_ships_nothing_with_ship_none_and_refuses_an_oversized_package(cluttered_checkout):
+    checkout, env, record = cluttered_checkout
+    result = subprocess.run(["bash", checkout / "jobs/ray/submit.sh"], capture_output=True, text=True, env={**env, "SHIP": "none"})
+    assert result.returncode == 0 and "--working-dir" not in (record / "ray").read_text().splitlines()
+    (record / "ray").unlink()
+    (checkout / "pipeline" / "weights.pt").write_bytes(b"\0" * (2 << 20))  # a large file put inside the package
+    result = subprocess.run(["bash", checkout / "jobs/ray/submit.sh"], capture_output=True, text=True, env={**env, "SHIP_LIMIT_MB": "1"})
+    assert result.returncode == 2 and "over SHIP_LIMIT_MB=1" in result.stderr and "remove large files" in result.stderr
+    assert not (record / "ray").exists()  # nothing sent
