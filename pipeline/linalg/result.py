@@ -30,12 +30,18 @@ class EigResult:
     info: dict[str, Any] = field(default_factory=dict)
 
     def warn_unconverged(self, algorithm: str, tol: float, advice: str) -> None:
-        """Log a WARNING naming the pairs whose residual misses ``tol`` (or was not computed)."""
-        missed = [(i, float(r)) for i, (r, ok) in enumerate(zip(self.residuals.tolist(), self.converged.tolist())) if not ok]
-        if missed:
-            pairs = ", ".join(f"#{i} ({'not computed' if r != r else f'{r:.2g}'})" for i, r in missed[:10])
-            log.warning("%s: %d of %d eigenpairs did not reach the relative residual tol=%g: %s%s; %s", algorithm, len(missed),
-                        len(self.converged), tol, pairs, " ..." if len(missed) > 10 else "", advice)
+        """Log one WARNING sentence for the pairs whose residual misses ``tol`` (or was not computed):
+        how many, the worst, the cause and the fix (``advice``); the per-pair residuals at DEBUG."""
+        residuals, converged = self.residuals.tolist(), self.converged.tolist()
+        missed = [(i, r) for i, (r, ok) in enumerate(zip(residuals, converged)) if not ok]
+        if not missed:
+            return
+        computed = [(r, i) for i, r in missed if r == r]
+        worst = f"worst {max(computed)[0]:.2g} at #{max(computed)[1]}" if computed else "residuals not computed"
+        unknown = len(missed) - len(computed)
+        log.warning("%s: %d of %d eigenpairs missed the relative residual tol=%g (%s%s); %s", algorithm, len(missed), len(converged),
+                    tol, worst, f", {unknown} not computed" if computed and unknown else "", advice)
+        log.debug("%s residuals by pair: %s", algorithm, ", ".join(f"#{i} {r:.3g}" for i, r in enumerate(residuals)))
 
 
 class StoredMatrix:

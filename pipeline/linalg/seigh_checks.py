@@ -40,9 +40,9 @@ def check_and_refine(op: Operator, V_store: Any, eigenvalues: torch.Tensor, *, r
                      converged=res <= tol, info=info)
 
 
-def unconverged_advice(refine_tol: float | None, residuals: bool) -> str:
+def unconverged_advice(refine_tol: float | None) -> str:
     """What to do about pairs that missed the tolerance."""
     if refine_tol is not None:
-        return "refinement stopped at its budget: raise refine_tol or the sketch size"
-    return ("these eigenvalues may be far off: set refine_tol (e.g. 1e-3) to refine them with Lanczos, or use larger "
-            "outer/inner" + ("" if residuals else " (residuals=False: convergence was not checked)"))
+        return "refinement stopped at its budget: raise algorithm.refine_tol or the sketch size (algorithm.outer/inner)"
+    return ("these eigenvalues may be far off: set algorithm.refine_tol (e.g. 1e-3) to refine them with Lanczos, or raise "
+            "algorithm.outer/inner")
