@@ -5,6 +5,7 @@ and rebuilt from scratch when one dies. Nothing here knows torch or curvature (s
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -106,8 +107,9 @@ class ActorGroup:
             ray.kill(actor, no_restart=True)
         self.actors = []
         if self._placement is not None:
-            remove_placement_group(self._placement)
-            self._placement = None
+            placement, self._placement = self._placement, None
+            if not finished_within(teardown_timeout_s, remove_placement_group, placement):
+                log.debug("the placement group was not released in %s s (Ray is stopping?); leaving it to ray.shutdown", teardown_timeout_s)
 
     def restart(self) -> None:
         self.shutdown()
@@ -165,3 +167,13 @@ class ActorGroup:
             return True
         except (RayActorError, GetTimeoutError):
             return False
+
+
+def finished_within(timeout_s: float, call: Callable[..., Any], *args: Any) -> bool:
+    """Run ``call(*args)`` in a daemon thread and wait at most ``timeout_s``: whether it returned.
+    For Ray calls that block for ever once Ray's own processes are stopping (a signal sent to the
+    whole process group: Ctrl-C in a terminal, a scheduler's cancel)."""
+    worker = threading.Thread(target=call, args=args, daemon=True, name=f"bounded {getattr(call, '__name__', 'call')}")
+    worker.start()
+    worker.join(timeout_s)
+    return not worker.is_alive()

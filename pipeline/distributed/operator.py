@@ -74,11 +74,13 @@ class RayOperator(Operator):
     def failures(self) -> int:
         return self.group.failures
 
-    def close(self) -> None:
-        self.group.shutdown()
+    def close(self, teardown_timeout_s: float = 10.0) -> None:
+        self.group.shutdown(teardown_timeout_s)
 
     def __enter__(self) -> "RayOperator":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc) -> None:
+        """A signal or an exit (not an Exception) is leaving: Ray's own processes may be stopping
+        too, so the workers get 2 s to tear down instead of 10."""
+        self.close(10.0 if kind is None or issubclass(kind, Exception) else 2.0)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ray
 
@@ -27,21 +31,40 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: 
     if address:
         log.info("connecting to the Ray cluster at %s", address)
         check_reachable(address, connect_timeout_s)
-        ray.init(address=address, log_to_driver=True)
+        with _signal_handlers_kept():
+            ray.init(address=address, log_to_driver=True)
         return True
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.pop("RAY_ADDRESS", None)  # ray.init would otherwise join that cluster
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="ray-hessian-")
-    ray.init(
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        include_dashboard=False,
-        _temp_dir=temp_dir,
-        log_to_driver=True,
-        configure_logging=False,
-    )
+    with _signal_handlers_kept():
+        ray.init(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            include_dashboard=False,
+            _temp_dir=temp_dir,
+            log_to_driver=True,
+            configure_logging=False,
+        )
     log.info("started a local Ray instance (num_cpus=%s) with session files in %s", num_cpus, temp_dir)
     return True
+
+
+@contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Put this process's SIGTERM / SIGINT handlers back after ``ray.init``, which replaces them
+    (a Python ``sys.exit`` handler, then the core worker's C++ handler that dumps and aborts), so
+    that a scheduler's cancel ends the run through the app's own handler (exit 143, one line)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in kept.items():
+            if handler is not None:  # None: a handler installed outside Python, which Python cannot put back
+                signal.signal(number, handler)
 
 
 def check_reachable(address: str, timeout_s: float) -> None:
