@@ -1,5 +1,6 @@
 """What a run leaves in its output directory: results.json, eigenvalues.npy, eigenvectors.npy
-(in-memory algorithms; SEIGH keeps them in its store), PNG plots."""
+(every algorithm, up to ``VECTORS_NPY_MAX_BYTES``; larger ones stay in SEIGH's store only), PNG
+plots. ``pipeline.load_run`` reads them back."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import numpy as np
 import torch
 
 from pipeline.analysis import plots
+from pipeline.linalg.result import StoredMatrix
 
 log = logging.getLogger(__name__)
+VECTORS_NPY_MAX_BYTES = 1 << 30  # a stored (D, k) eigenvector matrix up to 1 GiB is also written as eigenvectors.npy
 
 
 def write_results(run_dir: Path, results: dict[str, Any], config: dict[str, Any], want_plots: bool) -> dict[str, Any]:
@@ -24,8 +27,9 @@ def write_results(run_dir: Path, results: dict[str, Any], config: dict[str, Any]
     figures = []
     if "eigenvalues" in results:
         np.save(run_dir / "eigenvalues.npy", np.asarray(results["eigenvalues"]))
-    if isinstance(results.get("eigenvectors"), torch.Tensor):  # SEIGH's live in its store
-        np.save(run_dir / "eigenvectors.npy", results["eigenvectors"].cpu().numpy())
+    vectors = results.get("eigenvectors")
+    if isinstance(vectors, torch.Tensor) or (isinstance(vectors, StoredMatrix) and _nbytes(vectors) <= VECTORS_NPY_MAX_BYTES):
+        np.save(run_dir / "eigenvectors.npy", vectors.cpu().numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors))
         record["eigenvectors"] = "eigenvectors.npy"
     title = plots.run_title(results, config)
     tol = config["algorithm"].get("tol")
@@ -52,6 +56,10 @@ def write_results(run_dir: Path, results: dict[str, Any], config: dict[str, Any]
     (run_dir / "results.json").write_text(json.dumps(record, indent=2, default=_jsonable))
     log.info("wrote %s", ", ".join(["results.json"] + record["figures"]))
     return record
+
+
+def _nbytes(matrix: StoredMatrix) -> int:
+    return int(np.prod(matrix.shape)) * matrix.dtype.itemsize
 
 
 def _jsonable(value: Any) -> Any:
