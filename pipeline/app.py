@@ -18,7 +18,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from pipeline.analysis.landscape import loss_along
 from pipeline.config import register
-from pipeline.errors import PipelineError
+from pipeline.errors import InputError, PipelineError
 from pipeline.outputs import write_results
 from pipeline.plan import compare_with_actual, log_plan, make_plan
 from pipeline.preflight import check_config
@@ -26,7 +26,11 @@ from pipeline.problem import fingerprint, open_operator, plain, problem_spec
 from pipeline.progress import set_log_interval
 from pipeline.reproduce import reproduce
 from pipeline.solvers import run_algorithm, solver_for
+from pipeline.solvers.base import OperatorShape
 from pipeline.store import RunStore
+from pipeline.tracking import artifact as tracker_artifact
+from pipeline.tracking import scalar as tracker_scalar
+from pipeline.tracking import tracking
 
 log = logging.getLogger("pipeline")
 register()
@@ -42,11 +46,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     check_config(cfg)
     spec = problem_spec(cfg)
     config = plain(cfg)
-    store = RunStore(run_dir / cfg.output.store) if solver_for(cfg.algorithm.name).needs_store else None  # locked before Ray starts
+    solver = solver_for(cfg.algorithm.name)
+    preview = spec.preview()  # on the driver, before Ray: the model takes the data; D and the weights
+    problem = {**fingerprint(cfg), "weights": preview.weights}
+    store = RunStore(run_dir / cfg.output.store) if solver.needs_store else None  # locked before Ray starts
+    solver.preflight(cfg.algorithm, OperatorShape((preview.dim, preview.dim), preview.dtype), seed=cfg.seed, store=store, problem=problem)
     with open_operator(cfg, spec) as op:
+        if op.weights_digest() != preview.weights:
+            raise InputError("the workers built other weights than the driver: model.checkpoint (and the code) must be the same "
+                             "on every node")
         prediction = plan(cfg, op, run_dir)
         before, began = op.matvecs, time.perf_counter()
-        results = run_algorithm(cfg, op, store, problem={**fingerprint(cfg), "weights": op.weights_digest()})
+        results = run_algorithm(cfg, op, store, problem=problem)
         results.update(algorithm=cfg.algorithm.name, num_params=op.shape[0], curvature=cfg.curvature.kind, num_samples=op.num_samples)
         results["actual"] = {"wall_s": time.perf_counter() - began, "matvecs": op.matvecs - before,
                              "store_bytes": _size_on_disk(run_dir / cfg.output.store) if store else 0,
@@ -59,8 +70,21 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         results["landscape"] = loss_along(local, results["eigenvectors"][:, :count], cfg.output.landscape_radius, cfg.output.landscape_points)
     results["wall_time_s"] = time.perf_counter() - start
     record = write_results(run_dir, results, config, cfg.output.plots)
+    _track(record, run_dir)
     log.info("%s on %d parameters: %d products in %.1f s", cfg.algorithm.name, op.shape[0], results["matvecs"], results["wall_time_s"])
     return record
+
+
+def _track(record: dict, run_dir: Path) -> None:
+    """The final figures and files of a run, to the open tracker (``output.tracker``)."""
+    for name in ("eigenvalues", "residuals"):
+        for index, value in enumerate(record.get(name, [])):
+            tracker_scalar(f"result/{name[:-1]}", value, step=index)
+    for name in ("trace", "matvecs", "wall_time_s"):
+        if isinstance(record.get(name), (int, float)):
+            tracker_scalar(f"result/{name}", record[name], step=0)
+    for name in ("results.json", *record["figures"]):
+        tracker_artifact(run_dir / name)
 
 
 def plan(cfg: DictConfig, op, run_dir: Path) -> dict:
@@ -86,33 +110,47 @@ def _size_on_disk(path: Path) -> int:
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    code = execute(cfg, Path(HydraConfig.get().runtime.output_dir))
+    if code:
+        sys.exit(code)
+
+
+def execute(cfg: DictConfig, run_dir: Path) -> int:
+    """Run ``cfg.task`` in ``run_dir``; returns the exit code: 0 done, 2 a user error or a missing
+    setting (one line naming the fix; the run dir's records kept as they were), 143 / 130 stopped
+    by SIGTERM / SIGINT (workers shut down, every completed block kept)."""
     previous = signal.signal(signal.SIGTERM, _terminate)
     log.info("run directory: %s", run_dir)
     try:
         check_config(cfg)
         set_log_interval(cfg.output.progress_interval_s)
-        if cfg.task == "reproduce":
-            reproduce(cfg, run_dir, run)
-        elif cfg.task == "plan":
-            plan_only(cfg, run_dir)
-        else:
-            run(cfg, run_dir)
+        with tracking(cfg.output.tracker, run_dir, plain(cfg), cfg.output.tracker_uri):
+            if cfg.task == "reproduce":
+                reproduce(cfg, run_dir, run)
+            elif cfg.task == "plan":
+                plan_only(cfg, run_dir)
+            else:
+                run(cfg, run_dir)
         log.info("done: results in %s", run_dir)
+        log.debug(OmegaConf.to_yaml(cfg))
+        return 0
     except MissingMandatoryValue as error:
         log.error("error: a required setting is missing: %s (set it on the command line, e.g. data.root=/path)", error.full_key)
-        sys.exit(2)
+        _restore_records()
+        return 2
     except PipelineError as error:  # a user error: one line naming the fix; anything else is a bug and keeps its traceback
         log.error("error: %s", error, exc_info=os.environ.get("HYDRA_FULL_ERROR") == "1")  # the traceback on request
-        sys.exit(2)
-    except (KeyboardInterrupt, Terminated) as stop:
-        name, code = ("SIGTERM", 143) if isinstance(stop, Terminated) else ("SIGINT", 130)
+        _restore_records()
+        return 2
+    except (KeyboardInterrupt, Terminated, SystemExit) as stop:
+        if isinstance(stop, SystemExit) and stop.code != signal.SIGTERM:  # ray.init's own SIGTERM handler exits with 15
+            raise
+        name, code = ("SIGINT", 130) if isinstance(stop, KeyboardInterrupt) else ("SIGTERM", 143)
         log.error("stopped by %s: workers were shut down and every completed block is kept in the store; rerun the "
                   "same command in %s to resume", name, run_dir)
-        sys.exit(code)
+        return code
     finally:
         signal.signal(signal.SIGTERM, previous)
-    log.debug(OmegaConf.to_yaml(cfg))
 
 
 def cli() -> None:
@@ -125,7 +163,24 @@ def cli() -> None:
             if reason:
                 print(f"error: {reason}: choose another {key}", file=sys.stderr)
                 sys.exit(2)
+            if key == "hydra.run.dir":
+                _KEPT_RECORDS.update(_records_of(Path(value)))
     main()
+
+
+_KEPT_RECORDS: dict[Path, bytes] = {}  # the run dir's Hydra records (.hydra/*.yaml) as they were before this command
+
+
+def _records_of(run_dir: Path) -> dict[Path, bytes]:
+    folder = run_dir / ".hydra"
+    return {path: path.read_bytes() for path in folder.glob("*.yaml")} if folder.is_dir() else {}
+
+
+def _restore_records() -> None:
+    """A refused rerun leaves the run dir's records saying what its results and store hold: Hydra
+    rewrote .hydra/*.yaml with the refused command's settings before the checks ran."""
+    for path, content in _KEPT_RECORDS.items():
+        path.write_bytes(content)
 
 
 def unusable_directory(path: Path) -> str | None:

@@ -82,6 +82,8 @@ class OutputConfig:
     landscape_points: int = 21
     landscape_radius: float = 1.0
     progress_interval_s: float = 30.0  # off a terminal: a progress line this often (on one: a bar)
+    tracker: Optional[str] = None  # null | mlflow | tensorboard (pip install "hessian-pipeline[track]")
+    tracker_uri: Optional[str] = None  # mlflow: a tracking URI; null: $MLFLOW_TRACKING_URI, else a file store in <run dir>/mlruns
 
 
 @dataclass

@@ -67,7 +67,7 @@ def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
             op.check_determinism()
         yield op
         return
-    spec.num_samples()  # the data fits the model: checked here, before Ray starts (the one build of the data on the driver)
+    spec.preview()  # the data fits the model: checked before Ray starts (the one build of the data on the driver)
     from pipeline.distributed import RayOperator, init_ray  # Ray is imported only for cluster=local / ray
 
     if cluster.mode == "ray":

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from tqdm.auto import tqdm
 
+from pipeline import tracking
 from pipeline.errors import InputError
 
 T = TypeVar("T")
@@ -34,13 +35,29 @@ def tracked(items: Iterable[T], total: int | None, desc: str, unit: str = "it", 
     if progress is False:
         yield from items
     elif progress or sys.stderr.isatty():
-        yield from tqdm(items, total=total, desc=desc, unit=unit)
+        yield from _tracked_scalars(tqdm(items, total=total, desc=desc, unit=unit), total, desc)
     else:
         report = ProgressLog(desc, total, unit)
-        for item in items:
+        for item in _tracked_scalars(items, total, desc):
             yield item
             report.advance()
         report.finish()
+
+
+def _tracked_scalars(items: Iterable[T], total: int | None, desc: str) -> Iterator[T]:
+    """Yield ``items`` and send the open tracker (``pipeline.tracking``) the fraction done and the
+    rate, at most once a second."""
+    if not tracking.is_open():
+        yield from items
+        return
+    start, done = time.monotonic(), 0
+    for done, item in enumerate(items, 1):
+        yield item
+        if total:
+            tracking.scalar(f"progress/{desc} fraction", done / total, step=done, every_s=1.0)
+        tracking.scalar(f"progress/{desc} rate_per_s", done / max(time.monotonic() - start, 1e-9), step=done, every_s=1.0)
+    if total:  # the last one, whenever the one before was sent
+        tracking.scalar(f"progress/{desc} fraction", done / total, step=done)
 
 
 class ProgressLog:

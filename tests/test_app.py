@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from scipy.integrate import trapezoid  # np.trapezoid needs numpy >= 2.0
 from torch import nn
 
-from pipeline.app import CONFIG_DIR, run
+from pipeline.app import CONFIG_DIR, execute, run
 from pipeline.curvature import HessianOperator
 from pipeline.data import build_dataset
 from pipeline.data.subsets import batches
@@ -87,16 +87,30 @@ def test_bad_override_fails_at_composition(tmp_path, override, message):
     (["algorithm=seigh", "algorithm.memory_gb=-1"], "memory_gb"),
     (["algorithm.tol=-1"], "algorithm.tol must be a positive relative residual"),
     (["model.checkpoint=/nonexistent.pt"], "does not exist (model.checkpoint)"),
+    (["data.subset=3"], "data.subset=3 is smaller than the 10 classes"),
+    (["data.batch_size=0"], "data.batch_size must be a positive integer"),
+    ([f"model.checkpoint={Path(__file__).resolve()}"], "is not a file torch.save wrote"),  # a text file
     (["curvature=ggn", "curvature.hvp_mode=reverse-over-reverse"], "curvature.hvp_mode must be one of auto, forward-over-reverse, graph-reuse"),
     (["algorithm.which=BE"], "algorithm.which must be one of LM, LA, SA"),
     (["algorithm=seigh", "algorithm.inner_kind=ssrft"], "algorithm.inner_kind must be one of rademacher, gaussian"),
     (["algorithm=seigh", "algorithm.target_tol=0", "algorithm.growth=1"], "algorithm.target_tol must be a positive relative residual"),
     (["algorithm=seigh", "algorithm.growth=1"], "algorithm.growth (adaptive SEIGH's size factor per step) must be above 1"),
 ])
-def test_bad_values_exit_with_one_line_reason(tmp_path, overrides, message):
+def test_bad_values_exit_with_one_line_reason(tmp_path, overrides, message, caplog, monkeypatch):
+    """In this process (the command line's own exit code and stderr: the test below)."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     algorithm = [] if any(o.startswith("algorithm=") for o in overrides) else ["algorithm=lanczos"]
-    result = app("cluster=none", *algorithm, *overrides, f"hydra.run.dir={tmp_path}")
+    with caplog.at_level("INFO", logger="pipeline"):
+        code = execute(_compose("cluster=none", *algorithm, *overrides), tmp_path)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert code == 2 and len(errors) == 1 and message in errors[0].getMessage() and "\n" not in errors[0].getMessage()
+    assert not errors[0].exc_info  # no traceback
+
+
+def test_a_bad_value_on_the_command_line_exits_2_with_one_line_on_stderr(tmp_path):
+    result = app("cluster=none", f"model.checkpoint={Path(__file__).resolve()}", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
+    message = "is not a file torch.save wrote"
     assert message in result.stderr and message not in result.stdout  # errors go to stderr
     assert "Traceback" not in result.stdout + result.stderr
 
@@ -173,12 +187,21 @@ def test_full_traceback_on_request(tmp_path):
     assert result.returncode == 2 and "Traceback" in result.stderr and "1 <= k < D = 7030" in result.stderr
 
 
-def test_changed_config_in_same_dir_is_refused(tmp_path):
-    base = ["cluster=none", "algorithm.outer=20", "algorithm.inner=40", "algorithm.refine_tol=null", f"hydra.run.dir={tmp_path}"]
-    assert app(*base).returncode == 0
-    result = app(*base, "seed=1")
+def test_changed_config_in_same_dir_is_refused_before_ray_and_keeps_the_records(tmp_path):
+    base = ["algorithm.outer=20", "algorithm.inner=40", "algorithm.refine_tol=null", f"hydra.run.dir={tmp_path}"]
+    assert app("cluster=none", *base).returncode == 0
+    records = {path: path.read_bytes() for path in (tmp_path / ".hydra").glob("*.yaml")}
+    result = app("cluster=local", *base, "seed=1")  # Ray would start after the checks
     assert result.returncode == 2
-    assert "another configuration" in result.stdout + result.stderr
+    assert "another configuration" in result.stderr and "seed: 0 -> 1" in result.stderr
+    assert "Ray" not in result.stderr and "plan:" not in result.stderr  # refused before Ray started and before the plan
+    assert records and {path: path.read_bytes() for path in records} == records  # .hydra/ still says what the store holds
+
+
+def test_k_above_the_dimension_is_refused_before_ray_starts(tmp_path):
+    result = app("cluster=local", "algorithm.k=100000", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2 and "1 <= k < D = 7030" in result.stderr
+    assert "Ray" not in result.stderr and "plan:" not in result.stderr
 
 
 def test_density_and_landscape_outputs(tmp_path):
@@ -213,7 +236,7 @@ def test_unconverged_results_are_flagged_and_eigenvectors_kept(tmp_path):
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["all_converged"] is False and not all(record["converged"])
     log = result.stdout + result.stderr
-    assert "WARNING" in log and "did not reach the relative residual tol=0.001" in log
+    assert "WARNING" in log and "missed the relative residual tol=0.001" in log
     V = np.load(tmp_path / record["eigenvectors"])
     x, y = build_dataset(record["config"]["data"])
     op = HessianOperator(build_from_config(record["config"]["model"]), nn.functional.cross_entropy, batches(x, y, 250))
@@ -242,20 +265,14 @@ def test_unreachable_cluster_fails_fast_with_a_reason(tmp_path):
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in output and "Traceback" not in output
 
 
-def _default_sigint() -> None:
-    """A job started in the background of a non-interactive shell inherits SIGINT ignored, and so
-    would the app: give it the default (Python's KeyboardInterrupt), as an interactive run has."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_sigterm_and_sigint_stop_cleanly_and_the_rerun_resumes(tmp_path, sig, code):
+def test_sigterm_stops_cleanly_and_the_rerun_resumes(tmp_path):  # SIGINT and Ray runs: test_signals.py
+    sig, code = signal.SIGTERM, 143
     overrides = ["cluster=none", "algorithm.outer=60", "algorithm.inner=120", "algorithm.block_size=1",
                  "algorithm.refine_tol=null", "algorithm.error_test_vectors=0", f"hydra.run.dir={tmp_path}"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     process = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint)
+                               stderr=subprocess.STDOUT, text=True)
     done_path = tmp_path / "store.zarr" / "inner_done"
     wait_for_marks(done_path, 3)
     process.send_signal(sig)

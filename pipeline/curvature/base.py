@@ -23,7 +23,7 @@ from torch.func import functional_call
 
 from pipeline.curvature.graph_cache import GraphCache
 from pipeline.curvature.mode_choice import ModeChoice, choose_mode, known_choice, problem_key
-from pipeline.curvature.params import FlatView, ParamSelector, select_parameters
+from pipeline.curvature.params import ParamSelector, flat_parameters, weights_digest
 from pipeline.errors import InputError, OperationError
 from pipeline.linalg.operator import Operator
 
@@ -92,18 +92,14 @@ class CurvatureOperator(Operator):
         if reduction not in ("mean", "sum"):
             raise InputError(f"loss reduction {reduction!r} is not supported: the loss must be one number per batch; use "
                              "reduction='mean' (or 'sum' for the curvature of the summed loss)")
-        selected = select_parameters(model, params)
-        first = next(iter(selected.values()))
-        dtype = dtype or first.dtype
-        if not dtype.is_floating_point:
-            raise InputError(f"dtype must be a floating point type, got {dtype}")
+        self.view, self.theta = flat_parameters(model, params, dtype)
+        dtype = self.theta.dtype
         if iter(data) is data:
             raise InputError(
                 "data is a one-shot iterator (e.g. a generator); every product needs a fresh pass: "
                 "pass a list of batches or a DataLoader"
             )
-        self.view = FlatView.of(selected)
-        super().__init__(self.view.dim, dtype, first.device)
+        super().__init__(self.view.dim, dtype, self.theta.device)
         self.model = model.eval()
         self.loss_fn = loss_fn
         self.reduction = reduction
@@ -113,11 +109,10 @@ class CurvatureOperator(Operator):
         self.mode_choices: dict[int, ModeChoice] = {}
         self.graphs = GraphCache(None if graph_cache_gb is None else int(graph_cache_gb * 2**30))
         self._prepared: list[tuple[Any, torch.Tensor, int]] | None = None
-        self.theta = self.view.flatten({n: p.detach().to(dtype) for n, p in selected.items()})
         self._fixed = {
             name: _cast(t.detach(), dtype)
             for name, t in (*model.named_parameters(), *model.named_buffers())
-            if name not in selected
+            if name not in self.view.names
         }
 
     # ---- model evaluation -------------------------------------------------------------------
@@ -303,7 +298,7 @@ class CurvatureOperator(Operator):
 
     def weights_digest(self) -> str:
         """SHA-1 of the flat parameters theta: names the weights in store fingerprints."""
-        return hashlib.sha1(self.theta.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        return weights_digest(self.theta)
 
     # ---- checks ---------------------------------------------------------------------------
     def loss(self) -> float:

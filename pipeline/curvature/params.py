@@ -7,6 +7,7 @@ parameters in ``model.named_parameters()`` order (each flattened row-major).
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,21 @@ def select_parameters(model: nn.Module, params: ParamSelector = None) -> dict[st
             f"{list(trainable)[:8]}{' ...' if len(trainable) > 8 else ''}"
         )
     return chosen
+
+
+def flat_parameters(model: nn.Module, params: ParamSelector = None, dtype: torch.dtype | None = None) -> tuple["FlatView", torch.Tensor]:
+    """The selected parameters' view and flat copy theta (D,) in ``dtype`` (default: theirs)."""
+    selected = select_parameters(model, params)
+    dtype = dtype or next(iter(selected.values())).dtype
+    if not dtype.is_floating_point:
+        raise InputError(f"dtype must be a floating point type, got {dtype}")
+    view = FlatView.of(selected)
+    return view, view.flatten({n: p.detach().to(dtype) for n, p in selected.items()})
+
+
+def weights_digest(theta: torch.Tensor) -> str:
+    """SHA-1 of the flat parameters theta (D,): names the weights in store fingerprints."""
+    return hashlib.sha1(theta.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 def _matches(pattern: str, name: str) -> bool:

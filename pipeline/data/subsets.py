@@ -7,12 +7,16 @@ import torch
 from pipeline.errors import InputError
 
 
-def class_balanced_indices(targets: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+def class_balanced_indices(targets: torch.Tensor, size: int, seed: int = 0, key: str = "data.subset") -> torch.Tensor:
     """``size`` sample indices with classes as equal as possible (the first size % C classes get one
-    more), drawn without replacement by a seeded permutation; returned sorted."""
+    more), drawn without replacement by a seeded permutation; returned sorted. ``key`` names the
+    setting in errors: a size below the class count C is refused (classes would be left out)."""
     classes = torch.unique(targets)
     if size <= 0 or size > targets.shape[0]:
-        raise InputError(f"subset size must be in 1..{targets.shape[0]} (the data set size), got {size}")
+        raise InputError(f"subset size ({key}) must be in 1..{targets.shape[0]} (the data set size), got {size}")
+    if size < len(classes):
+        raise InputError(f"{key}={size} is smaller than the {len(classes)} classes of the data: a class-balanced subset would "
+                         f"leave classes out; use at least {len(classes)} (or null for all samples)")
     gen = torch.Generator().manual_seed(seed)
     chosen = []
     for rank, label in enumerate(classes.tolist()):

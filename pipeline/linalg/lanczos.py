@@ -7,6 +7,7 @@ import time
 
 import torch
 
+from pipeline import tracking
 from pipeline.errors import InputError
 from pipeline.linalg.block_width import choose_block_width
 from pipeline.linalg.krylov import KrylovBasis
@@ -79,6 +80,8 @@ def lanczos(
         log.info("lanczos restart %d: %d of at most %d products (%.3g/s, %.0f s), %d of %d pairs converged, worst residual %.2e "
                  "(tol %.0e)", restarts, spent, max_matvecs, spent / max(elapsed, 1e-9), elapsed, int(converged.sum()), k,
                  history[-1][1], tol)
+        tracking.scalar("lanczos/worst_residual", history[-1][1], step=spent)
+        tracking.scalar("lanczos/converged_pairs", int(converged.sum()), step=spent)
         if bool(converged.all()) or basis.n >= dim or spent >= max_matvecs:
             break
         keep = order[: max(k, min(basis.n - block_size, k + (ncv - k) // 2))]

@@ -13,6 +13,7 @@ import numpy as np
 from omegaconf import MISSING
 
 from pipeline.linalg.result import EigResult
+from pipeline.linalg.validation import check_k
 
 log = logging.getLogger("pipeline.solvers")
 
@@ -26,7 +27,9 @@ class Solver:
     returns the results record; ``matvecs(a, D)`` the products it will spend and what that
     figure means (for the plan); ``check(a)`` refuses bad values before anything starts;
     ``needs_store``: the run keeps its measurements in the Zarr run store; ``cost(a, D, itemsize)``
-    its post-processing seconds, store and driver bytes (None: no post-processing, no store).
+    its post-processing seconds, store and driver bytes (None: no post-processing, no store);
+    ``preflight(a, shape, seed=, store=, problem=)`` the checks that need D (and the store), run
+    before any worker starts (default: 1 <= k < D).
     """
 
     name: str
@@ -36,6 +39,15 @@ class Solver:
     check: Callable[[Any], None] = lambda a: None
     needs_store: bool = False
     cost: Callable[[Any, int, int], dict[str, float]] | None = None
+    preflight: Callable[..., None] = lambda a, shape, **_: check_k(shape, a.k) if "k" in a else None
+
+
+@dataclass(frozen=True)
+class OperatorShape:
+    """Stand-in for the operator in checks that need only its shape (D, D) and dtype."""
+
+    shape: tuple[int, int]
+    dtype: Any
 
 
 def default_of(function: Callable, parameter: str) -> Any:

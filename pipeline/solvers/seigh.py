@@ -13,9 +13,10 @@ from pipeline.errors import InputError, one_of
 from pipeline.linalg.adaptive import adaptive_seigh
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.random_matrices import KINDS, ROW_ACCESSIBLE, random_block
-from pipeline.linalg.seigh import seigh
+from pipeline.linalg.seigh import SeighOptions, seigh
 from pipeline.linalg.streaming import compute_device
-from pipeline.solvers.base import EigenConfig, Solver, default_of, eigen_record
+from pipeline.linalg.validation import check_k
+from pipeline.solvers.base import EigenConfig, OperatorShape, Solver, default_of, eigen_record
 
 
 @dataclass
@@ -35,6 +36,17 @@ class SeighConfig(EigenConfig):
     target_tol: Optional[float] = None  # adaptive: grow the sketch from outer/inner until the top-k residuals meet this
     max_matvecs: Optional[int] = default_of(adaptive_seigh, "max_matvecs")  # adaptive: product budget (null: until the sketch cannot grow)
     growth: float = default_of(adaptive_seigh, "growth")  # adaptive: size factor per step
+
+
+def preflight(a: Any, shape: OperatorShape, *, seed: int, store: Any = None, problem: dict | None = None) -> None:
+    """Before any worker starts: the sketch sizes against D, and a store of another configuration refused."""
+    options = SeighOptions(a.k, a.outer, a.inner, seed, a.block_size, a.outer_kind, a.inner_kind, a.recycled)
+    if a.target_tol is None:
+        options.validate(shape)
+    else:  # adaptive SEIGH sizes its own sketches from outer
+        check_k(shape, a.k)
+    if store is not None:
+        store.bind(options.fingerprint(shape, problem))
 
 
 def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> dict[str, Any]:
@@ -97,4 +109,4 @@ def check(a: Any) -> None:
         raise InputError(f"algorithm.memory_gb (row-block budget of SEIGH's post-processing) must be positive, got {a.memory_gb}")
 
 
-SOLVER = Solver("seigh", SeighConfig, run, matvecs, check, needs_store=True, cost=cost)
+SOLVER = Solver("seigh", SeighConfig, run, matvecs, check, needs_store=True, cost=cost, preflight=preflight)

@@ -1,0 +1,91 @@
+"""A signal sent to a Ray run's whole process group (Ctrl-C in a terminal, a scheduler's cancel,
+``timeout``) at several moments: the documented exit code (143 SIGTERM, 130 SIGINT), one line,
+no Ray crash dump, no process of the run left behind, the measured blocks kept."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from helpers import wait_for_marks
+
+SKETCH = ["algorithm.outer=60", "algorithm.inner=120", "algorithm.block_size=10", "algorithm.refine_tol=null",
+          "algorithm.error_test_vectors=0", "output.plots=false"]
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background job inherits SIGINT ignored; a terminal's has the default
+
+
+def _in_session(session: int) -> list[int]:
+    """PIDs of the live processes of session ``session`` (zombies excluded)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+class Run:
+    """The CLI in a session of its own (so that a signal to its group reaches every Ray process),
+    its output collected line by line."""
+
+    def __init__(self, *overrides: str):
+        env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
+        self.process = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=_default_sigint)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
+        self.reader.start()
+
+    def wait_for_line(self, text: str, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any(text in line for line in list(self.lines)):
+            assert time.monotonic() < deadline and self.process.poll() is None, "".join(self.lines)[-2000:]
+            time.sleep(0.01)
+
+    def signal_group(self, sig: int) -> tuple[int, str]:
+        os.killpg(self.process.pid, sig)
+        code = self.process.wait(timeout=90)
+        self.reader.join(timeout=10)
+        return code, "".join(self.lines)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment, sig, code", [("before Ray", signal.SIGTERM, 143), ("measuring", signal.SIGTERM, 143),
+                                               ("post-processing", signal.SIGINT, 130)])
+def test_a_signal_to_a_ray_runs_process_group_ends_it_in_one_line(tmp_path, moment, sig, code):
+    overrides = [*SKETCH, "algorithm.memory_gb=0.0002", f"hydra.run.dir={tmp_path}"]  # small row blocks: a long post-processing
+    run = Run("cluster=local", "cluster.num_workers=2", *overrides)
+    if moment == "before Ray":
+        run.wait_for_line("run directory:")
+    elif moment == "measuring":
+        wait_for_marks(tmp_path / "store.zarr" / "inner_done", 3)
+    else:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "store.zarr" / "eigenvectors").exists():  # created when V = Q U starts streaming
+            assert time.monotonic() < deadline and run.process.poll() is None, "".join(run.lines)[-2000:]
+            time.sleep(0.005)
+    returncode, output = run.signal_group(sig)
+    assert returncode == code, output[-3000:]
+    errors = [line for line in output.splitlines() if "ERROR" in line or "error" in line.lower()]
+    assert len(errors) == 1 and f"stopped by {signal.Signals(sig).name}" in errors[0], output[-3000:]
+    for dump in ("Traceback", "SIGTERM received", "SystemExit", "core dumped"):
+        assert dump not in output, output[-3000:]
+    deadline = time.monotonic() + 30
+    while _in_session(run.process.pid) and time.monotonic() < deadline:  # Ray's processes were stopped with the driver
+        time.sleep(0.2)
+    assert not _in_session(run.process.pid)
+    if moment != "before Ray":  # what was measured is kept (the rerun: test_app::test_sigterm_stops_cleanly_and_the_rerun_resumes)
+        assert int(np.asarray(zarr.open_array(str(tmp_path / "store.zarr" / "inner_done"), mode="r")[:]).sum()) >= 3
