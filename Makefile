@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 PIP_CONSTRAINT ?= $(CURDIR)/.ci/constraints.txt
 export PIP_CONSTRAINT
 
+# Test processes (pytest-xdist): 2 suits a 2-core machine, busy or not; TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
+
 .PHONY: run test bench clean
 
 $(BIN)/python:
@@ -31,7 +34,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check pipeline tests benchmarks docs/examples
-	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.analysis import plots
 from pipeline.linalg.result import StoredMatrix
 
 log = logging.getLogger(__name__)
@@ -22,6 +21,8 @@ VECTORS_NPY_MAX_BYTES = 1 << 30  # a stored (D, k) eigenvector matrix up to 1 Gi
 def write_results(run_dir: Path, results: dict[str, Any], config: dict[str, Any], want_plots: bool) -> dict[str, Any]:
     """Write results.json (algorithm, num_params, eigenvalues, residuals, matvecs, wall_time_s,
     config and extras), eigenvalues.npy and plots; return the JSON record."""
+    from pipeline.analysis import plots  # matplotlib (0.4 s to import) only when a run writes its outputs
+
     record = {key: value for key, value in results.items() if key not in ("eigenvectors", "density", "landscape")}
     record["config"] = config
     figures = []

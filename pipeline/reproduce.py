@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.analysis import plots
 from pipeline.analysis.exact import compare, exact_eigenpairs
 from pipeline.analysis.overlap import overlap_table
 from pipeline.analysis.report import overlap_markdown
@@ -88,6 +87,8 @@ def reproduce(cfg: DictConfig, run_dir: Path, run_eigen) -> dict[str, Any]:
                      _against_exact(entry))
         record["splits"][split] = steps
         if cfg.output.plots:
+            from pipeline.analysis import plots  # matplotlib only when plots are written
+
             plots.overlap_figure(tables, {step: e["eigenvalues"] for step, e in steps.items()}, run_dir / f"overlap_{split}.png",
                                  title=f"{cfg.model.name} on {cfg.data.name}: Hessian of {subset} {split} samples", band_ks=ks)
     record["wall_time_s"] = time.perf_counter() - started

@@ -177,8 +177,9 @@ def test_driver_killed_during_post_processing_then_rerun_gives_the_clean_result(
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["extra"]["measured_now"] == 0  # every block had been measured; nothing reused half-written
     clean = tmp_path / "clean"
-    assert app(*overrides[:-1], f"hydra.run.dir={clean}").returncode == 0
-    np.testing.assert_allclose(record["eigenvalues"], json.loads((clean / "results.json").read_text())["eigenvalues"], rtol=1e-12)
+    clean.mkdir()
+    uninterrupted = run(_compose(*overrides[:-1]), clean)  # the same job in this process, never killed
+    np.testing.assert_allclose(record["eigenvalues"], uninterrupted["eigenvalues"], rtol=1e-12)
 
 
 def test_full_traceback_on_request(tmp_path):
@@ -206,15 +207,15 @@ def test_k_above_the_dimension_is_refused_before_ray_starts(tmp_path):
 
 def test_density_and_landscape_outputs(tmp_path):
     density_dir, landscape_dir = tmp_path / "density", tmp_path / "landscape"
-    result = app("cluster=none", "algorithm=density", "algorithm.num_probes=2", "algorithm.num_steps=12", f"hydra.run.dir={density_dir}")
-    assert result.returncode == 0, result.stderr[-2000:]
+    density_dir.mkdir()
+    landscape_dir.mkdir()
+    assert execute(_compose("cluster=none", "algorithm=density", "algorithm.num_probes=2", "algorithm.num_steps=12"), density_dir) == 0
     record = json.loads((density_dir / "results.json").read_text())
     assert "density.png" in record["figures"] and record["matvecs"] == 24
     saved = np.load(density_dir / "density.npz")
     assert abs(trapezoid(saved["density"], saved["grid"]) - 1) < 1e-3
-    result = app("cluster=none", "algorithm=lanczos", "algorithm.k=2", "output.landscape=true", "output.landscape_vectors=2",
-                 "output.landscape_points=5", "output.landscape_radius=0.02", f"hydra.run.dir={landscape_dir}")
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert execute(_compose("cluster=none", "algorithm=lanczos", "algorithm.k=2", "output.landscape=true", "output.landscape_vectors=2",
+                            "output.landscape_points=5", "output.landscape_radius=0.02"), landscape_dir) == 0
     record = json.loads((landscape_dir / "results.json").read_text())
     assert "landscape.png" in record["figures"]
     losses = np.asarray(record["landscape_losses"])  # (2 vectors, 5 points) at t = -0.02 .. 0.02
@@ -230,13 +231,12 @@ def test_multirun_sweep(tmp_path):
     assert [r["matvecs"] for r in records] == [6, 9]
 
 
-def test_unconverged_results_are_flagged_and_eigenvectors_kept(tmp_path):
-    result = app("cluster=none", "algorithm=power", "algorithm.k=3", "algorithm.max_iter=4", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_unconverged_results_are_flagged_and_eigenvectors_kept(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="pipeline"):
+        assert execute(_compose("cluster=none", "algorithm=power", "algorithm.k=3", "algorithm.max_iter=4"), tmp_path) == 0
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["all_converged"] is False and not all(record["converged"])
-    log = result.stdout + result.stderr
-    assert "WARNING" in log and "missed the relative residual tol=0.001" in log
+    assert "missed the relative residual tol=0.001" in caplog.text
     V = np.load(tmp_path / record["eigenvectors"])
     x, y = build_dataset(record["config"]["data"])
     op = HessianOperator(build_from_config(record["config"]["model"]), nn.functional.cross_entropy, batches(x, y, 250))
@@ -247,11 +247,10 @@ def test_unconverged_results_are_flagged_and_eigenvectors_kept(tmp_path):
 
 
 def test_resume_with_other_batching_and_product_mode_reuses_the_measurements(tmp_path):
-    base = ["cluster=none", "algorithm.outer=20", "algorithm.inner=40", "algorithm.refine_tol=null", f"hydra.run.dir={tmp_path}"]
-    assert app(*base).returncode == 0
+    base = ["cluster=none", "algorithm.outer=20", "algorithm.inner=40", "algorithm.refine_tol=null"]
+    assert execute(_compose(*base), tmp_path) == 0
     first = json.loads((tmp_path / "results.json").read_text())
-    result = app(*base, "data.batch_size=64", "curvature.hvp_mode=graph-reuse", "cluster.num_workers=1")
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert execute(_compose(*base, "data.batch_size=64", "curvature.hvp_mode=graph-reuse"), tmp_path) == 0
     again = json.loads((tmp_path / "results.json").read_text())
     assert again["extra"]["measured_now"] == 0
     np.testing.assert_allclose(again["eigenvalues"], first["eigenvalues"], rtol=1e-12)
