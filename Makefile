@@ -34,7 +34,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check pipeline tests benchmarks docs/examples
-	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)

@@ -17,12 +17,15 @@ def fresh_mode_choices():
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    """GPU tests are skipped without CUDA; tests that start Ray (marked ``ray`` or using
+    ``ray_session``) share one pytest-xdist group, so two Ray clusters never compete for the
+    cores while the other test process runs the in-process tests."""
+    skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
+        if skip is not None and "gpu" in item.keywords:
             item.add_marker(skip)
+        if "ray" in item.keywords or "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +38,9 @@ def ray_session(tmp_path_factory):
     import helpers
 
     cloudpickle.register_pickle_by_value(helpers)  # workers cannot import the tests directory
-    ray.init(num_cpus=8, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
+    from pipeline.distributed.runtime import NO_PRESTART
+
+    ray.init(num_cpus=8, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False,
+             _system_config=NO_PRESTART)
     yield ray
     ray.shutdown()

@@ -116,6 +116,7 @@ def test_a_bad_value_on_the_command_line_exits_2_with_one_line_on_stderr(tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_default_job_end_to_end_matches_in_process_lanczos(tmp_path):
     result = app(f"hydra.run.dir={tmp_path}", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -16,6 +16,8 @@ from pipeline.linalg import lanczos, random_columns
 
 from helpers import SlowDataset, data_factory, failing_factory, mlp_factory, split, unseeded_mlp_factory
 
+pytestmark = pytest.mark.ray
+
 CE = nn.functional.cross_entropy
 
 

@@ -16,6 +16,8 @@ import zarr
 
 from helpers import wait_for_marks
 
+pytestmark = pytest.mark.ray
+
 SKETCH = ["algorithm.outer=60", "algorithm.inner=120", "algorithm.block_size=10", "algorithm.refine_tol=null",
           "algorithm.error_test_vectors=0", "output.plots=false"]
 

@@ -16,6 +16,9 @@ import ray
 from pipeline.errors import ClusterUnreachableError
 
 log = logging.getLogger(__name__)
+# Ray boots idle worker processes for tasks when a driver connects; the pipeline runs actors only,
+# which get workers of their own, so the idle ones are start-up cost (an interpreter and imports each).
+NO_PRESTART = {"prestart_worker_first_driver": False, "enable_worker_prestart": False}
 
 
 def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: str | None = None, temp_dir: str | None = None,
@@ -45,6 +48,7 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: 
             _temp_dir=temp_dir,
             log_to_driver=True,
             configure_logging=False,
+            _system_config=NO_PRESTART,
         )
     log.info("started a local Ray instance (num_cpus=%s) with session files in %s", num_cpus, temp_dir)
     return True
