@@ -18,6 +18,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from pipeline.analysis.landscape import loss_along
 from pipeline.config import register
+from pipeline.disk import check_store_fits, disk_failure, size_on_disk
 from pipeline.errors import InputError, PipelineError
 from pipeline.outputs import write_results
 from pipeline.plan import compare_with_actual, log_plan, make_plan
@@ -49,18 +50,28 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     solver = solver_for(cfg.algorithm.name)
     preview = spec.preview()  # on the driver, before Ray: the model takes the data; D and the weights
     problem = {**fingerprint(cfg), "weights": preview.weights}
-    store = RunStore(run_dir / cfg.output.store) if solver.needs_store else None  # locked before Ray starts
+    store_path = run_dir / cfg.output.store
+    store = RunStore(store_path) if solver.needs_store else None  # locked before Ray starts
     solver.preflight(cfg.algorithm, OperatorShape((preview.dim, preview.dim), preview.dtype), seed=cfg.seed, store=store, problem=problem)
+    store_bytes = solver.cost(cfg.algorithm, preview.dim, preview.dtype.itemsize)["store_bytes"] if store else 0
+    if store is not None:
+        check_store_fits(store_bytes, store_path, cfg.plan.allow_overcommit)
     with open_operator(cfg, spec) as op:
         if op.weights_digest() != preview.weights:
             raise InputError("the workers built other weights than the driver: model.checkpoint (and the code) must be the same "
                              "on every node")
         prediction = plan(cfg, op, run_dir)
         before, began = op.matvecs, time.perf_counter()
-        results = run_algorithm(cfg, op, store, problem=problem)
+        try:
+            results = run_algorithm(cfg, op, store, problem=problem)
+        except OSError as error:
+            failure = disk_failure(error, store_path if store else None, store_bytes)
+            if failure is None:
+                raise
+            raise failure from None
         results.update(algorithm=cfg.algorithm.name, num_params=op.shape[0], curvature=cfg.curvature.kind, num_samples=op.num_samples)
         results["actual"] = {"wall_s": time.perf_counter() - began, "matvecs": op.matvecs - before,
-                             "store_bytes": _size_on_disk(run_dir / cfg.output.store) if store else 0,
+                             "store_bytes": size_on_disk(store_path) if store else 0,
                              "driver_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
         results["plan"] = prediction
         compare_with_actual(prediction, results["actual"])
@@ -104,10 +115,6 @@ def plan_only(cfg: DictConfig, run_dir: Path) -> dict:
     return prediction
 
 
-def _size_on_disk(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
-
-
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     code = execute(cfg, Path(HydraConfig.get().runtime.output_dir))
@@ -138,8 +145,11 @@ def execute(cfg: DictConfig, run_dir: Path) -> int:
         log.error("error: a required setting is missing: %s (set it on the command line, e.g. data.root=/path)", error.full_key)
         _restore_records()
         return 2
-    except PipelineError as error:  # a user error: one line naming the fix; anything else is a bug and keeps its traceback
-        log.error("error: %s", error, exc_info=os.environ.get("HYDRA_FULL_ERROR") == "1")  # the traceback on request
+    except (PipelineError, OSError) as error:  # a user error or a failing disk: one line naming the fix; any other is a bug
+        failure = error if isinstance(error, PipelineError) else disk_failure(error)
+        if failure is None:
+            raise
+        log.error("error: %s", failure, exc_info=os.environ.get("HYDRA_FULL_ERROR") == "1")  # the traceback on request
         _restore_records()
         return 2
     except (KeyboardInterrupt, Terminated, SystemExit) as stop:
@@ -156,6 +166,7 @@ def execute(cfg: DictConfig, run_dir: Path) -> int:
 def cli() -> None:
     """Console entry (``hessian-pipeline``, ``python -m pipeline``): a run or sweep directory that
     cannot be used is refused in one line before Hydra tries to create it."""
+    logging.raiseExceptions = False  # a log file on a full disk: no "--- Logging error ---" traceback per line
     for arg in sys.argv[1:]:
         key, _, value = arg.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir") and value:

@@ -105,9 +105,11 @@ class ReproduceConfig:
 
 @dataclass
 class PlanConfig:
-    """task=plan, and the prediction every run logs: flag a run longer than ``time_limit``."""
+    """task=plan, and the prediction every run logs: flag a run longer than ``time_limit``; a
+    store larger than the free disk is refused before anything starts unless ``allow_overcommit``."""
 
     time_limit: Optional[str] = None  # a SLURM --time value (e.g. 24:00:00); default $SBATCH_TIMELIMIT / $SLURM_TIMELIMIT
+    allow_overcommit: bool = False  # start even when the store will not fit in the free space under the run dir
 
 
 @dataclass

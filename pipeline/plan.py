@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import resource
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pipeline.disk import free_under, gib
 from pipeline.linalg.operator import Operator
 from pipeline.progress import clock
 from pipeline.solvers import solver_for
@@ -66,7 +66,7 @@ def log_plan(plan: dict[str, Any]) -> None:
     """One INFO line with the prediction, a WARNING per thing that will not fit."""
     log.info("plan: %d products (%s) at %.3g s each = %s, post-processing %s, store %s, driver %s, worker %s",
              plan["matvecs"], plan["matvecs_are"], plan["seconds_per_matvec"], clock(plan["measurement_s"]),
-             clock(plan["postprocess_s"]), _size(plan["store_bytes"]), _size(plan["driver_bytes"]), _size(plan["worker_bytes"]))
+             clock(plan["postprocess_s"]), gib(plan["store_bytes"]), gib(plan["driver_bytes"]), gib(plan["worker_bytes"]))
     for what, verdict in plan["fits"].items():
         if verdict["fits"] is False:
             log.warning("plan: %s will not fit: %s", what, verdict["why"])
@@ -78,13 +78,12 @@ def compare_with_actual(plan: dict[str, Any], actual: dict[str, Any]) -> None:
 
 
 def _fits(plan: dict[str, Any], run_dir: Path, time_limit: str | None) -> dict[str, dict[str, Any]]:
-    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
-    free = shutil.disk_usage(existing).free
+    existing, free = free_under(run_dir)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     limit = time_limit or os.environ.get("SBATCH_TIMELIMIT") or os.environ.get("SLURM_TIMELIMIT")
     fits = {
-        "disk": {"fits": plan["store_bytes"] <= free, "why": f"store {_size(plan['store_bytes'])}, {_size(free)} free under {existing}"},
-        "driver memory": {"fits": plan["driver_bytes"] <= memory, "why": f"{_size(plan['driver_bytes'])} needed, {_size(memory)} here"},
+        "disk": {"fits": plan["store_bytes"] <= free, "why": f"store {gib(plan['store_bytes'])}, {gib(free)} free under {existing}"},
+        "driver memory": {"fits": plan["driver_bytes"] <= memory, "why": f"{gib(plan['driver_bytes'])} needed, {gib(memory)} here"},
     }
     if limit:
         seconds = slurm_seconds(limit)
@@ -107,6 +106,3 @@ def slurm_seconds(limit: str) -> float:
 def _rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-
-def _size(count: float) -> str:
-    return f"{count / 2**30:.2f} GiB" if count >= 2**28 else f"{count / 2**20:.1f} MiB"

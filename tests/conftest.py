@@ -17,15 +17,13 @@ def fresh_mode_choices():
 
 
 def pytest_collection_modifyitems(config, items):
-    """GPU tests are skipped without CUDA; tests that start Ray (marked ``ray`` or using
-    ``ray_session``) share one pytest-xdist group, so two Ray clusters never compete for the
-    cores while the other test process runs the in-process tests."""
+    """GPU tests are skipped without CUDA; tests using ``ray_session`` are marked ``ray``."""
     skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         if skip is not None and "gpu" in item.keywords:
             item.add_marker(skip)
-        if "ray" in item.keywords or "ray_session" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture(scope="session")
