@@ -58,8 +58,12 @@ def ray_head():
     pytest.importorskip("aiohttp", reason="needs ray[default] (pip install -e .[cluster])")
     temp_dir = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's socket paths have a length limit
     port, dashboard = _free_port(), _free_port()
+    # the agents' ports too: their defaults (52365, ...) collide with another Ray on this machine (a parallel test process)
+    agents = [f"--{name}={_free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+                                                      "metrics-export-port")]
     head = subprocess.Popen([BIN / "ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
-                             f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                             f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", *agents, f"--temp-dir={temp_dir}",
+                             "--disable-usage-stats"],
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_for(dashboard, timeout_s=90)
@@ -77,7 +81,7 @@ def ray_head():
 @pytest.mark.slow
 def test_job_submitted_with_submit_sh_to_a_real_head_writes_its_results(ray_head, tmp_path):
     run_dir = tmp_path / "run"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 120
     while True:  # the dashboard answers before its job agent is up: "No available agent to submit job, please try again later"
         result = subprocess.run(["bash", ROOT / "jobs/ray/submit.sh", *SMALL_SEIGH], capture_output=True, text=True, timeout=420,
                                 env=_env(RAY_ADDRESS=ray_head, OUTPUT_DIR=str(run_dir)))

@@ -51,7 +51,7 @@ def test_what_will_not_fit_is_flagged(tmp_path, monkeypatch, caplog):
 
     cfg = compose_overrides([*SMALL, "plan.time_limit=0:1"])  # one second
     op = DenseOperator(torch.eye(300, dtype=torch.float64))
-    monkeypatch.setattr("pipeline.plan.shutil.disk_usage", lambda path: type("Usage", (), {"free": 1000})())
+    monkeypatch.setattr("pipeline.disk.shutil.disk_usage", lambda path: type("Usage", (), {"free": 1000})())
     monkeypatch.setattr("pipeline.plan.seconds_per_matvec", lambda op, width: 1.0)  # a slow product
     plan = make_plan(cfg, op, tmp_path)
     assert plan["fits"]["disk"]["fits"] is False and plan["fits"]["time limit"]["fits"] is False
