@@ -5,11 +5,7 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-if os.environ.get("PYTEST_XDIST_WORKER"):  # two test processes on two cores: one thread each, for them and the CLIs they start
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
-else:
-    torch.set_num_threads(2)
+torch.set_num_threads(2)
 
 
 @pytest.fixture(autouse=True)
