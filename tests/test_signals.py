@@ -1,6 +1,7 @@
-"""A signal sent to a Ray run's whole process group (Ctrl-C in a terminal, a scheduler's cancel,
-``timeout``) at several moments: the documented exit code (143 SIGTERM, 130 SIGINT), one line,
-no Ray crash dump, no process of the run left behind, the measured blocks kept."""
+"""A signal sent by PID to the driver of a local Ray run at several moments: the documented exit
+code (143 SIGTERM, 130 SIGINT), one line, no Ray crash dump, no process of the run left behind
+(the app stops the Ray it started), the measured blocks kept. (A signal to the whole process
+group reaches Ray's GCS too, which may die first: that is a lost head, issue 22.)"""
 
 import os
 import signal
@@ -40,7 +41,7 @@ def _in_session(session: int) -> list[int]:
 
 
 class Run:
-    """The CLI in a session of its own (so that a signal to its group reaches every Ray process),
+    """The CLI in a session of its own (so that every process of the run can be found after it),
     its output collected line by line."""
 
     def __init__(self, *overrides: str):
@@ -57,8 +58,8 @@ class Run:
             assert time.monotonic() < deadline and self.process.poll() is None, "".join(self.lines)[-2000:]
             time.sleep(0.01)
 
-    def signal_group(self, sig: int) -> tuple[int, str]:
-        os.killpg(self.process.pid, sig)
+    def signal(self, sig: int) -> tuple[int, str]:
+        self.process.send_signal(sig)
         code = self.process.wait(timeout=90)
         self.reader.join(timeout=10)
         return code, "".join(self.lines)
@@ -67,7 +68,7 @@ class Run:
 @pytest.mark.slow
 @pytest.mark.parametrize("moment, sig, code", [("before Ray", signal.SIGTERM, 143), ("measuring", signal.SIGTERM, 143),
                                                ("post-processing", signal.SIGINT, 130)])
-def test_a_signal_to_a_ray_runs_process_group_ends_it_in_one_line(tmp_path, moment, sig, code):
+def test_a_signal_to_a_ray_runs_driver_ends_it_in_one_line(tmp_path, moment, sig, code):
     overrides = [*SKETCH, "algorithm.memory_gb=0.0002", f"hydra.run.dir={tmp_path}"]  # small row blocks: a long post-processing
     run = Run("cluster=local", "cluster.num_workers=2", *overrides)
     if moment == "before Ray":
@@ -79,7 +80,7 @@ def test_a_signal_to_a_ray_runs_process_group_ends_it_in_one_line(tmp_path, mome
         while not (tmp_path / "store.zarr" / "eigenvectors").exists():  # created when V = Q U starts streaming
             assert time.monotonic() < deadline and run.process.poll() is None, "".join(run.lines)[-2000:]
             time.sleep(0.005)
-    returncode, output = run.signal_group(sig)
+    returncode, output = run.signal(sig)
     assert returncode == code, output[-3000:]
     errors = [line for line in output.splitlines() if "ERROR" in line or "error" in line.lower()]
     assert len(errors) == 1 and f"stopped by {signal.Signals(sig).name}" in errors[0], output[-3000:]
