@@ -36,9 +36,9 @@ def ray_session(tmp_path_factory):
     import helpers
 
     cloudpickle.register_pickle_by_value(helpers)  # workers cannot import the tests directory
-    from pipeline.distributed.runtime import NO_PRESTART
+    from pipeline.distributed.runtime import LOCAL_SYSTEM_CONFIG
 
     ray.init(num_cpus=8, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False,
-             _system_config=NO_PRESTART)
+             _system_config=LOCAL_SYSTEM_CONFIG)
     yield ray
     ray.shutdown()

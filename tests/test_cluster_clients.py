@@ -33,7 +33,8 @@ def _free_port() -> int:
 
 def _env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
-    return {**env, "PATH": f"{BIN}:{env['PATH']}", "RAY_AUTH_MODE": "disabled", **extra}
+    # workers at normal priority, as seigh.sbatch starts them: Ray's nice 15 starves them beside other tests
+    return {**env, "PATH": f"{BIN}:{env['PATH']}", "RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0", **extra}
 
 
 def _wait_for(url_port: int, timeout_s: float = 60) -> None:
