@@ -69,8 +69,10 @@ class ClusterConfig:
     cpus_per_worker: Optional[float] = None  # null: the CPUs divided among the workers
     gpus_per_worker: Optional[float] = None  # null: one GPU each if there is one per worker
     address: Optional[str] = None  # mode=ray: default $RAY_ADDRESS
-    max_failures: int = 3
+    max_failures: int = 3  # dead or hung workers replaced in a row before the run stops
     connect_timeout_s: float = 60.0  # mode=ray: give up if the cluster does not answer within this
+    # a product not answered within max(this, 10x the slowest so far) is a hung worker: killed, replaced, redone
+    call_timeout_s: float = 1800.0
 
 
 @dataclass

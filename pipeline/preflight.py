@@ -40,6 +40,7 @@ def check_config(cfg: DictConfig) -> None:
     solver_for(a.name).check(a)
     if cluster.mode != "none" and cluster.num_workers is not None and cluster.num_workers < 1:
         raise InputError(f"cluster.num_workers must be at least 1, got {cluster.num_workers} (cluster=none runs in this process)")
-    if cluster.connect_timeout_s <= 0:
-        raise InputError(f"cluster.connect_timeout_s must be positive, got {cluster.connect_timeout_s}")
+    for key in ("connect_timeout_s", "call_timeout_s"):
+        if cluster[key] <= 0:
+            raise InputError(f"cluster.{key} must be positive, got {cluster[key]}")
 

@@ -113,6 +113,50 @@ class SlowDataset(torch.utils.data.Dataset):
         return self.x[i], self.y[i]
 
 
+class TripwireMLP(nn.Module):
+    """``mlp_factory``'s network whose forward, on a batch of exactly ``batch`` samples (one rank's
+    last batch: the shards differ in size), obeys the flag file ``flag`` while it exists. ``hang``:
+    sleep for ever if the file says ``once`` (claiming it: renamed away, so a replacement worker
+    runs normally), else sleep while the file exists. ``kill``: count the number in the file down
+    by one and SIGKILL the own process (as the kernel's OOM killer does) once it is 0, for good."""
+
+    def __init__(self, flag: str, batch: int, action: str):
+        super().__init__()
+        self.net, self.flag, self.batch, self.action = mlp_factory(), flag, batch, action
+
+    def forward(self, x):
+        if x.shape[0] == self.batch:
+            self._trip()
+        return self.net(x)
+
+    def _trip(self) -> None:
+        import os
+        import pathlib
+        import signal
+        import time
+
+        flag = pathlib.Path(self.flag)
+        try:
+            said = flag.read_text().strip()
+        except FileNotFoundError:
+            return
+        if self.action == "kill":
+            flag.write_text(str(max(int(said) - 1, 0)))
+            if int(said) <= 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+        elif said == "once":
+            flag.rename(flag.with_suffix(".claimed"))
+            while True:
+                time.sleep(0.05)
+        else:
+            while flag.exists():
+                time.sleep(0.05)
+
+
+def tripwire_factory(flag: str, batch: int, action: str) -> nn.Module:
+    return TripwireMLP(flag, batch, action)
+
+
 def nan_data_factory(n: int = 20):
     x, y = classification_data(n, (6,))
     x[n - 1, 0] = float("nan")

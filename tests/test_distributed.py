@@ -1,10 +1,14 @@
 """RayOperator against the in-process operator, fault handling and bad input."""
 
 import functools
+import logging
 import os
+import re
 import signal
 import threading
+import time
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -12,9 +16,10 @@ from torch import nn
 from pipeline.curvature import GGNOperator, HessianOperator
 from pipeline.distributed import ProblemSpec, RayOperator, shard_indices
 from pipeline.errors import OperationError
-from pipeline.linalg import lanczos, random_columns
+from pipeline.linalg import lanczos, random_columns, seigh
+from pipeline.store import RunStore
 
-from helpers import SlowDataset, data_factory, failing_factory, mlp_factory, split, unseeded_mlp_factory
+from helpers import SlowDataset, data_factory, failing_factory, mlp_factory, split, tripwire_factory, unseeded_mlp_factory
 
 pytestmark = pytest.mark.ray
 
@@ -200,3 +205,56 @@ def test_backend_comes_from_the_resources_given_and_workers_leave_the_group(ray_
     for gpus, device, backend in ((1, "cuda", "nccl"), (0.5, "cuda", "gloo"), (0, "cpu", "gloo")):
         shared = TorchBackend(gpus)  # the group's torch backend, from the GPUs each worker was given
         assert (shared.device, shared.backend) == (device, backend)
+
+
+def tripwire_spec(flag, action: str) -> ProblemSpec:
+    """``spec()``'s problem with ``TripwireMLP``: batches of 15 samples are rank 0's alone (its 31
+    samples are 16 + 15, rank 1's 30 are 16 + 14), so the flag trips rank 0 only. Every product
+    runs the forward again (no product graphs kept)."""
+    return ProblemSpec(loss_fn=CE, model_factory=functools.partial(tripwire_factory, str(flag), 15, action),
+                       dataset_factory=functools.partial(data_factory, n=61), batch_size=16,
+                       operator_options={"hvp_mode": "reverse-over-reverse", "graph_cache_gb": 0})
+
+
+def test_a_hung_worker_is_replaced_and_the_product_redone_and_one_that_always_hangs_stops_the_run(ray_session, tmp_path, caplog):
+    flag = tmp_path / "hang"
+    V = torch.randn(local_operator().shape[0], 2, dtype=torch.float64)
+    expected = local_operator() @ V
+    with RayOperator(tripwire_spec(flag, "hang"), num_workers=2, cpus_per_worker=1, max_failures=1, call_timeout_s=4) as op:
+        op @ V  # the first call on new workers pays one-off costs: not counted
+        op @ V  # the slowest call counted so far: the hang bound is max(4 s, 10x it)
+        flag.write_text("once")  # rank 0 hangs in its next forward; its replacement does not
+        with caplog.at_level(logging.WARNING, logger="pipeline.distributed.group"):
+            torch.testing.assert_close(op @ V, expected, rtol=1e-10, atol=1e-12)
+        assert op.failures == 1 and not flag.exists()
+        assert re.search(r"rank 0 \(pid \d+ on node \w+\): computing its partial product for \d+ s", caplog.text)
+        assert re.search(r"rank 1 \(pid \d+ on node \w+\): waiting in the all-reduce", caplog.text)
+        flag.write_text("always")  # every rank 0 hangs: the first hang is retried, the second stops
+        hung_pids = _worker_pids(op)
+        started = time.monotonic()
+        with pytest.raises(OperationError, match=r"workers hung 2 times in a row \(max_failures=1\).*rank 0 .*computing "
+                                                 r"its partial product.*cluster.call_timeout_s") as stopped:
+            op @ V
+        assert time.monotonic() - started < 60
+        assert f"pid {hung_pids[0]}" not in str(stopped.value)  # it names the replacement that hung again
+        assert op.group.actors == []  # nothing is left running
+
+
+def test_a_block_that_kills_its_workers_twice_stops_naming_the_batch_size_and_the_rerun_resumes(ray_session, tmp_path):
+    flag, store = tmp_path / "kill", tmp_path / "store.zarr"
+    settings = dict(k=3, outer=12, inner=24, seed=2, block_size=4, error_test_vectors=0)
+    flag.write_text("8")  # rank 0 dies of SIGKILL at its 9th batch of 15 (as the OOM killer kills), then every time
+    with RayOperator(tripwire_spec(flag, "kill"), num_workers=2, cpus_per_worker=1) as op:
+        with pytest.raises(OperationError, match=r"same block killed workers 2 times .*rank 0 .*died.*out of memory "
+                                                 r"\(the workers' nodes had [\d.]+ GiB available.*data.batch_size \(now 16"):
+            seigh(op, store=RunStore(store), **settings)
+        assert op.failures == 2
+    kept = RunStore(store)
+    done = sum(int(np.asarray(kept.group[name + "_done"][:]).sum()) for name in ("outer", "inner"))
+    assert 0 < done < 9  # some of the 3 + 6 blocks were measured and kept
+    flag.unlink()
+    with RayOperator(tripwire_spec(flag, "kill"), num_workers=2, cpus_per_worker=1) as op:
+        resumed = seigh(op, store=RunStore(store), **settings)
+        assert resumed.info["measured_now"] == 36 - 4 * done  # only the missing blocks were measured
+    uninterrupted = seigh(local_operator(), store=RunStore(tmp_path / "clean.zarr"), **settings)
+    torch.testing.assert_close(resumed.eigenvalues, uninterrupted.eigenvalues, rtol=1e-9, atol=0)

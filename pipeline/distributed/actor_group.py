@@ -1,16 +1,17 @@
 """ActorGroup: N Ray actors in a PACK placement group, called on all ranks at once, torn down
-and rebuilt from scratch when one dies. Nothing here knows torch or curvature (see
+and rebuilt from scratch when one dies or hangs. Nothing here knows torch or curvature (see
 ``torch_backend`` and ``group``), as Ray Train separates its worker group from its backends."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, NodeDiedError, OutOfMemoryError, RayActorError, RayTaskError, WorkerCrashedError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -21,6 +22,16 @@ log = logging.getLogger("pipeline.distributed.group")
 
 class WorkerDied(RuntimeError):
     """A worker process died (killed, OOM, node lost); the group must be rebuilt."""
+
+
+class WorkerHung(WorkerDied):
+    """A call was not answered within the hang bound; the group is rebuilt as after a death."""
+
+
+DEATHS = (RayActorError, OutOfMemoryError, NodeDiedError, WorkerCrashedError)
+HANG_FACTOR = 10.0  # a call slower than this many times the slowest one answered is hung
+PROBE = "probe"  # the actors' concurrency group for ``phase``, which answers while a call runs
+PROBE_TIMEOUT_S = 5.0
 
 
 class PeerFailed(RuntimeError):
@@ -47,19 +58,28 @@ class ActorGroup:
     """``num_workers`` actors of ``actor_class``, ``cpus_per_worker`` CPUs and ``gpus_per_worker``
     GPUs each, one placement-group bundle per rank; ``actor_args(rank)`` gives each its
     constructor's (args, kwargs). Subclasses set the actors up after they start (``setup``) and
-    before they are killed (``teardown``). ``run`` calls a method on every rank; if an actor dies
-    the group is torn down, restarted (setup again) and the call redone, up to ``max_failures`` times."""
+    before they are killed (``teardown``). ``run`` calls a method on every rank; if an actor dies,
+    or the call is not answered within ``hang_bound_s`` (a hang), the group is killed, restarted
+    (setup again) and the call redone, up to ``max_failures`` times in a row; the same call killing
+    workers twice stops at once (a block that does not fit in memory kills every replacement).
+    An actor class may answer ``phase() -> (what it is doing, seconds)`` in the ``PROBE``
+    concurrency group, so that a hang report says which rank is stuck."""
 
     def __init__(self, actor_class: type, num_workers: int, cpus_per_worker: float, gpus_per_worker: float,
-                 actor_args: Callable[[int], tuple[tuple, dict]], max_failures: int = 3, placement_timeout_s: float = 120.0):
+                 actor_args: Callable[[int], tuple[tuple, dict]], max_failures: int = 3, placement_timeout_s: float = 120.0,
+                 call_timeout_s: float = 1800.0):
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers <= 0:
             raise InputError(f"num_workers must be a positive integer (or None: sized from the cluster), got {num_workers!r}")
         if max_failures < 0:
             raise InputError(f"max_failures must be >= 0, got {max_failures}")
+        if call_timeout_s <= 0:
+            raise InputError(f"call_timeout_s must be positive, got {call_timeout_s}")
         self.actor_class, self.actor_args = actor_class, actor_args
         self.num_workers, self.cpus_per_worker, self.gpus_per_worker = num_workers, cpus_per_worker, gpus_per_worker
-        self.max_failures, self.placement_timeout_s = max_failures, placement_timeout_s
-        self.failures = 0
+        self.max_failures, self.placement_timeout_s, self.call_timeout_s = max_failures, placement_timeout_s, call_timeout_s
+        self.failures = 0  # deaths and hangs survived over the group's life
+        self.slowest_call_s = 0.0  # of the calls after the first on each set of actors (which pays one-off costs)
+        self._warm = False
         self.actors: list[Any] = []
         self._placement = None
 
@@ -68,6 +88,15 @@ class ActorGroup:
 
     def teardown(self, timeout_s: float) -> None:
         """Called before the actors are killed, bounded by ``timeout_s``."""
+
+    def describe(self, rank: int) -> str:
+        """How messages name the actor of ``rank``."""
+        return f"rank {rank}"
+
+    def repeated_death(self, deaths: list[WorkerDied]) -> str:
+        """The stop message when one call killed workers twice (subclasses name the settings to lower)."""
+        return (f"the same call killed workers {len(deaths)} times (last: {deaths[-1]}): it does not fit in the workers' "
+                "memory or crashes them; lower its size")
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -82,8 +111,8 @@ class ActorGroup:
                 f"cannot place {self.num_workers} workers of {bundle} within {self.placement_timeout_s:.0f}s; "
                 f"the cluster has {ray.cluster_resources()}: use fewer workers or fewer CPUs/GPUs per worker"
             ) from None
-        remote_cls = ray.remote(self.actor_class)
-        self.actors = []
+        remote_cls = ray.remote(concurrency_groups={PROBE: 1})(self.actor_class)
+        self.actors, self._warm = [], False
         for rank in range(self.num_workers):
             args, kwargs = self.actor_args(rank)
             strategy = PlacementGroupSchedulingStrategy(self._placement, placement_group_bundle_index=rank)
@@ -95,10 +124,11 @@ class ActorGroup:
             self.shutdown()
             raise
 
-    def shutdown(self, teardown_timeout_s: float = 10.0) -> None:
-        """``teardown`` on the live actors (bounded), then kill them and release the placement
-        group (idempotent)."""
-        if self.actors:
+    def shutdown(self, teardown_timeout_s: float = 10.0, teardown: bool = True) -> None:
+        """``teardown`` on the live actors (bounded; skipped with ``teardown=False``: after a death
+        or a hang the survivors may be blocked in a call that the teardown would queue behind),
+        then kill them and release the placement group (idempotent)."""
+        if self.actors and teardown:
             try:
                 self.teardown(teardown_timeout_s)
             except Exception:  # noqa: BLE001  (dead or stuck actors are killed below regardless)
@@ -112,46 +142,81 @@ class ActorGroup:
                 log.debug("the placement group was not released in %s s (Ray is stopping?); leaving it to ray.shutdown", teardown_timeout_s)
 
     def restart(self) -> None:
-        self.shutdown()
+        """Kill every actor without a teardown and start afresh."""
+        self.shutdown(teardown=False)
         self.start()
 
     # ---- calls ------------------------------------------------------------------------------
+    def hang_bound_s(self) -> float:
+        """A call not answered within this is hung: ``HANG_FACTOR`` x the slowest call answered so
+        far (not counting the first on new actors: lazy imports, mode choice), at least ``call_timeout_s``."""
+        return max(self.call_timeout_s, HANG_FACTOR * self.slowest_call_s)
+
     def run(self, method: Callable[..., Any], *args: Any) -> list[Any]:
         """Call the actor method ``method`` (e.g. ``CurvatureWorker.matmat``) with ``args`` on every
-        rank and return the results in rank order."""
+        rank and return the results in rank order, rebuilding the group and redoing the call after
+        a death or a hang."""
+        failures: list[WorkerDied] = []  # of this call: failures in a row
         while True:
+            started = time.perf_counter()
             try:
-                return self.gather([getattr(actor, method.__name__).remote(*args) for actor in self.actors])
-            except WorkerDied as death:
+                results = self.gather([getattr(actor, method.__name__).remote(*args) for actor in self.actors], self.hang_bound_s())
+            except WorkerDied as failure:
+                failures.append(failure)
                 self.failures += 1
-                if self.failures > self.max_failures:
-                    self.shutdown()
-                    raise OperationError(
-                        f"workers died {self.failures} times (max_failures={self.max_failures}); last: {death}. "
-                        "Check the workers' memory (OOM kills) and node health; measured results in the store are kept"
-                    ) from death
-                log.warning("worker died (%s); rebuilding the group (failure %d of at most %d)", death, self.failures, self.max_failures)
+                self._stop_if_hopeless(failures)
+                log.warning("%s; killing the workers and redoing the call on new ones (failure %d in a row of at most %d)",
+                            failure, len(failures), self.max_failures)
                 self.restart()
+                continue
+            if self._warm:
+                self.slowest_call_s = max(self.slowest_call_s, time.perf_counter() - started)
+            self._warm = True
+            return results
+
+    def _stop_if_hopeless(self, failures: list[WorkerDied]) -> None:
+        """Shut down and raise OperationError when retrying cannot help: the same call killed workers
+        twice, or more than ``max_failures`` failures in a row."""
+        deaths = [failure for failure in failures if not isinstance(failure, WorkerHung)]
+        if len(deaths) >= 2:
+            message = self.repeated_death(deaths)
+        elif len(failures) <= self.max_failures:
+            return
+        elif isinstance(failures[-1], WorkerHung):
+            message = (f"workers hung {len(failures)} times in a row (max_failures={self.max_failures}); last: {failures[-1]}. "
+                       "Likely causes: a data loader or file system that stalls, a deadlocked GPU or network; if a product "
+                       "legitimately takes that long, raise cluster.call_timeout_s. Measured results in the store are kept")
+        else:
+            message = (f"workers died {len(failures)} times in a row (max_failures={self.max_failures}); last: {failures[-1]}. "
+                       "Check the workers' memory (OOM kills) and node health; measured results in the store are kept")
+        self.shutdown(teardown=False)
+        raise OperationError(message) from failures[-1]
 
     def call_all(self, method: Callable[..., Any], *args: Any, timeout_s: float | None = None) -> list[Any]:
         """Call ``method`` on every rank once, without the restart (setup and teardown use this)."""
         refs = [getattr(actor, method.__name__).remote(*args) for actor in self.actors]
         return ray.get(refs, timeout=timeout_s) if timeout_s is not None else self.gather(refs)
 
-    def gather(self, refs: list[Any]) -> list[Any]:
+    def gather(self, refs: list[Any], hang_bound_s: float | None = None) -> list[Any]:
         """ray.get in completion order, so that a dead worker is noticed while others block in a
-        collective (WorkerDied). Task errors are collected until every rank has answered, then
-        the root cause is raised: a rank's own error rather than its peers' PeerFailed, and a
-        communication error where a worker is dead counts as a death."""
+        collective (WorkerDied); nothing answered for ``hang_bound_s`` is a hang (WorkerHung). Task
+        errors are collected until every rank has answered, then the root cause is raised: a
+        rank's own error rather than its peers' PeerFailed, and a communication error where a
+        worker is dead counts as a death."""
         results: dict[Any, Any] = {}
         errors: list[RayTaskError] = []
         pending = list(refs)
+        deadline = None if hang_bound_s is None else time.monotonic() + hang_bound_s
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, pending = ray.wait(pending, num_returns=1, timeout=timeout)
+            if not ready:
+                raise WorkerHung(self._hang_report([refs.index(ref) for ref in pending], hang_bound_s))
+            rank = refs.index(ready[0])
             try:
                 results[ready[0]] = ray.get(ready[0])
-            except RayActorError as error:
-                raise WorkerDied(str(error).splitlines()[0]) from error
+            except DEATHS as error:
+                raise WorkerDied(f"{self.describe(rank)} died: {str(error).splitlines()[0]}") from error
             except RayTaskError as error:
                 errors.append(error)
         if errors:
@@ -160,6 +225,29 @@ class ActorGroup:
                 raise WorkerDied(f"a peer died during a collective: {own[0].cause!r}") from own[0]
             raise own[0].cause from None
         return [results[ref] for ref in refs]
+
+    def _hang_report(self, waiting: list[int], bound_s: float) -> str:
+        """Which ranks did not answer within ``bound_s`` and what each was doing (``phase``), e.g.
+        one computing while its peers wait in a collective: the one computing is stuck."""
+        phases = self._phases()
+        doing = "; ".join(f"{self.describe(rank)}: {phases[rank]}" for rank in range(len(self.actors)))
+        return (f"{', '.join(self.describe(rank) for rank in waiting)} did not answer within {bound_s:.0f} s "
+                f"(max of call_timeout_s and {HANG_FACTOR:g}x the slowest call); {doing}")
+
+    def _phases(self) -> list[str]:
+        """Each rank's ``phase`` as words ("no answer" where it answers nothing in ``PROBE_TIMEOUT_S``)."""
+        if not hasattr(self.actor_class, "phase"):
+            return ["no phase reported"] * len(self.actors)
+        refs = [actor.phase.remote() for actor in self.actors]
+        ray.wait(refs, num_returns=len(refs), timeout=PROBE_TIMEOUT_S)
+        phases = []
+        for ref in refs:
+            try:
+                what, seconds = ray.get(ref, timeout=0)
+                phases.append(f"{what} for {seconds:.0f} s")
+            except Exception:  # noqa: BLE001  (a dead or blocked actor: that is the report)
+                phases.append(f"no answer in {PROBE_TIMEOUT_S:g} s (blocked in native code, or its node is lost)")
+        return phases
 
     def _all_alive(self, timeout_s: float = 10.0) -> bool:
         try:

@@ -7,7 +7,7 @@ from typing import Any
 
 import ray
 
-from pipeline.distributed.actor_group import ActorGroup, default_num_workers, resources_per_worker
+from pipeline.distributed.actor_group import ActorGroup, WorkerDied, default_num_workers, resources_per_worker
 from pipeline.distributed.torch_backend import TorchBackend
 from pipeline.distributed.worker import CurvatureWorker
 from pipeline.errors import InputError, OperationError
@@ -31,6 +31,7 @@ class WorkerGroup(ActorGroup):
         max_failures: int = 3,
         collective_timeout_s: float = 1800.0,
         placement_timeout_s: float = 120.0,
+        call_timeout_s: float = 1800.0,
     ):
         if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers <= 0):
             raise InputError(f"num_workers must be a positive integer (or None: sized from the cluster), got {num_workers!r}")
@@ -45,7 +46,7 @@ class WorkerGroup(ActorGroup):
         self.spec = spec
         self.torch = TorchBackend(gpus, collective_timeout_s)
         self.info: list[dict[str, Any]] = []
-        super().__init__(CurvatureWorker, num_workers, cpus, gpus, self._actor_args, max_failures, placement_timeout_s)
+        super().__init__(CurvatureWorker, num_workers, cpus, gpus, self._actor_args, max_failures, placement_timeout_s, call_timeout_s)
         self.start()
 
     @property
@@ -70,3 +71,18 @@ class WorkerGroup(ActorGroup):
 
     def teardown(self, timeout_s: float) -> None:
         self.torch.on_shutdown(self, timeout_s)
+
+    def describe(self, rank: int) -> str:
+        """"rank 1 (pid 4242 on node 5f3a9c01)", from what the worker reported when it was built."""
+        if rank >= len(self.info):
+            return f"rank {rank}"
+        info = self.info[rank]
+        return f"rank {rank} (pid {info['pid']} on node {info['node'][:8]})"
+
+    def repeated_death(self, deaths: list[WorkerDied]) -> str:
+        """A block that kills every worker that computes it: most likely out of memory."""
+        available = min(info["memory_available"] for info in self.info) / 2**30 if self.info else float("nan")
+        return (f"the same block killed workers {len(deaths)} times (last: {deaths[-1]}): most likely out of memory "
+                f"(the workers' nodes had {available:.1f} GiB available when they started). Lower data.batch_size "
+                f"(now {self.spec.batch_size}; the rerun resumes from the store) or algorithm.block_size (a new store); "
+                "every block measured so far is kept")

@@ -14,8 +14,9 @@ import numpy as np
 import ray
 import torch
 
+from pipeline.curvature.graph_cache import available_bytes
 from pipeline.distributed import process_group
-from pipeline.distributed.actor_group import PeerFailed
+from pipeline.distributed.actor_group import PROBE, PeerFailed
 from pipeline.distributed.torch_backend import TorchRank
 from pipeline.linalg.measuring import ColumnWriter
 from pipeline.linalg.random_matrices import random_columns
@@ -31,11 +32,13 @@ class CurvatureWorker(TorchRank):
         """``device``: chosen by the driver from the resources it gave the workers (cuda when each has a GPU)."""
         self.spec, self.rank, self.world_size = spec, rank, world_size
         _log_to_stderr()  # Ray forwards a worker's stderr to the driver: choices such as hvp_mode=auto show there
+        sys.unraisablehook = _quiet_on_exit
         self.device = torch.device(device)
         if threads:
             torch.set_num_threads(threads)
         self.op = None
         self.writes = WriteBehind()
+        self._phase = ("idle", time.monotonic())
 
     # ---- setup ------------------------------------------------------------------------------
     def build(self) -> dict[str, Any]:
@@ -43,7 +46,16 @@ class CurvatureWorker(TorchRank):
         self.op = self.spec.build(self.world_size, self.rank, self.device)
         return {"dim": self.op.shape[0], "dtype": str(self.op.dtype).removeprefix("torch."), "pid": os.getpid(),
                 "device": str(self.device), "weights": self.op.weights_digest(), "node": ray.get_runtime_context().get_node_id(),
-                "samples": self.op.num_samples}
+                "samples": self.op.num_samples, "memory_available": available_bytes(torch.device("cpu"))}
+
+    @ray.method(concurrency_group=PROBE)
+    def phase(self) -> tuple[str, float]:
+        """(what this rank is doing, for how many seconds): answered while a product runs."""
+        what, since = self._phase
+        return what, time.monotonic() - since
+
+    def _enter(self, what: str) -> None:
+        self._phase = (what, time.monotonic())
 
     # ---- products ---------------------------------------------------------------------------
     def matmat(self, V: np.ndarray) -> tuple[torch.Tensor | None, dict[str, float]]:
@@ -59,7 +71,9 @@ class CurvatureWorker(TorchRank):
         omega = random_columns(kind, seed, self.op.shape[0], columns, dtype=self.op.dtype, device=self.device)
         product, timings = self._reduced_product(omega)
         if writer is not None and product is not None:
+            self._enter("waiting for its previous block to be written to the store")
             timings["write_wait_s"] = self.writes.submit(writer.write, columns, product)
+            self._enter("idle")
             product = None
         return product, timings
 
@@ -76,6 +90,7 @@ class CurvatureWorker(TorchRank):
         the failure from the reduced flag, the failing one raises its error, the others PeerFailed."""
         start = time.perf_counter()
         error = None
+        self._enter("computing its partial product")
         try:
             total, count = self.op.weighted_sum(V)
         except Exception as caught:  # re-raised below, after the peers have been told
@@ -84,12 +99,16 @@ class CurvatureWorker(TorchRank):
             torch.cuda.synchronize()
         computed = time.perf_counter()
         status = torch.tensor([float(count), float(error is not None)], dtype=torch.float64, device=self.device)
-        process_group.all_reduce_sum(status)
-        if error is not None:
-            raise error
-        if status[1] > 0:
-            raise PeerFailed("another worker failed on its shard")
-        process_group.all_reduce_sum(total)
+        self._enter("waiting in the all-reduce")
+        try:
+            process_group.all_reduce_sum(status)
+            if error is not None:
+                raise error
+            if status[1] > 0:
+                raise PeerFailed("another worker failed on its shard")
+            process_group.all_reduce_sum(total)
+        finally:
+            self._enter("idle")
         reduced = time.perf_counter()
         timings = {"compute_s": computed - start, "allreduce_s": reduced - computed}
         if self.rank != 0:
@@ -98,6 +117,14 @@ class CurvatureWorker(TorchRank):
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _quiet_on_exit(unraisable: Any) -> None:
+    """Ray stops a worker by raising SystemExit from its SIGTERM handler; raised inside a weakref
+    or garbage-collector callback (a write-behind thread pool's), Python would print it to the
+    driver's log as an "Exception ignored" traceback. Anything else is reported as usual."""
+    if not isinstance(unraisable.exc_value, SystemExit):
+        sys.__unraisablehook__(unraisable)
 
 
 def _log_to_stderr() -> None:
