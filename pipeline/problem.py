@@ -68,24 +68,28 @@ def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
         yield op
         return
     spec.preview()  # the data fits the model: checked before Ray starts (the one build of the data on the driver)
-    from pipeline.distributed import RayOperator, init_ray  # Ray is imported only for cluster=local / ray
+    from pipeline.distributed import RayOperator, init_ray, watching_head  # Ray is imported only for cluster=local / ray
 
+    watch = contextlib.nullcontext()
     if cluster.mode == "ray":
         address = cluster.address or os.environ.get("RAY_ADDRESS")
         if not address:
             raise InputError("cluster=ray joins an existing cluster: set RAY_ADDRESS or cluster.address (or use cluster=local)")
         started = init_ray(address=address, connect_timeout_s=cluster.connect_timeout_s)
+        watch = watching_head(address, cluster.connect_timeout_s)
     else:
         cpus = round(cluster.num_workers * cluster.cpus_per_worker) if cluster.num_workers and cluster.cpus_per_worker else None  # None: all
         started = init_ray(num_cpus=cpus)
-    try:
-        with RayOperator(spec, cluster.num_workers, cluster.cpus_per_worker, cluster.gpus_per_worker, cluster.max_failures) as op:
-            group = op.group
-            log.info("%d Ray workers ready on %d nodes (%g CPUs, %g GPUs each), D=%d, dtype=%s", group.num_workers,
-                     len({info["node"] for info in group.info}), group.cpus_per_worker, group.gpus_per_worker, op.shape[0], op.dtype)
-            yield op
-    finally:
-        if started:
-            import ray
+    with watch:
+        try:
+            with RayOperator(spec, cluster.num_workers, cluster.cpus_per_worker, cluster.gpus_per_worker, cluster.max_failures,
+                             call_timeout_s=cluster.call_timeout_s) as op:
+                group = op.group
+                log.info("%d Ray workers ready on %d nodes (%g CPUs, %g GPUs each), D=%d, dtype=%s", group.num_workers,
+                         len({info["node"] for info in group.info}), group.cpus_per_worker, group.gpus_per_worker, op.shape[0], op.dtype)
+                yield op
+        finally:
+            if started:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()

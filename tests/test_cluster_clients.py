@@ -2,6 +2,7 @@
 jobs/ray/submit.sh (the Jobs API through the dashboard), and a two-node Ray cluster whose
 workers write one store that equals the single-process result."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,12 +12,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from deployment import ROOT
+from helpers import wait_for_marks
 
 pytestmark = pytest.mark.ray
 
@@ -52,23 +55,23 @@ def _results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
-@pytest.fixture
-def ray_head():
-    """`ray start --head --block` with a dashboard, session files under a short temp dir; stopped
-    (with all its processes) afterwards. Yields the dashboard's http address."""
-    pytest.importorskip("aiohttp", reason="needs ray[default] (pip install -e .[cluster])")
+@contextlib.contextmanager
+def started_head(dashboard: bool) -> Iterator[tuple[str, str, str]]:
+    """`ray start --head --block` (with a dashboard or without), session files under a short temp
+    dir; stopped (with all its processes) afterwards. Yields the GCS address, the dashboard's http
+    address and the temp dir."""
     temp_dir = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard_port = _free_port(), _free_port()
     # the agents' ports too: their defaults (52365, ...) collide with another Ray on this machine (a parallel test process)
     agents = [f"--{name}={_free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
                                                       "metrics-export-port")]
-    head = subprocess.Popen([BIN / "ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
-                             f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", *agents, f"--temp-dir={temp_dir}",
-                             "--disable-usage-stats"],
+    options = [f"--include-dashboard={str(dashboard).lower()}", f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1"]
+    head = subprocess.Popen([BIN / "ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", *options, *agents,
+                             f"--temp-dir={temp_dir}", "--disable-usage-stats"],
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_for(dashboard, timeout_s=90)
-        yield f"http://127.0.0.1:{dashboard}"
+        _wait_for(dashboard_port if dashboard else port, timeout_s=90)
+        yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", temp_dir
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
@@ -77,6 +80,14 @@ def ray_head():
             os.killpg(head.pid, signal.SIGKILL)
             head.wait(timeout=30)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_head():
+    """A head with a dashboard (the Jobs API): yields the dashboard's http address."""
+    pytest.importorskip("aiohttp", reason="needs ray[default] (pip install -e .[cluster])")
+    with started_head(dashboard=True) as (_, dashboard, _):
+        yield dashboard
 
 
 @pytest.mark.slow
@@ -132,3 +143,44 @@ def test_two_node_cluster_writes_one_store_equal_to_the_single_process_result(tm
     np.testing.assert_allclose(got["eigenvalues"], want["eigenvalues"], rtol=1e-10)
     np.testing.assert_allclose(got["residuals"], want["residuals"], rtol=1e-6, atol=1e-12)
     assert (two_nodes / "store.zarr").is_dir() and not any(p.name.endswith(".zarr") for p in two_nodes.iterdir() if p.name != "store.zarr")
+
+
+def _pid_of(program: str, temp_dir: str) -> int:
+    """The pid of the process running ``program`` with ``temp_dir`` on its command line (one head's GCS)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and command[0].endswith(program.encode()) and any(temp_dir.encode() in part for part in command):
+            return int(entry.name)
+    raise LookupError(f"no {program} under {temp_dir}")
+
+
+@pytest.mark.slow
+def test_a_lost_head_ends_the_driver_in_one_line_within_the_timeout_and_a_new_head_resumes(tmp_path):
+    run_dir, single = tmp_path / "run", tmp_path / "single"
+    overrides = [*SMALL_SEIGH, "algorithm.block_size=1", "curvature.hvp_mode=graph-reuse", "cluster.num_workers=2",
+                 "cluster.connect_timeout_s=20"]
+    with started_head(dashboard=False) as (address, _, temp_dir):
+        driver = subprocess.Popen([sys.executable, "-m", "pipeline", "cluster=ray", f"cluster.address={address}", *overrides,
+                                   f"hydra.run.dir={run_dir}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+        wait_for_marks(run_dir / "store.zarr" / "inner_done", 3)
+        os.kill(_pid_of("gcs_server", temp_dir), signal.SIGKILL)  # the head's GCS, as when its node fails
+        lost = time.monotonic()
+        output, _ = driver.communicate(timeout=120)
+        took = time.monotonic() - lost
+    assert driver.returncode == 2 and took < 20, output[-3000:]  # within cluster.connect_timeout_s
+    ours = [line for line in output.splitlines() if "[ERROR]" in line]
+    assert len(ours) == 1 and "lost the Ray cluster: its head at" in ours[0] and "rerun the same command" in ours[0], output[-3000:]
+    assert "Traceback" not in output
+    with started_head(dashboard=False) as (address, _, _):
+        rerun = subprocess.run([sys.executable, "-m", "pipeline", "cluster=ray", f"cluster.address={address}", *overrides,
+                                f"hydra.run.dir={run_dir}"], capture_output=True, text=True, env=_env(), timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    reference = subprocess.run([sys.executable, "-m", "pipeline", "cluster=none", *overrides, f"hydra.run.dir={single}"],
+                               capture_output=True, text=True, env=_env(), timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    resumed = _results(run_dir)
+    assert 0 < resumed["extra"]["measured_now"] < 90  # some blocks came from the store
+    np.testing.assert_allclose(resumed["eigenvalues"], _results(single)["eigenvalues"], rtol=1e-10)

@@ -37,6 +37,9 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: 
     if address:
         log.info("connecting to the Ray cluster at %s", address)
         check_reachable(address, connect_timeout_s)
+        # Ray ends a driver whose GCS is gone after this long with exit 1 and no word of why: the
+        # head watch (``watching_head``, within connect_timeout_s) must act first
+        os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(int(max(60.0, 2 * connect_timeout_s + 10))))
         with _signal_handlers_kept():
             ray.init(address=address, log_to_driver=True)
         return True
@@ -74,14 +77,20 @@ def _signal_handlers_kept() -> Iterator[None]:
                 signal.signal(number, handler)
 
 
-def check_reachable(address: str, timeout_s: float) -> None:
-    """Raise ConnectionError unless the GCS at ``host:port`` accepts a TCP connection in time
-    (``auto``, ``local`` and ``ray://`` client addresses are left to Ray)."""
+def gcs_endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) of a ``host:port`` GCS address; None for ``auto``, ``local`` and ``ray://``
+    client addresses, which are left to Ray."""
     host, _, port = address.rpartition(":")
-    if "://" in address or not host or not port.isdigit():
+    return None if "://" in address or not host or not port.isdigit() else (host, int(port))
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """Raise ClusterUnreachableError unless the GCS at ``address`` accepts a TCP connection in time."""
+    endpoint = gcs_endpoint(address)
+    if endpoint is None:
         return
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        socket.create_connection(endpoint, timeout=timeout_s).close()
     except OSError as error:
         raise ClusterUnreachableError(
             f"cannot reach the Ray cluster at {address} within {timeout_s:g} s ({error.strerror or error}); check "
