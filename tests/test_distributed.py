@@ -220,9 +220,9 @@ def test_a_hung_worker_is_replaced_and_the_product_redone_and_one_that_always_ha
     flag = tmp_path / "hang"
     V = torch.randn(local_operator().shape[0], 2, dtype=torch.float64)
     expected = local_operator() @ V
-    with RayOperator(tripwire_spec(flag, "hang"), num_workers=2, cpus_per_worker=1, max_failures=1, call_timeout_s=4) as op:
+    with RayOperator(tripwire_spec(flag, "hang"), num_workers=2, cpus_per_worker=1, max_failures=1, call_timeout_s=2) as op:
         op @ V  # the first call on new workers pays one-off costs: not counted
-        op @ V  # the slowest call counted so far: the hang bound is max(4 s, 10x it)
+        op @ V  # the slowest call counted so far: the hang bound is max(2 s, 10x it)
         flag.write_text("once")  # rank 0 hangs in its next forward; its replacement does not
         with caplog.at_level(logging.WARNING, logger="pipeline.distributed.group"):
             torch.testing.assert_close(op @ V, expected, rtol=1e-10, atol=1e-12)
@@ -258,3 +258,20 @@ def test_a_block_that_kills_its_workers_twice_stops_naming_the_batch_size_and_th
         assert resumed.info["measured_now"] == 36 - 4 * done  # only the missing blocks were measured
     uninterrupted = seigh(local_operator(), store=RunStore(tmp_path / "clean.zarr"), **settings)
     torch.testing.assert_close(resumed.eigenvalues, uninterrupted.eigenvalues, rtol=1e-9, atol=0)
+
+
+def test_workers_queue_for_resources_other_jobs_hold_and_fail_fast_where_the_cluster_is_too_small(ray_session):
+    """The session's Ray has 8 CPUs: 2 x 3 held by one group leave 2 free, so a second group of
+    2 x 2 waits until the first is gone (as jobs of a sweep queue); 2 x 5 can never fit."""
+    local, V = local_operator(), torch.randn(local_operator().shape[0], 2, dtype=torch.float64)
+    holder = RayOperator(spec(), num_workers=2, cpus_per_worker=3)
+    release = threading.Timer(3.0, holder.close)
+    started = time.monotonic()
+    release.start()
+    with RayOperator(spec(), num_workers=2, cpus_per_worker=2, placement_timeout_s=1) as queued:
+        waited = time.monotonic() - started
+        torch.testing.assert_close(queued @ V, local @ V, rtol=1e-10, atol=1e-12)
+    release.join()
+    assert waited >= 3.0  # it waited for the holder, past placement_timeout_s: the cluster has the CPUs in all
+    with pytest.raises(OperationError, match=r"cannot place 2 workers of \{'CPU': 5\} within 1 s: they need \{'CPU': 10\} and the cluster has \{'CPU': 8.0\} in all"):
+        RayOperator(spec(), num_workers=2, cpus_per_worker=5, placement_timeout_s=1)

@@ -32,6 +32,7 @@ DEATHS = (RayActorError, OutOfMemoryError, NodeDiedError, WorkerCrashedError)
 HANG_FACTOR = 10.0  # a call slower than this many times the slowest one answered is hung
 PROBE = "probe"  # the actors' concurrency group for ``phase``, which answers while a call runs
 PROBE_TIMEOUT_S = 5.0
+QUEUED_LOG_S = 60.0  # while waiting for resources other jobs hold, a line this often
 
 
 class PeerFailed(RuntimeError):
@@ -104,13 +105,10 @@ class ActorGroup:
         bundle = {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
         self._placement = placement_group([bundle] * self.num_workers, strategy="PACK")
         try:
-            ray.get(self._placement.ready(), timeout=self.placement_timeout_s)
-        except GetTimeoutError:
+            self._wait_for_placement(bundle)
+        except BaseException:
             self.shutdown()
-            raise OperationError(
-                f"cannot place {self.num_workers} workers of {bundle} within {self.placement_timeout_s:.0f}s; "
-                f"the cluster has {ray.cluster_resources()}: use fewer workers or fewer CPUs/GPUs per worker"
-            ) from None
+            raise
         remote_cls = ray.remote(concurrency_groups={PROBE: 1})(self.actor_class)
         self.actors, self._warm = [], False
         for rank in range(self.num_workers):
@@ -123,6 +121,24 @@ class ActorGroup:
         except BaseException:
             self.shutdown()
             raise
+
+    def _wait_for_placement(self, bundle: dict[str, float]) -> None:
+        """Wait for the placement group: for as long as it takes while the cluster has the
+        resources in all but other jobs hold them (a sweep of jobs queues, logging every
+        ``QUEUED_LOG_S``); at most ``placement_timeout_s`` where it has not (an autoscaler may add
+        nodes), then OperationError."""
+        need = {key: amount * self.num_workers for key, amount in bundle.items()}
+        total = ray.cluster_resources()
+        fits = all(total.get(key, 0) >= amount for key, amount in need.items())
+        deadline = None if fits else time.monotonic() + self.placement_timeout_s
+        ready = self._placement.ready()
+        while not ray.wait([ready], timeout=QUEUED_LOG_S if deadline is None else max(0.0, deadline - time.monotonic()))[0]:
+            if deadline is not None:
+                raise OperationError(f"cannot place {self.num_workers} workers of {bundle} within {self.placement_timeout_s:.0f} s: "
+                                     f"they need {need} and the cluster has {({key: total.get(key, 0) for key in need})} in all; "
+                                     "use fewer workers or fewer CPUs/GPUs per worker")
+            log.info("waiting for %s for %d workers: other jobs hold them (free now: %s)", need, self.num_workers,
+                     {key: ray.available_resources().get(key, 0) for key in need})
 
     def shutdown(self, teardown_timeout_s: float = 10.0, teardown: bool = True) -> None:
         """``teardown`` on the live actors (bounded; skipped with ``teardown=False``: after a death
