@@ -273,5 +273,6 @@ def test_workers_queue_for_resources_other_jobs_hold_and_fail_fast_where_the_clu
         torch.testing.assert_close(queued @ V, local @ V, rtol=1e-10, atol=1e-12)
     release.join()
     assert waited >= 3.0  # it waited for the holder, past placement_timeout_s: the cluster has the CPUs in all
-    with pytest.raises(OperationError, match=r"cannot place 2 workers of \{'CPU': 5\} within 1 s: they need \{'CPU': 10\} and the cluster has \{'CPU': 8.0\} in all"):
+    too_many = r"cannot place 2 workers of \{'CPU': 5\} within 1 s: they need \{'CPU': 10\} and the cluster has \{'CPU': 8.0\} in all"
+    with pytest.raises(OperationError, match=too_many):
         RayOperator(spec(), num_workers=2, cpus_per_worker=5, placement_timeout_s=1)
