@@ -170,3 +170,28 @@ def test_auto_mode_is_not_timed_where_the_announced_work_cannot_repay_it(caplog)
     busy.expect(100)
     busy @ torch.ones(busy.shape[0], 1, dtype=torch.float64)
     assert busy.mode_choices[1].timed and set(busy.mode_choices[1].seconds) >= {"graph-reuse", "reverse-over-reverse"}
+
+
+def test_a_first_run_that_imports_modules_is_timed_again_before_the_modes_are_compared():
+    """torch.func's first use imports torch._dynamo (seconds): that is not forward-over-reverse's cost per product."""
+    import sys
+    import time
+    import types
+
+    from pipeline.curvature.mode_choice import choose_mode
+
+    def importing():
+        if "fake_lazy_import" not in sys.modules:
+            time.sleep(0.3)  # the import
+            sys.modules["fake_lazy_import"] = types.ModuleType("fake_lazy_import")
+        return torch.ones(2, 1)
+
+    def steady():
+        time.sleep(0.02)
+        return torch.ones(2, 1)
+
+    try:
+        choice, _ = choose_mode(("imports",), 1, {"steady": steady, "importing": importing}, lambda: None)
+    finally:
+        sys.modules.pop("fake_lazy_import", None)
+    assert choice.mode == "importing" and choice.seconds["importing"] < 0.02  # without the re-timing: 0.3 s, dropped
