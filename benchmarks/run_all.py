@@ -29,6 +29,7 @@ RUNS = {
     "slq_density": [],
     "seigh_postprocess": ["--dir", "{dir}/postprocess", "--paths", "householder,new"],
     "seigh_out_of_core": ["--dir", "{dir}/out_of_core", "--dim", "1000000"],  # BENCHMARKS.md: the 11.7M run passes --dim 11689512
+    "worker_priority": ["--hogs", "2"],
 }
 
 
