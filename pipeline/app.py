@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -117,6 +118,10 @@ def plan_only(cfg: DictConfig, run_dir: Path) -> dict:
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
+    if HydraConfig.get().mode == RunMode.MULTIRUN and cfg.cluster.mode == "local":
+        from pipeline.distributed import keep_local_ray  # Ray is imported only for cluster=local / ray
+
+        keep_local_ray()  # the sweep's jobs share one local Ray: started once, not once per job
     code = execute(cfg, Path(HydraConfig.get().runtime.output_dir))
     if code:
         sys.exit(code)

@@ -68,7 +68,7 @@ def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
         yield op
         return
     spec.preview()  # the data fits the model: checked before Ray starts (the one build of the data on the driver)
-    from pipeline.distributed import RayOperator, init_ray, watching_head  # Ray is imported only for cluster=local / ray
+    from pipeline.distributed import RayOperator, init_ray, release_ray, watching_head  # Ray is imported only for cluster=local / ray
 
     watch = contextlib.nullcontext()
     if cluster.mode == "ray":
@@ -90,6 +90,4 @@ def open_operator(cfg: DictConfig, spec: ProblemSpec) -> Iterator[Operator]:
                 yield op
         finally:
             if started:
-                import ray
-
-                ray.shutdown()
+                release_ray()

@@ -231,13 +231,6 @@ def test_density_and_landscape_outputs(tmp_path):
     np.testing.assert_allclose(curvature, record["eigenvalues"], rtol=0.05)
 
 
-def test_multirun_sweep(tmp_path):
-    result = app("--multirun", "cluster=none", "algorithm=trace", "algorithm.num_matvecs=6,9", "output.plots=false", f"hydra.sweep.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    records = [json.loads((tmp_path / str(i) / "results.json").read_text()) for i in range(2)]
-    assert [r["matvecs"] for r in records] == [6, 9]
-
-
 def test_unconverged_results_are_flagged_and_eigenvectors_kept(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="pipeline"):
         assert execute(_compose("cluster=none", "algorithm=power", "algorithm.k=3", "algorithm.max_iter=4"), tmp_path) == 0

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -101,22 +102,59 @@ def ray_head():
         yield dashboard
 
 
-@pytest.mark.slow
-def test_job_submitted_with_submit_sh_to_a_real_head_writes_its_results(ray_head, tmp_path):
-    run_dir = tmp_path / "run"
+def _submitted(dashboard: str, run_dir: Path, overrides: list[str]) -> subprocess.CompletedProcess:
+    """jobs/ray/submit.sh with ``overrides``, waiting for the job to end (its log on stdout)."""
     deadline = time.monotonic() + 120
     while True:  # the dashboard answers before its job agent is up: "No available agent to submit job, please try again later"
-        result = subprocess.run(["bash", ROOT / "jobs/ray/submit.sh", *SMALL_SEIGH], capture_output=True, text=True, timeout=420,
-                                env=_env(RAY_ADDRESS=ray_head, OUTPUT_DIR=str(run_dir)))
+        result = subprocess.run(["bash", ROOT / "jobs/ray/submit.sh", *overrides], capture_output=True, text=True, timeout=420,
+                                env=_env(RAY_ADDRESS=dashboard, OUTPUT_DIR=str(run_dir)))
         if "No available agent" not in result.stderr or time.monotonic() > deadline:
-            break
+            return result
         time.sleep(1)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    log = result.stdout + result.stderr
-    assert "succeeded" in log and f"run directory: {run_dir}" in log
-    assert "1 Ray workers ready on 1 nodes (2 CPUs, 0 GPUs each)" in log  # sized from the head's 2 CPUs
-    record = _results(run_dir)
-    assert len(record["eigenvalues"]) == 3 and record["config"]["cluster"]["mode"] == "ray"
+
+
+def _measuring_interval(run_dir: Path) -> tuple[float, float]:
+    """When a run's workers wrote their first and last completion marks (file times)."""
+    marks = [path.stat().st_mtime for name in ("inner_done", "outer_done") for path in (run_dir / "store.zarr" / name / "c").iterdir()]
+    return min(marks), max(marks)
+
+
+SWEEP = [*SMALL_SEIGH, "curvature.hvp_mode=reverse-over-reverse"]  # the product mode pinned: a job alone and in a sweep compute alike
+
+
+@pytest.mark.slow
+def test_four_jobs_submitted_at_once_to_one_head_queue_for_its_cpus_and_each_gives_its_solo_eigenvalues(ray_head, tmp_path):
+    seeds = range(4)
+    with ThreadPoolExecutor(len(seeds)) as pool:  # four `ray job submit`s at once, each with its own run dir
+        jobs = list(pool.map(lambda seed: _submitted(ray_head, tmp_path / f"job{seed}", [*SWEEP, f"seed={seed}"]), seeds))
+    for seed, job in zip(seeds, jobs):
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+        log = job.stdout + job.stderr
+        assert "succeeded" in log and "uploading the pipeline package" in log and f"run directory: {tmp_path / f'job{seed}'}" in log
+        assert "1 Ray workers ready on 1 nodes (2 CPUs, 0 GPUs each)" in log  # sized from the head's 2 CPUs: one job at a time
+    intervals = sorted(_measuring_interval(tmp_path / f"job{seed}") for seed in seeds)
+    assert all(end < start for (_, end), (start, _) in zip(intervals, intervals[1:])), intervals  # queued, never two at once
+    solo = [_in_process([*SWEEP, f"seed={seed}"], tmp_path / f"solo{seed}")["eigenvalues"] for seed in seeds]
+    for seed in seeds:
+        record = _results(tmp_path / f"job{seed}")
+        assert record["config"]["cluster"]["mode"] == "ray" and record["config"]["seed"] == seed
+        np.testing.assert_allclose(record["eigenvalues"], solo[seed], rtol=1e-10)
+    assert len({round(values[0], 6) for values in solo}) == len(seeds)  # the seeds' sketches differ: a job that ran another's would show
+
+
+@pytest.mark.slow
+def test_a_multirun_shares_one_local_ray_and_each_job_gives_its_solo_eigenvalues(tmp_path):
+    sweep = [*SWEEP, "cluster=local", "cluster.num_workers=1"]
+    run = subprocess.run([sys.executable, "-m", "pipeline", "--multirun", "seed=0,1,2,3", *sweep, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                         capture_output=True, text=True, env=_env(), timeout=420)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stderr.count("started a local Ray instance") == 1, run.stderr[-3000:]
+    assert run.stderr.count("using the local Ray instance of the previous job") == 3
+    for seed in range(4):
+        record = _results(tmp_path / "sweep" / str(seed))
+        assert record["config"]["seed"] == seed
+        np.testing.assert_allclose(record["eigenvalues"], _in_process([*SWEEP, f"seed={seed}"], tmp_path / f"solo{seed}")["eigenvalues"],
+                                   rtol=1e-10)
 
 
 CLUSTER_SCRIPT = """  # argv: Ray's temp dir (also $RAY_TMPDIR), then the pipeline overrides
