@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,9 +31,10 @@ GROUPS = {group: sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"
           for group in ("model", "data", "curvature", "algorithm", "cluster", "experiment")}
 
 
-def app(*overrides, env=None, **kwargs):
+def app(*overrides, env=None, prefix=(), **kwargs):
+    """``python -m pipeline *overrides`` (after the command ``prefix``, e.g. one that drops privileges)."""
     env = env or {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "pipeline", *overrides], capture_output=True, text=True, env=env, **kwargs)
+    return subprocess.run([*prefix, sys.executable, "-m", "pipeline", *overrides], capture_output=True, text=True, env=env, **kwargs)
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g, options in GROUPS.items() for o in options])
@@ -292,17 +294,25 @@ def test_model_and_data_that_do_not_fit_are_refused_before_ray_starts(tmp_path):
     assert "started a local Ray" not in result.stderr
 
 
-def test_unusable_run_directory_is_refused(tmp_path, monkeypatch):
-    from pipeline.app import unusable_directory
-
+def test_unusable_run_directory_is_refused(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
     for target in (afile, afile / "run"):
         result = app("cluster=none", f"hydra.run.dir={target}")
         assert result.returncode == 2 and "is a file, not a directory" in result.stderr and "choose another hydra.run.dir" in result.stderr
         assert "Traceback" not in result.stderr
-    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a non-root user on a read-only directory
-    assert "is not writable" in unusable_directory(tmp_path / "new")
+
+
+def test_a_read_only_run_directory_is_refused_in_one_line_for_a_user_without_root_s_override(tmp_path):
+    """A run dir the user may not write to (mode 555), run by this user stripped of the capability that
+    lets root write anywhere (as a non-root user: the interpreter under /root stays readable)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+    run_dir = tmp_path / "results"
+    run_dir.mkdir(mode=0o555)
+    result = app("cluster=none", f"hydra.run.dir={run_dir / 'run'}", prefix=["setpriv", "--bounding-set=-dac_override,-dac_read_search"])
+    assert result.returncode == 2 and result.stderr.strip() == f"error: {run_dir} is not writable by this user: choose another hydra.run.dir"
+    assert list(run_dir.iterdir()) == []
 
 
 def _compose(*overrides):

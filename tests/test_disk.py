@@ -1,7 +1,8 @@
 """A run dir on a filesystem too small for the store (a real tmpfs; skipped where it cannot be
 mounted): refused before anything starts; with plan.allow_overcommit the run that fills the disk
-stops in one line (exit 2, no traceback, no logging error), and after the disk grows the rerun
-resumes to the uninterrupted eigenvalues."""
+stops in one line (exit 2, no traceback, no logging error); a rerun while the filesystem is
+read-only is refused in one line; after the disk grows the rerun resumes to the uninterrupted
+eigenvalues."""
 
 import json
 import os
@@ -51,7 +52,11 @@ def test_a_store_that_cannot_fit_is_refused_then_a_full_disk_stops_in_one_line_a
         assert noise not in full.stderr
     assert not (run_dir / "results.json").exists()
 
-    subprocess.run(["mount", "-o", "remount,size=32m", str(small_disk)], check=True)  # space freed
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)  # the filesystem turned read-only
+    readonly = _cli(f"hydra.run.dir={run_dir}")
+    assert readonly.returncode == 2 and readonly.stderr.strip() == f"error: {run_dir} is not writable by this user: choose another hydra.run.dir"
+
+    subprocess.run(["mount", "-o", "remount,rw,size=32m", str(small_disk)], check=True)  # writable again, space freed
     resumed = _cli(f"hydra.run.dir={run_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     record = json.loads((run_dir / "results.json").read_text())
