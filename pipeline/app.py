@@ -131,6 +131,7 @@ def execute(cfg: DictConfig, run_dir: Path) -> int:
     """Run ``cfg.task`` in ``run_dir``; returns the exit code: 0 done, 2 a user error or a missing
     setting (one line naming the fix; the run dir's records kept as they were), 143 / 130 stopped
     by SIGTERM / SIGINT (workers shut down, every completed block kept)."""
+    _TERMINATED.clear()
     previous = signal.signal(signal.SIGTERM, _terminate)
     log.info("run directory: %s", run_dir)
     try:
@@ -157,10 +158,12 @@ def execute(cfg: DictConfig, run_dir: Path) -> int:
         log.error("error: %s", failure, exc_info=os.environ.get("HYDRA_FULL_ERROR") == "1")  # the traceback on request
         _restore_records()
         return 2
-    except (KeyboardInterrupt, Terminated, SystemExit) as stop:
+    except (KeyboardInterrupt, SystemExit) as stop:
         if isinstance(stop, SystemExit) and stop.code != signal.SIGTERM:  # ray.init's own SIGTERM handler exits with 15
             raise
-        name, code = ("SIGINT", 130) if isinstance(stop, KeyboardInterrupt) else ("SIGTERM", 143)
+        # Ray re-raises a Terminated caught in its blocking calls as a plain KeyboardInterrupt: the handler's record tells
+        terminated = isinstance(stop, SystemExit) or bool(_TERMINATED)
+        name, code = ("SIGTERM", 143) if terminated else ("SIGINT", 130)
         log.error("stopped by %s: workers were shut down and every completed block is kept in the store; rerun the "
                   "same command in %s to resume", name, run_dir)
         return code
@@ -209,12 +212,19 @@ def unusable_directory(path: Path) -> str | None:
     return None
 
 
-class Terminated(BaseException):
+class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's cancel or preemption), raised in the main thread so that every
-    ``finally`` and context manager on the way out runs (pending writes, workers, Ray)."""
+    ``finally`` and context manager on the way out runs (pending writes, workers, Ray). A
+    KeyboardInterrupt because that is the one exception Ray's blocking calls (``ray.wait``,
+    ``ray.get``) let through at once: any other raised by a signal handler inside them is held
+    until the call returns (measured: a 30 s task's wait, with a hang bound of 1800 s)."""
+
+
+_TERMINATED: list[int] = []  # SIGTERM received during this execute (Ray re-raises Terminated as a plain KeyboardInterrupt)
 
 
 def _terminate(signum: int, frame: object) -> None:
+    _TERMINATED.append(signum)
     raise Terminated()
 
 

@@ -60,7 +60,12 @@ class Run:
 
     def signal(self, sig: int) -> tuple[int, str]:
         self.process.send_signal(sig)
-        code = self.process.wait(timeout=90)
+        try:
+            code = self.process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            pytest.fail(f"the driver did not stop within 90 s of {signal.Signals(sig).name}: {''.join(self.lines)[-3000:]}")
         self.reader.join(timeout=10)
         return code, "".join(self.lines)
 
