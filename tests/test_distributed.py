@@ -174,6 +174,35 @@ def test_automatic_resources_divide_the_cluster(ray_session):
     assert resources_per_worker(2, 3, 0.5) == (3, 0.5)
 
 
+class _Method:
+    """An actor method's handle: records its submissions; the first sends this process ``signum``."""
+
+    def __init__(self, calls: list, signum: int):
+        self.calls, self.signum = calls, signum
+
+    def remote(self, *args):
+        self.calls.append(args)
+        if len(self.calls) == 1:
+            signal.raise_signal(self.signum)  # the scheduler's SIGTERM (here SIGINT) arriving mid-submission
+        return len(self.calls)
+
+
+def _measure(*args):
+    """Stands for a worker method: ``ActorGroup`` calls the actors' method of the same name."""
+
+
+def test_a_signal_during_submission_is_raised_only_after_every_rank_has_the_call():
+    from pipeline.distributed.actor_group import ActorGroup
+
+    calls: list = []
+    group = ActorGroup.__new__(ActorGroup)  # the submission alone: no Ray
+    group.actors = [type("Actor", (), {"_measure": _Method(calls, signal.SIGINT)})() for _ in range(3)]
+    with pytest.raises(KeyboardInterrupt):
+        group._submit(_measure, "block")
+    assert calls == [("block",)] * 3  # else ranks 1-2 never join rank 0 in the collective, and the exit's flush waits for ever
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler in place again
+
+
 def test_user_errors_on_workers_are_raised_not_retried(ray_session):
     from helpers import nan_data_factory
 

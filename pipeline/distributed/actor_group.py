@@ -5,9 +5,11 @@ and rebuilt from scratch when one dies or hangs. Nothing here knows torch or cur
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -176,7 +178,7 @@ class ActorGroup:
         while True:
             started = time.perf_counter()
             try:
-                results = self.gather([getattr(actor, method.__name__).remote(*args) for actor in self.actors], self.hang_bound_s())
+                results = self.gather(self._submit(method, *args), self.hang_bound_s())
             except WorkerDied as failure:
                 failures.append(failure)
                 self.failures += 1
@@ -210,8 +212,16 @@ class ActorGroup:
 
     def call_all(self, method: Callable[..., Any], *args: Any, timeout_s: float | None = None) -> list[Any]:
         """Call ``method`` on every rank once, without the restart (setup and teardown use this)."""
-        refs = [getattr(actor, method.__name__).remote(*args) for actor in self.actors]
+        refs = self._submit(method, *args)
         return ray.get(refs, timeout=timeout_s) if timeout_s is not None else self.gather(refs)
+
+    def _submit(self, method: Callable[..., Any], *args: Any) -> list[Any]:
+        """``method`` submitted to every rank, or to none: a SIGTERM / SIGINT arriving meanwhile is
+        raised after the last submission. A call given to some ranks only would leave them waiting
+        in its collective for ever, and every later call (the flush of pending writes on the way
+        out) queued behind it."""
+        with _interrupts_deferred():
+            return [getattr(actor, method.__name__).remote(*args) for actor in self.actors]
 
     def gather(self, refs: list[Any], hang_bound_s: float | None = None) -> list[Any]:
         """ray.get in completion order, so that a dead worker is noticed while others block in a
@@ -271,6 +281,27 @@ class ActorGroup:
             return True
         except (RayActorError, GetTimeoutError):
             return False
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGTERM / SIGINT while the body runs (in the main thread; elsewhere Python runs no
+    handlers), then raise each one received through the handler that was in place."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    held = {number: handler for number, handler in previous.items() if handler is not None}  # None: not Python's to replace
+    for number in held:
+        signal.signal(number, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for number, handler in held.items():
+            signal.signal(number, handler)
+        for number in received:
+            signal.raise_signal(number)
 
 
 def finished_within(timeout_s: float, call: Callable[..., Any], *args: Any) -> bool:
