@@ -21,13 +21,12 @@ from pipeline.analysis.landscape import loss_along
 from pipeline.config import register
 from pipeline.disk import check_store_fits, disk_failure, size_on_disk
 from pipeline.errors import InputError, PipelineError
+from pipeline.job import Job, compile_job
 from pipeline.outputs import write_results
 from pipeline.plan import compare_with_actual, log_plan, make_plan
-from pipeline.preflight import check_config
-from pipeline.problem import fingerprint, open_operator, plain, problem_spec
+from pipeline.problem import open_operator
 from pipeline.progress import set_log_interval
 from pipeline.reproduce import reproduce
-from pipeline.solvers import run_algorithm, solver_for
 from pipeline.solvers.base import OperatorShape
 from pipeline.store import RunStore
 from pipeline.tracking import artifact as tracker_artifact
@@ -41,49 +40,49 @@ register()
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
+def run(job: Job | DictConfig, run_dir: Path) -> dict:
     """Build the operator, predict the cost (logged), run the algorithm, write the outputs with the
-    prediction next to the actual figures; returns the results record."""
+    prediction next to the actual figures; returns the results record. A composed config is
+    compiled (and checked) first."""
     start = time.perf_counter()
-    check_config(cfg)
-    spec = problem_spec(cfg)
-    config = plain(cfg)
-    solver = solver_for(cfg.algorithm.name)
-    preview = spec.preview()  # on the driver, before Ray: the model takes the data; D and the weights
-    problem = {**fingerprint(cfg), "weights": preview.weights}
-    store_path = run_dir / cfg.output.store
+    job = job if isinstance(job, Job) else compile_job(job)
+    solver, a = job.solver, job.algorithm
+    preview = job.problem.preview()  # on the driver, before Ray: the model takes the data; D and the weights
+    problem = {**job.fingerprint, "weights": preview.weights}
+    store_path = run_dir / job.output.store
     store = RunStore(store_path) if solver.needs_store else None  # locked before Ray starts
-    solver.preflight(cfg.algorithm, OperatorShape((preview.dim, preview.dim), preview.dtype), seed=cfg.seed, store=store, problem=problem)
-    store_bytes = solver.cost(cfg.algorithm, preview.dim, preview.dtype.itemsize)["store_bytes"] if store else 0
+    solver.preflight(a, OperatorShape((preview.dim, preview.dim), preview.dtype), seed=job.seed, store=store, problem=problem)
+    store_bytes = solver.cost(a, preview.dim, preview.dtype.itemsize)["store_bytes"] if store else 0
     if store is not None:
-        check_store_fits(store_bytes, store_path, cfg.plan.allow_overcommit)
-    with open_operator(cfg, spec) as op:
+        check_store_fits(store_bytes, store_path, job.plan.allow_overcommit)
+    with open_operator(job) as op:
         if op.weights_digest() != preview.weights:
             raise InputError("the workers built other weights than the driver: model.checkpoint (and the code) must be the same "
                              "on every node")
-        prediction = plan(cfg, op, run_dir)
+        prediction = plan(job, op, run_dir)
         before, began = op.matvecs, time.perf_counter()
         try:
-            results = run_algorithm(cfg, op, store, problem=problem)
+            results = solver.run(a, op, seed=job.seed, store=store, problem=problem)
         except OSError as error:
             failure = disk_failure(error, store_path if store else None, store_bytes)
             if failure is None:
                 raise
             raise failure from None
-        results.update(algorithm=cfg.algorithm.name, num_params=op.shape[0], curvature=cfg.curvature.kind, num_samples=op.num_samples)
+        results.update(algorithm=solver.name, num_params=op.shape[0], curvature=job.curvature.kind, num_samples=op.num_samples)
         results["actual"] = {"wall_s": time.perf_counter() - began, "matvecs": op.matvecs - before,
                              "store_bytes": size_on_disk(store_path) if store else 0,
                              "driver_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
         results["plan"] = prediction
         compare_with_actual(prediction, results["actual"])
-    if cfg.output.landscape and "eigenvectors" in results:
-        local = spec.build(1, 0)
-        count = min(cfg.output.landscape_vectors, len(results["eigenvalues"]))
-        results["landscape"] = loss_along(local, results["eigenvectors"][:, :count], cfg.output.landscape_radius, cfg.output.landscape_points)
+    output = job.output
+    if output.landscape and "eigenvectors" in results:
+        local = job.problem.build(1, 0)
+        count = min(output.landscape_vectors, len(results["eigenvalues"]))
+        results["landscape"] = loss_along(local, results["eigenvectors"][:, :count], output.landscape_radius, output.landscape_points)
     results["wall_time_s"] = time.perf_counter() - start
-    record = write_results(run_dir, results, config, cfg.output.plots)
+    record = write_results(run_dir, results, job.config, output.plots)
     _track(record, run_dir)
-    log.info("%s on %d parameters: %d products in %.1f s", cfg.algorithm.name, op.shape[0], results["matvecs"], results["wall_time_s"])
+    log.info("%s on %d parameters: %d products in %.1f s", solver.name, op.shape[0], results["matvecs"], results["wall_time_s"])
     return record
 
 
@@ -99,18 +98,19 @@ def _track(record: dict, run_dir: Path) -> None:
         tracker_artifact(run_dir / name)
 
 
-def plan(cfg: DictConfig, op, run_dir: Path) -> dict:
+def plan(job: Job, op, run_dir: Path) -> dict:
     """The cost prediction for this run (``pipeline.plan``), logged."""
     worker_rss = op.worker_peak_rss() if hasattr(op, "worker_peak_rss") else None
-    prediction = make_plan(cfg, op, run_dir, worker_rss)
+    prediction = make_plan(job, op, run_dir, worker_rss)
     log_plan(prediction)
     return prediction
 
 
-def plan_only(cfg: DictConfig, run_dir: Path) -> dict:
+def plan_only(job: Job | DictConfig, run_dir: Path) -> dict:
     """task=plan: time a few products on the workers, write plan.json, run nothing else."""
-    with open_operator(cfg, problem_spec(cfg)) as op:
-        prediction = plan(cfg, op, run_dir)
+    job = job if isinstance(job, Job) else compile_job(job)
+    with open_operator(job) as op:
+        prediction = plan(job, op, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "plan.json").write_text(json.dumps(prediction, indent=2))
     return prediction
@@ -135,15 +135,15 @@ def execute(cfg: DictConfig, run_dir: Path) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     log.info("run directory: %s", run_dir)
     try:
-        check_config(cfg)
-        set_log_interval(cfg.output.progress_interval_s)
-        with tracking(cfg.output.tracker, run_dir, plain(cfg), cfg.output.tracker_uri):
-            if cfg.task == "reproduce":
-                reproduce(cfg, run_dir, run)
-            elif cfg.task == "plan":
-                plan_only(cfg, run_dir)
+        job = compile_job(cfg)
+        set_log_interval(job.output.progress_interval_s)
+        with tracking(job.output.tracker, run_dir, job.config, job.output.tracker_uri):
+            if job.task == "reproduce":
+                reproduce(job, run_dir, run)
+            elif job.task == "plan":
+                plan_only(job, run_dir)
             else:
-                run(cfg, run_dir)
+                run(job, run_dir)
         log.info("done: results in %s", run_dir)
         log.debug(OmegaConf.to_yaml(cfg))
         return 0

@@ -14,15 +14,17 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pipeline.disk import free_under, gib
 from pipeline.linalg.operator import Operator
 from pipeline.progress import clock
-from pipeline.solvers import solver_for
 from pipeline.solvers.base import block_width
+
+if TYPE_CHECKING:
+    from pipeline.job import Job
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,9 @@ def seconds_per_matvec(op: Operator, width: int, repeats: int = 2) -> float:
     return min(times) / width
 
 
-def make_plan(cfg: Any, op: Operator, run_dir: Path, worker_rss: int | None = None) -> dict[str, Any]:
-    """The prediction for this config on this operator (see the module docstring)."""
-    a = cfg.algorithm
-    solver = solver_for(a.name)
+def make_plan(job: Job, op: Operator, run_dir: Path, worker_rss: int | None = None) -> dict[str, Any]:
+    """The prediction for this job on this operator (see the module docstring)."""
+    a, solver = job.algorithm, job.solver
     dim = op.shape[0]
     matvecs, meaning = solver.matvecs(a, dim)
     width = block_width(a)
@@ -54,11 +55,11 @@ def make_plan(cfg: Any, op: Operator, run_dir: Path, worker_rss: int | None = No
     if solver.cost is not None:
         plan.update(solver.cost(a, dim, itemsize))
     else:
-        plan.update(postprocess_s=0.0, store_bytes=0, driver_bytes=dim * (a.get("k", 1) + 2 * width) * 8)
+        plan.update(postprocess_s=0.0, store_bytes=0, driver_bytes=dim * (getattr(a, "k", 1) + 2 * width) * 8)
     plan["driver_bytes"] += _rss()
     plan["worker_bytes"] = worker_rss if worker_rss is not None else _rss()
     plan["wall_s"] = plan["measurement_s"] + plan["postprocess_s"]
-    plan["fits"] = _fits(plan, run_dir, cfg.get("plan", {}).get("time_limit"))
+    plan["fits"] = _fits(plan, run_dir, job.plan.time_limit)
     return plan
 
 

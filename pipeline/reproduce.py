@@ -11,17 +11,15 @@ eigenpairs (float64) are computed on the same samples and compared with SEIGH's.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from pipeline.analysis.exact import compare, exact_eigenpairs
 from pipeline.analysis.overlap import overlap_table
@@ -30,52 +28,50 @@ from pipeline.curvature import FlatView, select_parameters
 from pipeline.data import build_dataset
 from pipeline.errors import InputError
 from pipeline.models import build_from_config
-from pipeline.problem import plain, problem_spec
-from pipeline.solvers import solver_for
 from pipeline.store import load_eigenpairs
 from pipeline.train import train_with_checkpoints
+
+if TYPE_CHECKING:
+    from pipeline.job import Job
 
 log = logging.getLogger(__name__)
 
 
-def reproduce(cfg: DictConfig, run_dir: Path, run_eigen) -> dict[str, Any]:
-    """Train, decompose every (checkpoint, split) with ``run_eigen(cfg, dir)``, measure the
+def reproduce(job: Job, run_dir: Path, run_eigen) -> dict[str, Any]:
+    """Train, decompose every (checkpoint, split) with ``run_eigen(job, dir)``, measure the
     overlaps and (where D allows) the exact reference; write overlap.json, overlap.md and the
     figures; returns the overlap record."""
     started = time.perf_counter()
-    r = cfg.reproduce
-    if not solver_for(cfg.algorithm.name).needs_store:
+    r = job.reproduce
+    if not job.solver.needs_store:
         raise InputError("task=reproduce measures overlaps of eigenvectors kept in the run store: use algorithm=seigh")
-    data = plain(cfg.data)
+    data = job.config["data"]
     train = build_dataset({**data, "split": "train", "subset": None})
     test = build_dataset({**data, "split": r.test_split, "subset": None})
-    model_config = {**plain(cfg.model), "checkpoint": None}
-    device = "cuda" if torch.cuda.is_available() and cfg.device in ("auto", "cuda") else "cpu"
+    model_config = {**job.config["model"], "checkpoint": None}
+    device = "cuda" if torch.cuda.is_available() and job.device in ("auto", "cuda") else "cpu"
     checkpoints = train_with_checkpoints(build_from_config(model_config), train, test, r.lr, r.batch_size,
-                                         r.checkpoint_steps, run_dir / "checkpoints", seed=cfg.seed, device=device,
+                                         r.checkpoint_steps, run_dir / "checkpoints", seed=job.seed, device=device,
                                          loader_workers=r.loader_workers)
-    max_k = cfg.algorithm.k
+    max_k = job.algorithm.k
     ks = [k for k in r.overlap_ks if k <= max_k] or [max_k]
     record: dict[str, Any] = {"checkpoints": checkpoints, "ks": ks, "random_masks": r.random_masks, "splits": {}}
-    for split, subset in plain(r.splits).items():
+    for split, subset in r.splits.items():
         steps, tables = {}, {}
         for checkpoint in checkpoints:
-            sub_cfg = copy.deepcopy(cfg)
-            OmegaConf.update(sub_cfg, "model.checkpoint", checkpoint["path"])
-            OmegaConf.update(sub_cfg, "data.split", split)
-            OmegaConf.update(sub_cfg, "data.subset", subset)
+            sub_job = job.with_settings({"model.checkpoint": checkpoint["path"], "data.split": split, "data.subset": subset})
             sub_dir = run_dir / f"step_{checkpoint['step']}" / split
             sub_dir.mkdir(parents=True, exist_ok=True)
-            eigen = run_eigen(sub_cfg, sub_dir)
-            _, vectors = load_eigenpairs(sub_dir / cfg.output.store)
-            theta = _flat_parameters({**model_config, "checkpoint": checkpoint["path"]}, cfg.curvature.params)
-            table = overlap_table(vectors, theta, max_k, r.random_masks, seed=cfg.seed)
+            eigen = run_eigen(sub_job, sub_dir)
+            _, vectors = load_eigenpairs(sub_dir / job.output.store)
+            theta = _flat_parameters({**model_config, "checkpoint": checkpoint["path"]}, job.curvature.params)
+            table = overlap_table(vectors, theta, max_k, r.random_masks, seed=job.seed)
             entry = {"step": checkpoint["step"], "test_accuracy": checkpoint["test_accuracy"], "eigenvalues": eigen["eigenvalues"],
                      "overlap": _at(table, ks)}
             wanted = r.exact if r.exact is not None else eigen["num_params"] <= r.exact_max_dim
             if wanted and (r.exact_steps is None or checkpoint["step"] in r.exact_steps):
-                exact_values, exact_vectors = _exact_reference(sub_cfg, sub_dir, max_k)
-                exact_table = overlap_table(exact_vectors, theta, max_k, r.random_masks, seed=cfg.seed)
+                exact_values, exact_vectors = _exact_reference(sub_job, sub_dir, max_k)
+                exact_table = overlap_table(exact_vectors, theta, max_k, r.random_masks, seed=job.seed)
                 entry["exact"] = {**compare(exact_values, exact_vectors, np.asarray(eigen["eigenvalues"]), vectors[:]),
                                   "eigenvalues": exact_values.tolist(), "overlap": _at(exact_table, ks)}
                 table.update({f"exact_{key}": value for key, value in exact_table.items() if key != "k"})
@@ -86,11 +82,11 @@ def reproduce(cfg: DictConfig, run_dir: Path, run_eigen) -> dict[str, Any]:
                      checkpoint["step"], split, ks[-1], at_k["magnitude"], at_k["ratio"], at_k["random_mean"], at_k["best"],
                      _against_exact(entry))
         record["splits"][split] = steps
-        if cfg.output.plots:
+        if job.output.plots:
             from pipeline.analysis import plots  # matplotlib only when plots are written
 
             plots.overlap_figure(tables, {step: e["eigenvalues"] for step, e in steps.items()}, run_dir / f"overlap_{split}.png",
-                                 title=f"{cfg.model.name} on {cfg.data.name}: Hessian of {subset} {split} samples", band_ks=ks)
+                                 title=f"{job.model.name} on {job.data.name}: Hessian of {subset} {split} samples", band_ks=ks)
     record["wall_time_s"] = time.perf_counter() - started
     record["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     (run_dir / "overlap.json").write_text(json.dumps(record, indent=2))
@@ -108,16 +104,14 @@ def _at(table: dict[str, np.ndarray], ks: list[int]) -> dict[str, dict[str, floa
     return rows
 
 
-def _exact_reference(cfg: DictConfig, sub_dir: Path, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _exact_reference(job: Job, sub_dir: Path, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The top-k exact eigenpairs of the same operator in float64 (cached in exact.npz)."""
     path = sub_dir / "exact.npz"
     if path.exists():
         cached = np.load(path)
         if cached["vectors"].shape[1] >= k:
             return cached["values"][:k], cached["vectors"][:, :k]
-    exact_cfg = copy.deepcopy(cfg)
-    OmegaConf.update(exact_cfg, "dtype", "float64")
-    values, vectors = exact_eigenpairs(problem_spec(exact_cfg).build(1, 0), k)
+    values, vectors = exact_eigenpairs(job.with_settings({"dtype": "float64"}).problem.build(1, 0), k)
     np.savez(path, values=values, vectors=vectors)
     return values, vectors
 
@@ -125,7 +119,7 @@ def _exact_reference(cfg: DictConfig, sub_dir: Path, k: int) -> tuple[np.ndarray
 def _flat_parameters(model_config: dict[str, Any], params: Any) -> np.ndarray:
     """theta (D,) in the operator's order for the selected parameters of the checkpoint."""
     model = build_from_config(model_config)
-    selected = select_parameters(model, plain(params))
+    selected = select_parameters(model, params)
     with torch.no_grad():
         return FlatView.of(selected).flatten({n: p.detach() for n, p in selected.items()}).double().numpy()
 

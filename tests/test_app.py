@@ -54,8 +54,8 @@ def test_slurm_launcher_config_composes():
 
 
 def test_experiment_parameter_counts_match_the_paper():
+    from pipeline.job import plain
     from pipeline.models import PAPER_PARAMETER_COUNTS, build_from_config
-    from pipeline.problem import plain
 
     for experiment in GROUPS["experiment"]:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
@@ -343,7 +343,7 @@ def test_a_bug_keeps_its_traceback_and_is_not_reported_as_a_user_error(tmp_path)
     assert issubclass(InputError, ValueError) and issubclass(InputError, PipelineError)  # callers catching ValueError still do
     script = ("import sys, pipeline.app as app\n"
               "def broken(*args, **kwargs):\n    raise RuntimeError('an internal bug')\n"
-              "app.run_algorithm = broken\n"
+              "app.write_results = broken\n"
               f"sys.argv = ['hessian-pipeline', 'cluster=none', 'algorithm=lanczos', 'hydra.run.dir={tmp_path}']\n"
               "app.cli()\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from pipeline.app import plan_only, run
+from pipeline.job import compile_job
 from pipeline.linalg import DenseOperator
 from pipeline.plan import make_plan, slurm_seconds
 
@@ -35,11 +36,11 @@ def test_every_run_records_its_prediction_next_to_the_actual_figures(tmp_path):
 
 
 def test_an_in_process_run_builds_its_data_once_and_records_its_size(tmp_path, monkeypatch):
-    import pipeline.problem
+    import pipeline.job
 
     builds = []
-    original = pipeline.problem.build_dataset
-    monkeypatch.setattr(pipeline.problem, "build_dataset", lambda config: builds.append(config) or original(config))
+    original = pipeline.job.build_dataset
+    monkeypatch.setattr(pipeline.job, "build_dataset", lambda config: builds.append(config) or original(config))
     record = run(compose_overrides(SMALL), tmp_path)
     assert len(builds) == 1 and record["num_samples"] == 100  # data.subset=100, counted by the operator
 
@@ -53,7 +54,7 @@ def test_what_will_not_fit_is_flagged(tmp_path, monkeypatch, caplog):
     op = DenseOperator(torch.eye(300, dtype=torch.float64))
     monkeypatch.setattr("pipeline.disk.shutil.disk_usage", lambda path: type("Usage", (), {"free": 1000})())
     monkeypatch.setattr("pipeline.plan.seconds_per_matvec", lambda op, width: 1.0)  # a slow product
-    plan = make_plan(cfg, op, tmp_path)
+    plan = make_plan(compile_job(cfg), op, tmp_path)
     assert plan["fits"]["disk"]["fits"] is False and plan["fits"]["time limit"]["fits"] is False
     with caplog.at_level(logging.WARNING, logger="pipeline.plan"):
         log_plan(plan)

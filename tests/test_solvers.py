@@ -9,8 +9,9 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from pipeline.job import compile_job
 from pipeline.linalg import adaptive_seigh, lanczos, power_iteration, seigh, slq_density
-from pipeline.solvers import SOLVERS, run_algorithm, solver_for
+from pipeline.solvers import SOLVERS, solver_for
 
 from deployment import compose_overrides
 from helpers import synthetic
@@ -62,8 +63,9 @@ EXACT_COUNTS = {  # overrides under which the plan's count is exact, not a bound
 def test_every_solver_spends_what_the_plan_predicts_and_reports_it(name):
     cfg = compose_overrides([f"algorithm={name}", "seed=3", *EXACT_COUNTS[name]])
     op = synthetic(60, spectrum=torch.logspace(0, -3, 60))
-    record = run_algorithm(cfg, op, problem={"test": name})
-    predicted, _ = solver_for(name).matvecs(cfg.algorithm, op.shape[0])
+    job = compile_job(cfg)
+    record = job.solver.run(job.algorithm, op, seed=job.seed, problem={"test": name})
+    predicted, _ = solver_for(name).matvecs(job.algorithm, op.shape[0])
     assert record["matvecs"] == op.matvecs == predicted
     assert OmegaConf.get_type(cfg.algorithm) is SOLVERS[name].config
 

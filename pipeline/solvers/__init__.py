@@ -3,10 +3,7 @@ schema, run function, product count, checks and whether it needs the run store).
 
 from __future__ import annotations
 
-from typing import Any
-
 from pipeline.errors import InputError
-from pipeline.linalg.operator import Operator
 from pipeline.solvers import density, lanczos, power, seigh, sketch, trace
 from pipeline.solvers.base import Solver
 
@@ -21,10 +18,4 @@ def solver_for(name: str) -> Solver:
     return SOLVERS[name]
 
 
-def run_algorithm(cfg: Any, op: Operator, store: Any = None, problem: dict | None = None) -> dict[str, Any]:
-    """The configured algorithm's results record: eigenvalues/residuals (eigensolvers), estimates
-    (trace, sketch) or a density, ``matvecs``, plus ``eigenvectors`` (not serialised) and ``extra``."""
-    return solver_for(cfg.algorithm.name).run(cfg.algorithm, op, seed=cfg.seed, store=store, problem=problem)
-
-
-__all__ = ["ALGORITHMS", "SOLVERS", "Solver", "run_algorithm", "solver_for"]
+__all__ = ["ALGORITHMS", "SOLVERS", "Solver", "solver_for"]

@@ -39,7 +39,7 @@ class Solver:
     check: Callable[[Any], None] = lambda a: None
     needs_store: bool = False
     cost: Callable[[Any, int, int], dict[str, float]] | None = None
-    preflight: Callable[..., None] = lambda a, shape, **_: check_k(shape, a.k) if "k" in a else None
+    preflight: Callable[..., None] = lambda a, shape, **_: check_k(shape, a.k) if hasattr(a, "k") else None
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class EigenConfig:
 
 def block_width(a: Any) -> int:
     """The product width a solver config asks for (``block_size``; ``"auto"`` plans as 1)."""
-    width = a.get("block_size", 1)
+    width = getattr(a, "block_size", 1)
     return 1 if width == "auto" else width
 
 

@@ -99,8 +99,9 @@ def check(a: Any) -> None:
     one_of("algorithm.outer_kind", a.outer_kind, KINDS)
     one_of("algorithm.inner_kind", a.inner_kind, ROW_ACCESSIBLE)
     for name in ("refine_tol", "target_tol"):
-        if a[name] is not None and not a[name] > 0:
-            raise InputError(f"algorithm.{name} must be a positive relative residual such as 1e-3, got {a[name]}")
+        value = getattr(a, name)
+        if value is not None and not value > 0:
+            raise InputError(f"algorithm.{name} must be a positive relative residual such as 1e-3, got {value}")
     if not a.growth > 1:
         raise InputError(f"algorithm.growth (adaptive SEIGH's size factor per step) must be above 1, e.g. 1.5; got {a.growth}")
     if a.max_matvecs is not None and a.max_matvecs < 1:
