@@ -24,10 +24,11 @@ from pipeline.errors import InputError, PipelineError
 from pipeline.job import Job, compile_job
 from pipeline.outputs import write_results
 from pipeline.plan import compare_with_actual, log_plan, make_plan
-from pipeline.problem import open_operator
+from pipeline.problem import ProblemOperator, open_operator
 from pipeline.progress import set_log_interval
 from pipeline.reproduce import reproduce
 from pipeline.solvers.base import OperatorShape
+from pipeline.solvers.outcomes import EigenOutcome
 from pipeline.store import RunStore
 from pipeline.tracking import artifact as tracker_artifact
 from pipeline.tracking import scalar as tracker_scalar
@@ -62,27 +63,26 @@ def run(job: Job | DictConfig, run_dir: Path) -> dict:
         prediction = plan(job, op, run_dir)
         before, began = op.matvecs, time.perf_counter()
         try:
-            results = solver.run(a, op, seed=job.seed, store=store, problem=problem)
+            outcome = solver.run(a, op, seed=job.seed, store=store, problem=problem)
         except OSError as error:
             failure = disk_failure(error, store_path if store else None, store_bytes)
             if failure is None:
                 raise
             raise failure from None
-        results.update(algorithm=solver.name, num_params=op.shape[0], curvature=job.curvature.kind, num_samples=op.num_samples)
-        results["actual"] = {"wall_s": time.perf_counter() - began, "matvecs": op.matvecs - before,
-                             "store_bytes": size_on_disk(store_path) if store else 0,
-                             "driver_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-        results["plan"] = prediction
-        compare_with_actual(prediction, results["actual"])
-    output = job.output
-    if output.landscape and "eigenvectors" in results:
-        local = job.problem.build(1, 0)
-        count = min(output.landscape_vectors, len(results["eigenvalues"]))
-        results["landscape"] = loss_along(local, results["eigenvectors"][:, :count], output.landscape_radius, output.landscape_points)
-    results["wall_time_s"] = time.perf_counter() - start
-    record = write_results(run_dir, results, job.config, output.plots)
+        about = {"algorithm": solver.name, "num_params": op.shape[0], "curvature": job.curvature.kind, "num_samples": op.num_samples,
+                 "actual": {"wall_s": time.perf_counter() - began, "matvecs": op.matvecs - before,
+                            "store_bytes": size_on_disk(store_path) if store else 0,
+                            "driver_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024},
+                 "plan": prediction}
+        compare_with_actual(prediction, about["actual"])
+    output, landscape = job.output, None
+    if output.landscape and isinstance(outcome, EigenOutcome):
+        count = min(output.landscape_vectors, len(outcome.eigenvalues))
+        landscape = loss_along(job.problem.build(1, 0), outcome.eigenvectors[:, :count], output.landscape_radius, output.landscape_points)
+    about["wall_time_s"] = time.perf_counter() - start
+    record = write_results(run_dir, outcome, about, job.config, output.plots, landscape)
     _track(record, run_dir)
-    log.info("%s on %d parameters: %d products in %.1f s", solver.name, op.shape[0], results["matvecs"], results["wall_time_s"])
+    log.info("%s on %d parameters: %d products in %.1f s", solver.name, op.shape[0], outcome.matvecs, about["wall_time_s"])
     return record
 
 
@@ -98,10 +98,9 @@ def _track(record: dict, run_dir: Path) -> None:
         tracker_artifact(run_dir / name)
 
 
-def plan(job: Job, op, run_dir: Path) -> dict:
+def plan(job: Job, op: ProblemOperator, run_dir: Path) -> dict:
     """The cost prediction for this run (``pipeline.plan``), logged."""
-    worker_rss = op.worker_peak_rss() if hasattr(op, "worker_peak_rss") else None
-    prediction = make_plan(job, op, run_dir, worker_rss)
+    prediction = make_plan(job, op, run_dir, op.worker_peak_rss())
     log_plan(prediction)
     return prediction
 

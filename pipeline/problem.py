@@ -6,12 +6,11 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from pipeline.errors import InputError
-from pipeline.linalg import Operator
 
 if TYPE_CHECKING:
     from pipeline.job import Job
@@ -22,8 +21,29 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MODES = ("none", "local", "ray")
 
 
+class ProblemOperator(Protocol):
+    """What ``open_operator`` yields (a ``CurvatureOperator`` in process, a ``RayOperator`` on
+    workers): an ``Operator`` (``shape``, ``dtype``, ``device``, ``op @ V``, ``matvecs``) over
+    ``num_samples`` samples, with the digest of its weights and the peak memory of its workers."""
+
+    shape: tuple[int, int]
+    dtype: torch.dtype
+    device: torch.device
+    matvecs: int
+
+    def __matmul__(self, V: torch.Tensor) -> torch.Tensor: ...
+
+    @property
+    def num_samples(self) -> int: ...
+
+    def weights_digest(self) -> str: ...
+
+    def worker_peak_rss(self) -> int | None:
+        """The largest peak resident memory of the workers in bytes; None where products run in this process."""
+
+
 @contextlib.contextmanager
-def open_operator(job: Job) -> Iterator[Operator]:
+def open_operator(job: Job) -> Iterator[ProblemOperator]:
     """The operator of ``job.problem`` for ``cluster.mode``: ``none`` builds it here; ``local`` starts Ray with
     num_workers x cpus_per_worker CPUs (all of this machine's when cpus_per_worker is null); ``ray`` joins $RAY_ADDRESS (or cluster.address).
     A null num_workers / cpus_per_worker / gpus_per_worker is sized from the cluster's resources.

@@ -19,9 +19,9 @@ class Run:
     """What a finished run left in its directory.
 
     eigenvalues (k,), residuals (k,) and converged (k,) bool, or None for trace and density runs;
-    eigenvectors (D, k): a numpy array where ``eigenvectors.npy`` was written (every algorithm,
-    below ``outputs.VECTORS_NPY_MAX_BYTES``), else a ``StoredMatrix`` read by row blocks from the
-    run's store; record: results.json as a dict (algorithm, matvecs, plan, config, ...).
+    eigenvectors (D, k): a numpy array where ``eigenvectors.npy`` was written (every eigensolver,
+    below ``pipeline.solvers.outcomes.VECTORS_NPY_MAX_BYTES``), else a ``StoredMatrix`` read by
+    row blocks from the run's store; record: results.json as a dict (algorithm, matvecs, plan, config, ...).
     """
 
     path: Path

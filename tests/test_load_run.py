@@ -1,6 +1,7 @@
 """``pipeline.load_run``: any algorithm's run directory read back, equal to what the run computed."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pipeline
 from pipeline import outputs
 from pipeline.app import CONFIG_DIR, run
 from pipeline.linalg.result import StoredMatrix
+from pipeline.solvers import outcomes
 
 SMALL = ["cluster=none", "dtype=float64", "data.subset=100", "output.plots=false", "curvature.params=[11.*]"]  # D = 210
 
@@ -37,7 +39,7 @@ def test_eigensolver_runs_load_with_their_vectors(tmp_path, algorithm):
 
 
 def test_large_stored_vectors_stay_in_the_store_and_load_by_row_blocks(tmp_path, monkeypatch):
-    monkeypatch.setattr(outputs, "VECTORS_NPY_MAX_BYTES", 100)
+    monkeypatch.setattr(outcomes, "VECTORS_NPY_MAX_BYTES", 100)
     record, run_dir = _run(tmp_path, "algorithm=seigh", "algorithm.k=3", "algorithm.outer=30", "algorithm.inner=60", "algorithm.block_size=10")
     assert not (run_dir / "eigenvectors.npy").exists()
     loaded = pipeline.load_run(run_dir)
@@ -53,6 +55,18 @@ def test_trace_and_density_runs_load_without_eigenpairs(tmp_path, algorithm):
     loaded = pipeline.load_run(run_dir)
     assert loaded.eigenvalues is None and loaded.eigenvectors is None and loaded.converged is None and loaded.flags == {}
     assert loaded.record["trace"] == record["trace"]
+
+
+@pytest.mark.parametrize("algorithm", [["algorithm=power", "algorithm.k=2", "algorithm.max_iter=5"], ["algorithm=sketch", "algorithm.sketch_size=12"],
+                                       ["algorithm=lanczos", "algorithm.k=2", "output.landscape=true", "output.landscape_points=3",
+                                        "output.plots=true"]])
+def test_every_key_of_results_json_is_in_the_documented_schema(tmp_path, algorithm):
+    record, run_dir = _run(tmp_path, *algorithm)
+    documented = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    assert record["schema_version"] == outputs.SCHEMA_VERSION and f"schema version {outputs.SCHEMA_VERSION}" in documented
+    keys = set(json.loads((run_dir / "results.json").read_text()))
+    assert {key for key in keys if f"`{key}`" not in documented} == set()
+    assert {name for name in record.get("figures", [])} <= {p.name for p in run_dir.glob("*.png")}
 
 
 def test_unfinished_and_damaged_run_dirs_name_the_fix(tmp_path):

@@ -64,10 +64,10 @@ def test_every_solver_spends_what_the_plan_predicts_and_reports_it(name):
     cfg = compose_overrides([f"algorithm={name}", "seed=3", *EXACT_COUNTS[name]])
     op = synthetic(60, spectrum=torch.logspace(0, -3, 60))
     job = compile_job(cfg)
-    record = job.solver.run(job.algorithm, op, seed=job.seed, problem={"test": name})
+    outcome = job.solver.run(job.algorithm, op, seed=job.seed, problem={"test": name})
     predicted, _ = solver_for(name).matvecs(job.algorithm, op.shape[0])
-    assert record["matvecs"] == op.matvecs == predicted
-    assert OmegaConf.get_type(cfg.algorithm) is SOLVERS[name].config
+    assert outcome.matvecs == outcome.record()["matvecs"] == op.matvecs == predicted
+    assert OmegaConf.get_type(cfg.algorithm) is SOLVERS[name].config and type(job.algorithm) is SOLVERS[name].config
 
 
 def test_lanczos_block_size_is_auto_or_a_positive_integer():

@@ -300,6 +300,10 @@ class CurvatureOperator(Operator):
         """SHA-1 of the flat parameters theta: names the weights in store fingerprints."""
         return weights_digest(self.theta)
 
+    def worker_peak_rss(self) -> int | None:
+        """None: the products run in this process, whose own peak the plan reads."""
+        return None
+
     # ---- checks ---------------------------------------------------------------------------
     def loss(self) -> float:
         """Mean loss over all samples of the data."""

@@ -1,5 +1,4 @@
-"""What every solver module exports (a ``Solver``), the fields all eigensolvers share, and the
-results record of an eigensolver."""
+"""What every solver module exports (a ``Solver``) and the fields all eigensolvers share."""
 
 from __future__ import annotations
 
@@ -9,11 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from omegaconf import MISSING
 
-from pipeline.linalg.result import EigResult
 from pipeline.linalg.validation import check_k
+from pipeline.solvers.outcomes import Outcome
 
 log = logging.getLogger("pipeline.solvers")
 
@@ -24,7 +22,7 @@ class Solver:
 
     ``config``: the dataclass schema registered in Hydra's algorithm group as ``<name>_schema``
     (a foreign or ill-typed key fails at composition); ``run(a, op, seed=, store=, problem=)``
-    returns the results record; ``matvecs(a, D)`` the products it will spend and what that
+    returns its ``Outcome`` (``pipeline.solvers.outcomes``); ``matvecs(a, D)`` the products it will spend and what that
     figure means (for the plan); ``check(a)`` refuses bad values before anything starts;
     ``needs_store``: the run keeps its measurements in the Zarr run store; ``cost(a, D, itemsize)``
     its post-processing seconds, store and driver bytes (None: no post-processing, no store);
@@ -34,7 +32,7 @@ class Solver:
 
     name: str
     config: type
-    run: Callable[..., dict[str, Any]]
+    run: Callable[..., Outcome]
     matvecs: Callable[[Any, int], tuple[int, str]]
     check: Callable[[Any], None] = lambda a: None
     needs_store: bool = False
@@ -69,18 +67,3 @@ def block_width(a: Any) -> int:
     """The product width a solver config asks for (``block_size``; ``"auto"`` plans as 1)."""
     width = getattr(a, "block_size", 1)
     return 1 if width == "auto" else width
-
-
-def eigen_record(result: EigResult, extra: dict[str, Any]) -> dict[str, Any]:
-    """The results record of an eigensolver (``eigenvectors`` is kept out of results.json)."""
-    log.info("top eigenvalues %s", np.array2string(result.eigenvalues.numpy(), precision=5))
-    log.info("relative residuals %s", np.array2string(result.residuals.numpy(), precision=2))
-    return {
-        "eigenvalues": result.eigenvalues.tolist(),
-        "residuals": result.residuals.tolist(),
-        "converged": result.converged.tolist(),
-        "all_converged": bool(result.converged.all()),
-        "matvecs": result.matvecs,
-        "eigenvectors": result.eigenvectors,
-        "extra": extra,
-    }

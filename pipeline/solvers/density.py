@@ -10,6 +10,7 @@ from scipy.integrate import trapezoid  # np.trapezoid needs numpy >= 2.0
 from pipeline.linalg.density import slq_density
 from pipeline.linalg.operator import Operator
 from pipeline.solvers.base import Solver, default_of
+from pipeline.solvers.outcomes import DensityOutcome
 
 
 @dataclass
@@ -19,11 +20,11 @@ class DensityConfig:
     num_steps: int = default_of(slq_density, "num_steps")
 
 
-def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> dict[str, Any]:
+def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> DensityOutcome:
     """The density, and tr H = D * integral of x phi(x) dx from it."""
     density = slq_density(op, a.num_probes, a.num_steps, seed=seed)
     trace = float(trapezoid(density.grid * density.density, density.grid)) * op.shape[0]
-    return {"density": density, "matvecs": density.matvecs, "trace": trace}
+    return DensityOutcome(density.matvecs, density, trace)
 
 
 def matvecs(a: Any, dim: int) -> tuple[int, str]:

@@ -9,7 +9,8 @@ from pipeline.errors import InputError, one_of
 from pipeline.linalg.lanczos import lanczos
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.validation import WHICH
-from pipeline.solvers.base import EigenConfig, Solver, block_width, default_of, eigen_record
+from pipeline.solvers.base import EigenConfig, Solver, block_width, default_of
+from pipeline.solvers.outcomes import EigenOutcome
 
 
 @dataclass
@@ -23,9 +24,9 @@ class LanczosConfig(EigenConfig):
     max_matvecs: Optional[int] = None  # product budget; null: max(50 ncv, 1000)
 
 
-def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> dict[str, Any]:
+def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> EigenOutcome:
     result = lanczos(op, a.k, tol=a.tol, which=a.which, ncv=a.ncv, block_size=a.block_size, max_matvecs=a.max_matvecs, seed=seed)
-    return eigen_record(result, {"history": result.info["history"], "restarts": result.info["restarts"]})
+    return EigenOutcome.of(result, {"history": result.info["history"], "restarts": result.info["restarts"]})
 
 
 def matvecs(a: Any, dim: int) -> tuple[int, str]:

@@ -7,7 +7,8 @@ from typing import Any
 
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.power import power_iteration
-from pipeline.solvers.base import EigenConfig, Solver, default_of, eigen_record
+from pipeline.solvers.base import EigenConfig, Solver, default_of
+from pipeline.solvers.outcomes import EigenOutcome
 
 
 @dataclass
@@ -18,8 +19,8 @@ class PowerConfig(EigenConfig):
     max_iter: int = default_of(power_iteration, "max_iter")
 
 
-def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> dict[str, Any]:
-    return eigen_record(power_iteration(op, a.k, tol=a.tol, max_iter=a.max_iter, seed=seed), {})
+def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> EigenOutcome:
+    return EigenOutcome.of(power_iteration(op, a.k, tol=a.tol, max_iter=a.max_iter, seed=seed), {})
 
 
 def matvecs(a: Any, dim: int) -> tuple[int, str]:

@@ -16,7 +16,8 @@ from pipeline.linalg.random_matrices import KINDS, ROW_ACCESSIBLE, random_block
 from pipeline.linalg.seigh import SeighOptions, seigh
 from pipeline.linalg.streaming import compute_device
 from pipeline.linalg.validation import check_k
-from pipeline.solvers.base import EigenConfig, OperatorShape, Solver, default_of, eigen_record
+from pipeline.solvers.base import EigenConfig, OperatorShape, Solver, default_of
+from pipeline.solvers.outcomes import EigenOutcome
 
 
 @dataclass
@@ -49,7 +50,7 @@ def preflight(a: Any, shape: OperatorShape, *, seed: int, store: Any = None, pro
         store.bind(options.fingerprint(shape, problem))
 
 
-def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> dict[str, Any]:
+def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> EigenOutcome:
     options = dict(seed=seed, store=store, block_size=a.block_size, outer_kind=a.outer_kind, inner_kind=a.inner_kind,
                    recycled=a.recycled, error_test_vectors=a.error_test_vectors, memory_bytes=int(a.memory_gb * 2**30), problem=problem)
     if a.target_tol is not None:  # grow the sketch from outer until the top-k residuals meet target_tol
@@ -57,7 +58,7 @@ def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | N
     else:
         result = seigh(op, a.k, a.outer, a.inner, residuals=a.residuals, refine_tol=a.refine_tol, tol=a.tol, **options)
     keys = ("frobenius_error", "measured_now", "refine_matvecs", "adaptive", "adaptive_matvecs")
-    return eigen_record(result, {key: result.info[key] for key in keys if key in result.info})
+    return EigenOutcome.of(result, {key: result.info[key] for key in keys if key in result.info})
 
 
 def matvecs(a: Any, dim: int) -> tuple[int, str]:

@@ -8,6 +8,7 @@ from typing import Any
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.sketch import sketch_eigs
 from pipeline.solvers.base import Solver
+from pipeline.solvers.outcomes import SketchOutcome
 
 
 @dataclass
@@ -17,9 +18,9 @@ class SketchConfig:
     block_size: int = 32
 
 
-def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> dict[str, Any]:
+def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> SketchOutcome:
     sketch = sketch_eigs(op, a.sketch_size, seed=seed, block_size=a.block_size)
-    return {"eigenvalues": sketch.eigenvalues.tolist(), "trace": sketch.trace, "matvecs": sketch.matvecs}
+    return SketchOutcome(sketch.matvecs, sketch.eigenvalues.tolist(), sketch.trace)
 
 
 def matvecs(a: Any, dim: int) -> tuple[int, str]:

@@ -10,6 +10,7 @@ from pipeline.errors import one_of
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.trace import hutchinson_trace, hutchpp_trace
 from pipeline.solvers.base import Solver
+from pipeline.solvers.outcomes import TraceOutcome
 
 log = logging.getLogger("pipeline.solvers")
 METHODS = {"hutchpp": hutchpp_trace, "hutchinson": hutchinson_trace}
@@ -23,10 +24,10 @@ class TraceConfig:
     block_size: int = 32
 
 
-def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> dict[str, Any]:
+def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> TraceOutcome:
     estimate = METHODS[a.method](op, a.num_matvecs, seed=seed, block_size=a.block_size)
     log.info("trace estimate %.6g +- %.2g (%s, %d products)", estimate.estimate, estimate.stderr, a.method, estimate.matvecs)
-    return {"trace": estimate.estimate, "trace_stderr": estimate.stderr, "matvecs": estimate.matvecs}
+    return TraceOutcome(estimate.matvecs, estimate.estimate, estimate.stderr)
 
 
 def matvecs(a: Any, dim: int) -> tuple[int, str]:
