@@ -14,7 +14,7 @@ from pipeline.linalg.result import SketchResult
 from pipeline.linalg.validation import check_k
 
 
-def sketch_eigs(op: Operator, sketch_size: int, seed: int = 0, block_size: int = 8) -> SketchResult:
+def sketch_eigs(op: Operator, sketch_size: int, seed: int = 0, block_size: int = 32) -> SketchResult:
     """Eigenvalues (by |lambda|) of M = S^T H S for S (D, d) with entries +-d^(-1/2), d = sketch_size.
 
     E[S S^T] = I, so tr(M) is an unbiased estimate of tr(H); the eigenvalues of M describe the

@@ -15,15 +15,16 @@ from pipeline.linalg.validation import check_positive
 
 
 def hutchinson_trace(
-    op: Operator, num_samples: int, seed: int = 0, block_size: int = 1, distribution: str = "rademacher"
+    op: Operator, num_matvecs: int, seed: int = 0, block_size: int = 32, distribution: str = "rademacher"
 ) -> TraceEstimate:
-    """tr(H) ~ (1/m) sum_j z_j^T H z_j with E[z z^T] = I; stderr = sample std / sqrt(m)."""
-    check_positive(num_samples, "num_samples")
+    """tr(H) ~ (1/m) sum_j z_j^T H z_j with E[z z^T] = I over m = ``num_matvecs`` probes (one
+    product each, ``block_size`` at a time); stderr = sample std / sqrt(m)."""
+    check_positive(num_matvecs, "num_matvecs")
     check_positive(block_size, "block_size")
-    op.expect(num_samples)
+    op.expect(num_matvecs)
     before = op.matvecs
-    samples = probe_quadratic_forms(op, range(num_samples), seed, distribution, block_size).cpu().numpy()
-    stderr = float(samples.std(ddof=1) / math.sqrt(num_samples)) if num_samples > 1 else math.inf
+    samples = probe_quadratic_forms(op, range(num_matvecs), seed, distribution, block_size).cpu().numpy()
+    stderr = float(samples.std(ddof=1) / math.sqrt(num_matvecs)) if num_matvecs > 1 else math.inf
     return TraceEstimate(float(samples.mean()), stderr, op.matvecs - before, samples)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.sketch import sketch_eigs
-from pipeline.solvers.base import Solver
+from pipeline.solvers.base import Solver, default_of
 from pipeline.solvers.outcomes import SketchOutcome
 
 
@@ -15,7 +15,7 @@ from pipeline.solvers.outcomes import SketchOutcome
 class SketchConfig:
     name: str = "sketch"
     sketch_size: int = 64
-    block_size: int = 32
+    block_size: int = default_of(sketch_eigs, "block_size")
 
 
 def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> SketchOutcome:

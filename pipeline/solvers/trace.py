@@ -9,7 +9,7 @@ from typing import Any
 from pipeline.errors import one_of
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.trace import hutchinson_trace, hutchpp_trace
-from pipeline.solvers.base import Solver
+from pipeline.solvers.base import Solver, default_of
 from pipeline.solvers.outcomes import TraceOutcome
 
 log = logging.getLogger("pipeline.solvers")
@@ -21,7 +21,7 @@ class TraceConfig:
     name: str = "trace"
     method: str = "hutchpp"  # hutchpp | hutchinson
     num_matvecs: int = 96
-    block_size: int = 32
+    block_size: int = default_of(hutchpp_trace, "block_size")
 
 
 def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> TraceOutcome:
