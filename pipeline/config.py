@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
+from pipeline.curvature import CURVATURES
+from pipeline.data import NAMES as DATASETS
+from pipeline.models import ZOO
 from pipeline.solvers import SOLVERS
+
+CLUSTER_MODES = ("local", "none", "ray")  # local: Ray started here; none: in process; ray: an existing cluster
 
 # Field metadata: HOW marks a setting that changes how products are computed, not their values:
 # it is left out of the store's fingerprint, so a run may resume with another value.
@@ -130,7 +136,21 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda (mode=none)
 
 
+def help_groups() -> str:
+    """The ``--help`` lines listing each config group's options, the default first, from the
+    registries (models, data sets, curvatures, solvers, cluster modes) and the experiment files."""
+    experiments = sorted(path.stem for path in (Path(__file__).resolve().parent / "conf" / "experiment").glob("*.yaml"))
+    groups = {"model": (ModelConfig.name, [*ZOO, "target"]), "data": (DataConfig.name, DATASETS),
+              "curvature": (CurvatureConfig.kind, CURVATURES), "algorithm": ("seigh", SOLVERS),  # conf/config.yaml's default
+              "cluster": (ClusterConfig.mode, CLUSTER_MODES)}
+    lines = [f"  {group:<11} " + " | ".join([default, *sorted(set(options) - {default})]) for group, (default, options) in groups.items()]
+    return "\n".join([*lines, f"  {'experiment':<11} " + " | ".join(experiments),
+                      " " * 14 + "(add with +experiment=NAME; sets task=reproduce)"])
+
+
 def register() -> None:
+    if not OmegaConf.has_resolver("help_groups"):
+        OmegaConf.register_new_resolver("help_groups", help_groups)  # the --help template's group lists
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
     for group, node in (("model", ModelConfig), ("data", DataConfig), ("curvature", CurvatureConfig), ("cluster", ClusterConfig)):

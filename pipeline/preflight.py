@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pipeline.config import CLUSTER_MODES
 from pipeline.curvature import CURVATURES
 from pipeline.data import NAMES
 from pipeline.errors import InputError, one_of
 from pipeline.models import ZOO
-from pipeline.problem import DTYPES, MODES
+from pipeline.problem import DTYPES
 from pipeline.tracking import TRACKERS
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ def check_job(job: Job) -> None:
     """Raise InputError naming the setting and its allowed values for the first bad one."""
     a, cluster, data = job.algorithm, job.cluster, job.data
     one_of("task", job.task, TASKS)
-    one_of("cluster.mode", cluster.mode, MODES)
+    one_of("cluster.mode", cluster.mode, CLUSTER_MODES)
     one_of("dtype", job.dtype, tuple(DTYPES))
     one_of("model.name", job.model.name, (*ZOO, "target"))
     one_of("data.name", data.name, NAMES)

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-MODES = ("none", "local", "ray")
 
 
 class ProblemOperator(Protocol):

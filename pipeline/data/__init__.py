@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch.utils.data import Subset
@@ -14,29 +15,45 @@ from pipeline.data.subsets import batches, class_balanced_indices
 from pipeline.data.synthetic import synthetic
 from pipeline.errors import InputError
 
-NAMES = ("digits", "synthetic", "mnist", "cifar10", "cifar100", "imagenet")
+
+def _digits(config: dict[str, Any]) -> Any:
+    return load_digits(config.get("image_size", 16), config.get("split", "train"))
+
+
+def _synthetic(config: dict[str, Any]) -> Any:
+    return synthetic(config["samples"], config["input_shape"], config["num_classes"], config.get("seed", 0))
+
+
+def _mnist(config: dict[str, Any]) -> Any:
+    return load_mnist(config["root"], config.get("split", "train"), config.get("image_size", 16), config.get("holdout", 0),
+                      config.get("seed", 0))
+
+
+def _cifar(classes: int) -> Callable[[dict[str, Any]], Any]:
+    return lambda config: load_cifar(config["root"], classes, config.get("split", "train"))
+
+
+def _imagenet(config: dict[str, Any]) -> Any:
+    return ImageFolder(config["root"], config.get("split", "train"), crop=config.get("image_size") or 224)
+
+
+# name -> (loader of a data config, whether it needs data.root): the data group's options
+DATASETS: dict[str, tuple[Callable[[dict[str, Any]], Any], bool]] = {
+    "digits": (_digits, False), "synthetic": (_synthetic, False), "mnist": (_mnist, True), "cifar10": (_cifar(10), True),
+    "cifar100": (_cifar(100), True), "imagenet": (_imagenet, True)}
+NAMES = tuple(DATASETS)
 
 
 def build_dataset(config: dict[str, Any]) -> Any:
     """The (optionally class-balanced ``subset``-sized) data set named by ``config['name']``:
     an (inputs, targets) pair of tensors, or a lazily loading Dataset for ImageNet."""
     name = config["name"]
-    if name not in NAMES:
+    if name not in DATASETS:
         raise InputError(f"unknown data set {name!r} (data.name); choose one of {NAMES}")
-    root = config.get("root")
-    if name in ("mnist", "cifar10", "cifar100", "imagenet") and not root:
+    load, needs_root = DATASETS[name]
+    if needs_root and not config.get("root"):
         raise InputError(f"data set {name} needs data.root=/path/to/{name}")
-    split = config.get("split", "train")
-    if name == "digits":
-        data = load_digits(config.get("image_size", 16), split)
-    elif name == "synthetic":
-        data = synthetic(config["samples"], config["input_shape"], config["num_classes"], config.get("seed", 0))
-    elif name == "mnist":
-        data = load_mnist(root, split, config.get("image_size", 16), config.get("holdout", 0), config.get("seed", 0))
-    elif name in ("cifar10", "cifar100"):
-        data = load_cifar(root, 10 if name == "cifar10" else 100, split)
-    else:
-        data = ImageFolder(root, split, crop=config.get("image_size") or 224)
+    data = load(config)
     subset = config.get("subset")
     if not subset:
         return data
@@ -47,4 +64,4 @@ def build_dataset(config: dict[str, Any]) -> Any:
     return data[0][index], data[1][index]
 
 
-__all__ = ["NAMES", "ImageFolder", "batches", "build_dataset", "class_balanced_indices", "load_cifar", "load_digits", "load_mnist", "synthetic"]
+__all__ = ["DATASETS", "NAMES", "ImageFolder", "batches", "build_dataset", "class_balanced_indices", "load_cifar", "load_digits", "load_mnist", "synthetic"]
