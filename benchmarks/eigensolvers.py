@@ -53,7 +53,7 @@ def main() -> None:
     reference = lanczos(op, args.k, tol=1e-9).eigenvalues.abs().numpy()
     print(f"model: tanh-MLP 256-256-128-10, D={op.shape[0]}, N={args.samples} digits, float32, CPU threads={torch.get_num_threads()}")
     print(f"top-{args.k} |lambda|: {reference[0]:.4g} .. {reference[-1]:.4g}; target relative residual {args.tol:g}")
-    ror = HessianOperator(model, loss_fn, [(x, y)], hvp_mode="reverse-over-reverse")
+    ror = HessianOperator(model, loss_fn, [(x, y)], product_mode="reverse-over-reverse")
     runs = {
         "ours: lanczos, forward-over-reverse": lambda: run_ours(op, args.k, args.tol, args.ncv),
         "ours: lanczos, reverse-over-reverse": lambda: run_ours(ror, args.k, args.tol, args.ncv),

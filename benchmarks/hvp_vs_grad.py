@@ -70,7 +70,7 @@ def measure(model, loss_fn, x, y, device: str, dtype: torch.dtype, columns: list
     row = {"params": sum(p.numel() for p in params), "grad": timed(gradient), "floor": floor()}
     for column in columns:
         mode, cache = (column.removesuffix(NO_KEPT_GRAPH), 0) if column.endswith(NO_KEPT_GRAPH) else (column, None)
-        op = HessianOperator(model, loss_fn, [(x, y)], hvp_mode=mode, graph_cache_gb=cache)
+        op = HessianOperator(model, loss_fn, [(x, y)], product_mode=mode, graph_cache_gb=cache)
         for b in BLOCKS:
             V = torch.randn(op.shape[0], b, device=device, dtype=dtype)
             row[(column, b)] = timed(lambda op=op, V=V: op @ V, repeats=7) / b
@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--no-compiled", action="store_true", help="leave out hvp_mode=compiled (tens of seconds to compile per width)")
+    parser.add_argument("--no-compiled", action="store_true", help="leave out product_mode=compiled (tens of seconds to compile per width)")
     args = parser.parse_args()
     modes = [m for m in HessianOperator.PRODUCT_MODES if not (args.no_compiled and m in HessianOperator.COSTLY_MODES)]
     columns = ["auto", "auto" + NO_KEPT_GRAPH, *modes]

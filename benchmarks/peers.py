@@ -204,7 +204,7 @@ def main() -> None:
     warm_up_torch_func()
     for name in args.problems.split(","):
         model, batches = problem(name)
-        reference = HessianOperator(model, CE, batches, hvp_mode="graph-reuse")
+        reference = HessianOperator(model, CE, batches, product_mode="graph-reuse")
         samples = sum(len(y) for _, y in batches)
         print(f"\n## {name}: D = {reference.shape[0]:,}, {samples} samples in {len(batches)} batches, float32, "
               f"{torch.get_num_threads()} threads\n")

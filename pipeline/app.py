@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from pipeline.problem import ProblemOperator, open_operator
 from pipeline.progress import set_log_interval
 from pipeline.reproduce import reproduce
 from pipeline.solvers.base import OperatorShape
-from pipeline.solvers.outcomes import EigenOutcome
+from pipeline.solvers.outcomes import EigenOutcome, Outcome
 from pipeline.store import RunStore
 from pipeline.tracking import artifact as tracker_artifact
 from pipeline.tracking import scalar as tracker_scalar
@@ -44,14 +45,30 @@ CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 def run(job: Job | DictConfig, run_dir: Path) -> dict:
     """Build the operator, predict the cost (logged), run the algorithm, write the outputs with the
     prediction next to the actual figures; returns the results record. A composed config is
-    compiled (and checked) first."""
+    compiled (and checked) first. A solver that keeps its measurements gets the run dir's store,
+    locked before Ray starts and closed (unlocked) when the solver is done."""
     start = time.perf_counter()
     job = job if isinstance(job, Job) else compile_job(job)
+    store_path = run_dir / job.output.store
+    with RunStore(store_path) if job.solver.needs_store else contextlib.nullcontext() as store:
+        outcome, about = _solve(job, run_dir, store, store_path)
+    output, landscape = job.output, None
+    if output.landscape and isinstance(outcome, EigenOutcome):
+        count = min(output.landscape_vectors, len(outcome.eigenvalues))
+        landscape = loss_along(job.problem.build(1, 0), outcome.eigenvectors[:, :count], output.landscape_radius, output.landscape_points)
+    about["wall_time_s"] = time.perf_counter() - start
+    record = write_results(run_dir, outcome, about, job.config, output.plots, landscape)
+    _track(record, run_dir)
+    log.info("%s on %d parameters: %d products in %.1f s", about["algorithm"], about["num_params"], outcome.matvecs, about["wall_time_s"])
+    return record
+
+
+def _solve(job: Job, run_dir: Path, store: RunStore | None, store_path: Path) -> tuple[Outcome, dict]:
+    """Check what needs D (and the store) before Ray starts, open the operator, plan, run the
+    solver: its outcome and the run's figures (algorithm, D, samples, plan and actual)."""
     solver, a = job.solver, job.algorithm
     preview = job.problem.preview()  # on the driver, before Ray: the model takes the data; D and the weights
     problem = {**job.fingerprint, "weights": preview.weights}
-    store_path = run_dir / job.output.store
-    store = RunStore(store_path) if solver.needs_store else None  # locked before Ray starts
     solver.preflight(a, OperatorShape((preview.dim, preview.dim), preview.dtype), seed=job.seed, store=store, problem=problem)
     store_bytes = solver.cost(a, preview.dim, preview.dtype.itemsize)["store_bytes"] if store else 0
     if store is not None:
@@ -69,21 +86,11 @@ def run(job: Job | DictConfig, run_dir: Path) -> dict:
             if failure is None:
                 raise
             raise failure from None
-        about = {"algorithm": solver.name, "num_params": op.shape[0], "curvature": job.curvature.kind, "num_samples": op.num_samples,
-                 "actual": {"wall_s": time.perf_counter() - began, "matvecs": op.matvecs - before,
-                            "store_bytes": size_on_disk(store_path) if store else 0,
-                            "driver_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024},
-                 "plan": prediction}
-        compare_with_actual(prediction, about["actual"])
-    output, landscape = job.output, None
-    if output.landscape and isinstance(outcome, EigenOutcome):
-        count = min(output.landscape_vectors, len(outcome.eigenvalues))
-        landscape = loss_along(job.problem.build(1, 0), outcome.eigenvectors[:, :count], output.landscape_radius, output.landscape_points)
-    about["wall_time_s"] = time.perf_counter() - start
-    record = write_results(run_dir, outcome, about, job.config, output.plots, landscape)
-    _track(record, run_dir)
-    log.info("%s on %d parameters: %d products in %.1f s", solver.name, op.shape[0], outcome.matvecs, about["wall_time_s"])
-    return record
+        actual = {"wall_s": time.perf_counter() - began, "matvecs": op.matvecs - before, "store_bytes": size_on_disk(store_path) if store else 0,
+                  "driver_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+        compare_with_actual(prediction, actual)
+        return outcome, {"algorithm": solver.name, "num_params": op.shape[0], "curvature": job.curvature.kind,
+                         "num_samples": op.num_samples, "actual": actual, "plan": prediction}
 
 
 def _track(record: dict, run_dir: Path) -> None:

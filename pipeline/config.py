@@ -61,7 +61,8 @@ class DataConfig:
 class CurvatureConfig:
     kind: str = "hessian"  # hessian | ggn | fisher
     # auto (time each mode once, keep the fastest) | forward-over-reverse | graph-reuse | reverse-over-reverse, compiled (Hessian only)
-    hvp_mode: str = field(default="auto", metadata={**HOW, "operator_option": True})
+    product_mode: str = field(default="auto", metadata={**HOW, "operator_option": True})
+    hvp_mode: Optional[str] = field(default=None, metadata=HOW)  # deprecated name of product_mode (also GGN and Fisher products)
     # product graphs kept across products, in GiB of saved tensors; null: a quarter of the memory available; 0: off
     graph_cache_gb: Optional[float] = field(default=None, metadata={**HOW, "operator_option": True})
     params: Optional[list[str]] = None  # name globs / "re:" regexes; null = all trainable

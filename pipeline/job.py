@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,6 +24,8 @@ from pipeline.models import build_from_config
 from pipeline.preflight import check_job
 from pipeline.sharding import ProblemSpec
 from pipeline.solvers import Solver, solver_for
+
+log = logging.getLogger(__name__)
 
 
 def plain(node: Any) -> Any:
@@ -96,10 +99,24 @@ PARTS = {"model": schema.ModelConfig, "data": schema.DataConfig, "curvature": sc
          "output": schema.OutputConfig, "plan": schema.PlanConfig, "reproduce": schema.ReproduceConfig}  # config node -> its schema
 
 
+DEPRECATED = {("curvature", "hvp_mode"): "product_mode"}  # (node, old key) -> its new key in that node
+
+
+def _rename_deprecated(config: dict[str, Any]) -> None:
+    """Move values set under a deprecated key to its new name (a WARNING each); the old key is dropped."""
+    for (node, old), new in DEPRECATED.items():
+        value = config[node].pop(old, None)
+        if value is not None:
+            log.warning("%s.%s is deprecated: use %s.%s (it picks the product of every curvature); taking %s.%s=%s", node, old,
+                        node, new, node, new, value)
+            config[node][new] = value
+
+
 def compile_job(cfg: DictConfig | Mapping[str, Any]) -> Job:
     """The Job of a composed config (or of a Job's plain ``config``), checked: raises
     ``InputError`` naming the setting for the first bad value."""
     config = plain(cfg) if isinstance(cfg, DictConfig) else copy.deepcopy(dict(cfg))
+    _rename_deprecated(config)
     solver = solver_for(config["algorithm"]["name"])
     parts = {name: schema_of(**config[name]) for name, schema_of in PARTS.items()}
     job = Job(config=config, task=config["task"], seed=config["seed"], dtype=config["dtype"], device=config["device"], solver=solver,

@@ -30,7 +30,7 @@ def check_job(job: Job) -> None:
     one_of("curvature.kind", job.curvature.kind, tuple(CURVATURES))
     if job.output.tracker is not None:
         one_of("output.tracker", job.output.tracker, TRACKERS)
-    one_of("curvature.hvp_mode", job.curvature.hvp_mode, ("auto", *CURVATURES[job.curvature.kind].PRODUCT_MODES))
+    one_of("curvature.product_mode", job.curvature.product_mode, ("auto", *CURVATURES[job.curvature.kind].PRODUCT_MODES))
     for name in ("k", "block_size"):
         value = getattr(a, name, 1)
         if isinstance(value, int) and value < 1:  # "auto" and other strings: the solver's check

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputError, MissingFileError
-from pipeline.linalg.result import StoredMatrix
 from pipeline.store import load_eigenpairs
+from pipeline.store.protocol import StoredMatrix
 
 
 @dataclass(frozen=True)

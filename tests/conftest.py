@@ -10,7 +10,7 @@ torch.set_num_threads(2)
 
 @pytest.fixture(autouse=True)
 def fresh_mode_choices():
-    """hvp_mode=auto keeps its timings process-wide: every test starts without them."""
+    """product_mode=auto keeps its timings process-wide: every test starts without them."""
     from pipeline.curvature.mode_choice import forget_choices
 
     forget_choices()

@@ -46,6 +46,17 @@ def test_every_config_group_option_composes(group, option):
         assert cfg.algorithm.k > 0
 
 
+def test_the_deprecated_hvp_mode_key_still_picks_the_product_mode_with_a_warning(caplog):
+    from pipeline.job import compile_job
+
+    with caplog.at_level("WARNING", logger="pipeline"):
+        job = compile_job(_compose("curvature=ggn", "curvature.hvp_mode=graph-reuse"))
+    assert job.curvature.product_mode == "graph-reuse" and job.problem.operator_options["product_mode"] == "graph-reuse"
+    assert "curvature.hvp_mode is deprecated: use curvature.product_mode" in caplog.text
+    assert "hvp_mode" not in job.config["curvature"]  # results.json records the new key only
+    assert job.fingerprint == compile_job(_compose("curvature=ggn")).fingerprint  # a store of either resumes
+
+
 def test_slurm_launcher_config_composes():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
@@ -97,7 +108,7 @@ def test_a_composition_error_on_the_command_line_has_no_traceback(tmp_path):
     (["data.subset=3"], "data.subset=3 is smaller than the 10 classes"),
     (["data.batch_size=0"], "data.batch_size must be a positive integer"),
     ([f"model.checkpoint={Path(__file__).resolve()}"], "is not a file torch.save wrote"),  # a text file
-    (["curvature=ggn", "curvature.hvp_mode=reverse-over-reverse"], "curvature.hvp_mode must be one of auto, forward-over-reverse, graph-reuse"),
+    (["curvature=ggn", "curvature.product_mode=reverse-over-reverse"], "curvature.product_mode must be one of auto, forward-over-reverse, graph-reuse"),
     (["algorithm.which=BE"], "algorithm.which must be one of LM, LA, SA"),
     (["algorithm=seigh", "algorithm.inner_kind=ssrft"], "algorithm.inner_kind must be one of rademacher, gaussian"),
     (["algorithm=seigh", "algorithm.target_tol=0", "algorithm.growth=1"], "algorithm.target_tol must be a positive relative residual"),
@@ -146,7 +157,7 @@ def test_default_job_end_to_end_matches_in_process_lanczos(tmp_path):
 @pytest.mark.slow
 def test_resume_after_kill_measures_only_what_is_missing(tmp_path):
     # one product mode for both runs: auto may time its way to another mode, equal only to rounding
-    overrides = ["cluster=none", "curvature.hvp_mode=graph-reuse", "algorithm.outer=60", "algorithm.inner=120", "algorithm.block_size=1",
+    overrides = ["cluster=none", "curvature.product_mode=graph-reuse", "algorithm.outer=60", "algorithm.inner=120", "algorithm.block_size=1",
                  "algorithm.refine_tol=null", "algorithm.error_test_vectors=0", "output.plots=false", f"hydra.run.dir={tmp_path}"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     process = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -170,7 +181,7 @@ def test_resume_after_kill_measures_only_what_is_missing(tmp_path):
 
 @pytest.mark.slow
 def test_driver_killed_during_post_processing_then_rerun_gives_the_clean_result(tmp_path):
-    overrides = ["cluster=none", "curvature.hvp_mode=graph-reuse", "algorithm.outer=60", "algorithm.inner=120", "algorithm.memory_gb=0.0002",
+    overrides = ["cluster=none", "curvature.product_mode=graph-reuse", "algorithm.outer=60", "algorithm.inner=120", "algorithm.memory_gb=0.0002",
                  "algorithm.refine_tol=null", "algorithm.error_test_vectors=0", "output.plots=false", f"hydra.run.dir={tmp_path}"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     process = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -252,7 +263,7 @@ def test_resume_with_other_batching_and_product_mode_reuses_the_measurements(tmp
     base = ["cluster=none", "algorithm.outer=20", "algorithm.inner=40", "algorithm.refine_tol=null", "output.plots=false"]
     assert execute(_compose(*base), tmp_path) == 0
     first = json.loads((tmp_path / "results.json").read_text())
-    assert execute(_compose(*base, "data.batch_size=64", "curvature.hvp_mode=graph-reuse"), tmp_path) == 0
+    assert execute(_compose(*base, "data.batch_size=64", "curvature.product_mode=graph-reuse"), tmp_path) == 0
     again = json.loads((tmp_path / "results.json").read_text())
     assert again["extra"]["measured_now"] == 0
     np.testing.assert_allclose(again["eigenvalues"], first["eigenvalues"], rtol=1e-12)

@@ -119,7 +119,7 @@ def _measuring_interval(run_dir: Path) -> tuple[float, float]:
     return min(marks), max(marks)
 
 
-SWEEP = [*SMALL_SEIGH, "curvature.hvp_mode=reverse-over-reverse"]  # the product mode pinned: a job alone and in a sweep compute alike
+SWEEP = [*SMALL_SEIGH, "curvature.product_mode=reverse-over-reverse"]  # the product mode pinned: a job alone and in a sweep compute alike
 
 
 @pytest.mark.slow
@@ -206,7 +206,7 @@ def _pid_of(program: str, temp_dir: str) -> int:
 @pytest.mark.slow
 def test_a_lost_head_ends_the_driver_in_one_line_within_the_timeout_and_a_new_head_resumes(tmp_path):
     run_dir, single = tmp_path / "run", tmp_path / "single"
-    overrides = [*SMALL_SEIGH, "algorithm.block_size=1", "curvature.hvp_mode=graph-reuse", "cluster.num_workers=2",
+    overrides = [*SMALL_SEIGH, "algorithm.block_size=1", "curvature.product_mode=graph-reuse", "cluster.num_workers=2",
                  "cluster.connect_timeout_s=20"]
     with started_head(dashboard=False) as (address, _, temp_dir):
         driver = subprocess.Popen([sys.executable, "-m", "pipeline", "cluster=ray", f"cluster.address={address}", *overrides,

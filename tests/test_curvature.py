@@ -41,7 +41,7 @@ EAGER_MODES = [m for m in HessianOperator.PRODUCT_MODES if m not in HessianOpera
 def test_hessian_matches_dense_mlp(mlp_problem, mode):
     model, x, y = mlp_problem
     H = dense_hessian(model, CE, x, y)
-    op = HessianOperator(model, CE, split(x, y, [32, 28]), hvp_mode=mode)
+    op = HessianOperator(model, CE, split(x, y, [32, 28]), product_mode=mode)
     V = _block(op.shape[0])
     torch.testing.assert_close(op @ V, H @ V, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(op @ V[:, 0], H @ V[:, 0], rtol=1e-10, atol=1e-12)
@@ -53,7 +53,7 @@ def test_hessian_matches_dense_cnn_with_eval_batchnorm(mode):
     model = small_cnn()
     x, y = classification_data(20, (2, 6, 6))
     H = dense_hessian(model, CE, x, y)
-    op = HessianOperator(model, CE, split(x, y, [7, 13]), hvp_mode=mode)
+    op = HessianOperator(model, CE, split(x, y, [7, 13]), product_mode=mode)
     V = _block(op.shape[0])
     torch.testing.assert_close(op @ V, H @ V, rtol=1e-10, atol=1e-12)
 
@@ -62,7 +62,7 @@ def test_hessian_matches_dense_cnn_with_eval_batchnorm(mode):
 @pytest.mark.parametrize("selector", [["2.weight", "4.bias"], "re:[24]\\..*", lambda n, p: n.startswith("4")])
 def test_hessian_parameter_subset(mlp_problem, selector, mode):
     model, x, y = mlp_problem
-    op = HessianOperator(model, CE, [(x, y)], params=selector, hvp_mode=mode)
+    op = HessianOperator(model, CE, [(x, y)], params=selector, product_mode=mode)
     names = op.view.names
     H = dense_hessian(model, CE, x, y, names=set(names))
     assert op.shape == H.shape
@@ -84,9 +84,9 @@ def test_subset_is_a_block_of_the_full_hessian(mlp_problem):
 def test_batch_split_invariance(mlp_problem, mode):
     model, x, y = mlp_problem
     V = _block(sum(p.numel() for p in model.parameters()))
-    one = HessianOperator(model, CE, [(x, y)], hvp_mode=mode) @ V
-    ragged = HessianOperator(model, CE, split(x, y, [32, 28]), hvp_mode=mode) @ V
-    many = HessianOperator(model, CE, split(x, y, [1, 17, 40, 2]), hvp_mode=mode) @ V
+    one = HessianOperator(model, CE, [(x, y)], product_mode=mode) @ V
+    ragged = HessianOperator(model, CE, split(x, y, [32, 28]), product_mode=mode) @ V
+    many = HessianOperator(model, CE, split(x, y, [1, 17, 40, 2]), product_mode=mode) @ V
     torch.testing.assert_close(one, ragged, rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(one, many, rtol=1e-12, atol=1e-13)
 
@@ -96,22 +96,22 @@ def test_batch_split_invariance(mlp_problem, mode):
 def test_ggn_and_fisher_match_their_dense_definitions(mlp_problem, cls, dense, sizes, mode):
     model, x, y = mlp_problem
     C = dense(model, CE, x, y)
-    op = cls(model, CE, split(x, y, sizes), hvp_mode=mode)
+    op = cls(model, CE, split(x, y, sizes), product_mode=mode)
     V = _block(op.shape[0])
     torch.testing.assert_close(op @ V, C @ V, rtol=1e-10, atol=1e-12)
     assert torch.linalg.eigvalsh(C).min() > -1e-12  # both PSD for cross-entropy
 
 
 @pytest.mark.parametrize("ggn_mode", GGNOperator.PRODUCT_MODES)
-@pytest.mark.parametrize("hvp_mode", EAGER_MODES)
-def test_ggn_equals_hessian_for_linear_model_with_mse(ggn_mode, hvp_mode):
+@pytest.mark.parametrize("product_mode", EAGER_MODES)
+def test_ggn_equals_hessian_for_linear_model_with_mse(ggn_mode, product_mode):
     torch.manual_seed(0)
     model = nn.Linear(4, 2).double()
     x = torch.randn(30, 4, dtype=torch.float64)
     y = torch.randn(30, 2, dtype=torch.float64)
     V = _block(10)
-    ggn = GGNOperator(model, mse, [(x, y)], hvp_mode=ggn_mode) @ V
-    torch.testing.assert_close(ggn, HessianOperator(model, mse, [(x, y)], hvp_mode=hvp_mode) @ V)
+    ggn = GGNOperator(model, mse, [(x, y)], product_mode=ggn_mode) @ V
+    torch.testing.assert_close(ggn, HessianOperator(model, mse, [(x, y)], product_mode=product_mode) @ V)
     torch.testing.assert_close(ggn, _linear_mse_hessian(x) @ V)
 
 
@@ -127,7 +127,7 @@ def _linear_mse_hessian(x):
 def test_auto_mode_times_every_mode_once_per_block_width_and_agrees(mlp_problem, cls, caplog):
     model, x, y = mlp_problem
     op = cls(model, CE, split(x, y, [32, 28]))
-    assert op.hvp_mode == "auto"
+    assert op.product_mode == "auto"
     V = _block(op.shape[0], b=4)
     with caplog.at_level("INFO", logger="pipeline.curvature"):
         first = op @ V
@@ -136,15 +136,15 @@ def test_auto_mode_times_every_mode_once_per_block_width_and_agrees(mlp_problem,
     choice = op.mode_choices[4]
     timed = set(cls.PRODUCT_MODES) - set(cls.COSTLY_MODES)  # no work announced: no compile
     assert set(choice.seconds) == timed and choice.mode == min(choice.seconds, key=choice.seconds.get)
-    assert sum("hvp_mode=auto for blocks of 4" in r.getMessage() for r in caplog.records) == 1
+    assert sum("product_mode=auto for blocks of 4" in r.getMessage() for r in caplog.records) == 1
     for mode in timed:
-        torch.testing.assert_close(cls(model, CE, split(x, y, [32, 28]), hvp_mode=mode) @ V, first, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(cls(model, CE, split(x, y, [32, 28]), product_mode=mode) @ V, first, rtol=1e-12, atol=1e-14)
 
 
 def test_unknown_product_mode_names_the_choices(mlp_problem):
     model, x, y = mlp_problem
-    with pytest.raises(ValueError, match="hvp_mode for GGNOperator must be 'auto' or one of"):
-        GGNOperator(model, CE, [(x, y)], hvp_mode="reverse-over-reverse")
+    with pytest.raises(ValueError, match="product_mode for GGNOperator must be 'auto' or one of"):
+        GGNOperator(model, CE, [(x, y)], product_mode="reverse-over-reverse")
 
 
 def test_list_data_is_prepared_once(mlp_problem):
@@ -188,8 +188,8 @@ def test_to_scipy_matches(mlp_problem):
 def test_vector_chunks_give_same_block(mlp_problem, mode):
     model, x, y = mlp_problem
     V = _block(sum(p.numel() for p in model.parameters()), b=5)
-    full = HessianOperator(model, CE, [(x, y)], hvp_mode=mode) @ V
-    chunked = HessianOperator(model, CE, [(x, y)], hvp_mode=mode, vmap_chunk_size=2) @ V
+    full = HessianOperator(model, CE, [(x, y)], product_mode=mode) @ V
+    chunked = HessianOperator(model, CE, [(x, y)], product_mode=mode, vmap_chunk_size=2) @ V
     torch.testing.assert_close(full, chunked, rtol=1e-12, atol=1e-13)
 
 
@@ -204,7 +204,7 @@ def test_model_put_in_eval_mode():
 def test_ggn_and_fisher_of_a_parameter_subset_are_blocks_of_the_full_matrix(mlp_problem, cls, dense, mode):
     model, x, y = mlp_problem
     full = dense(model, CE, x, y)
-    op = cls(model, CE, split(x, y, [21, 39]), params="4.*", hvp_mode=mode)
+    op = cls(model, CE, split(x, y, [21, 39]), params="4.*", product_mode=mode)
     offset = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("4"))
     eye = torch.eye(op.shape[0], dtype=torch.float64)
     torch.testing.assert_close(op @ eye, full[offset:, offset:], rtol=1e-10, atol=1e-12)

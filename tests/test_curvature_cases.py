@@ -47,9 +47,9 @@ def test_curvature_products_equal_the_dense_matrices(model_name, loss, reduction
     for operator, dense in ((HessianOperator, hessian), (GGNOperator, ggn), (EmpiricalFisherOperator, fisher)):
         scale = float(dense.abs().max())  # summed losses are N times larger: the float32 tolerance is relative to the matrix
         for mode in set(operator.PRODUCT_MODES) - set(operator.COSTLY_MODES):  # the GGN's apply H_out in closed form for CE and MSE
-            op = operator(model, loss_fn, batches, hvp_mode=mode)
+            op = operator(model, loss_fn, batches, product_mode=mode)
             if (operator, mode, loss, reduction) == (HessianOperator, "forward-over-reverse", "mse", "mean"):
-                with pytest.raises(OperationError, match="use hvp_mode=graph-reuse or reverse-over-reverse"):
+                with pytest.raises(OperationError, match="use product_mode=graph-reuse or reverse-over-reverse"):
                     op @ V.to(dtype)  # PyTorch's forward-mode rule for mse_loss's mean gradient fails; auto skips the mode
                 continue
             torch.testing.assert_close((op @ V.to(dtype)).double() / scale, dense @ V / scale, **tol, msg=f"{operator.__name__} {mode} {loss}")
@@ -88,7 +88,7 @@ def test_cross_entropy_with_ignored_targets_falls_back_to_autograd():
 
 
 def test_compiled_products_equal_the_dense_hessian():
-    """hvp_mode=compiled (torch.compile of forward-over-reverse; about 15 s of compiling on CPU per
+    """product_mode=compiled (torch.compile of forward-over-reverse; about 15 s of compiling on CPU per
     model, so the harder model only: conv, BatchNorm in eval mode, linear head): one compile per
     batch shape (equal batches), exact against the dense float64 Hessian."""
     gen = torch.Generator().manual_seed(5)
@@ -96,6 +96,6 @@ def test_compiled_products_equal_the_dense_hessian():
         x, y = torch.randn(24, *shape, generator=gen, dtype=torch.float64), torch.randint(0, 3, (24,), generator=gen)
         model, loss_fn = factory(), nn.CrossEntropyLoss()
         dense = dense_hessian(model, loss_fn, x, y)
-        op = HessianOperator(model, loss_fn, list(zip(torch.split(x, 12), torch.split(y, 12))), hvp_mode="compiled")
+        op = HessianOperator(model, loss_fn, list(zip(torch.split(x, 12), torch.split(y, 12))), product_mode="compiled")
         V = torch.randn(dense.shape[0], 2, generator=gen, dtype=torch.float64)
         torch.testing.assert_close(op @ V, dense @ V, rtol=1e-10, atol=1e-12)

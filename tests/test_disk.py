@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 
 from pipeline.app import CONFIG_DIR, run
 
-SEIGH = ["cluster=none", "dtype=float64", "curvature.hvp_mode=graph-reuse", "algorithm.k=3", "algorithm.outer=60", "algorithm.inner=120",
+SEIGH = ["cluster=none", "dtype=float64", "curvature.product_mode=graph-reuse", "algorithm.k=3", "algorithm.outer=60", "algorithm.inner=120",
          "algorithm.block_size=10", "algorithm.refine_tol=null", "algorithm.error_test_vectors=0", "output.plots=false"]
 # the store: 7,030 x 180 float64 measurements = 10.1 MB (+ the 7,030 x 3 eigenvectors)
 

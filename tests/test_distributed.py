@@ -242,7 +242,7 @@ def tripwire_spec(flag, action: str) -> ProblemSpec:
     runs the forward again (no product graphs kept)."""
     return ProblemSpec(loss_fn=CE, model_factory=functools.partial(tripwire_factory, str(flag), 15, action),
                        dataset_factory=functools.partial(data_factory, n=61), batch_size=16,
-                       operator_options={"hvp_mode": "reverse-over-reverse", "graph_cache_gb": 0})
+                       operator_options={"product_mode": "reverse-over-reverse", "graph_cache_gb": 0})
 
 
 def test_a_hung_worker_is_replaced_and_the_product_redone_and_one_that_always_hangs_stops_the_run(ray_session, tmp_path, caplog):

@@ -19,8 +19,8 @@ CE = nn.functional.cross_entropy
 @pytest.mark.parametrize("cls, mode", [(cls, mode) for cls in (HessianOperator, GGNOperator) for mode in ("auto", *cls.PRODUCT_MODES)])
 def test_cuda_products_equal_cpu_float64(cls, mode):
     x, y = classification_data(20, (2, 6, 6))
-    cpu = cls(small_cnn(), CE, split(x, y, [7, 13]), hvp_mode=mode)
-    gpu = cls(small_cnn().cuda(), CE, split(x, y, [7, 13]), hvp_mode=mode)
+    cpu = cls(small_cnn(), CE, split(x, y, [7, 13]), product_mode=mode)
+    gpu = cls(small_cnn().cuda(), CE, split(x, y, [7, 13]), product_mode=mode)
     assert gpu.device.type == "cuda"
     V = torch.randn(cpu.shape[0], 4, dtype=torch.float64)
     torch.testing.assert_close((gpu @ V.cuda()).cpu(), cpu @ V, rtol=1e-10, atol=1e-12)

@@ -11,8 +11,8 @@ from hydra import compose, initialize_config_dir
 import pipeline
 from pipeline import outputs
 from pipeline.app import CONFIG_DIR, run
-from pipeline.linalg.result import StoredMatrix
 from pipeline.solvers import outcomes
+from pipeline.store import StoredMatrix
 
 SMALL = ["cluster=none", "dtype=float64", "data.subset=100", "output.plots=false", "curvature.params=[11.*]"]  # D = 210
 

@@ -36,8 +36,8 @@ def test_kept_graphs_give_the_same_products_and_skip_the_forward(cls, mode):
     model, x, y = _problem()
     batches = split(x, y, [16, 16, 8])
     V = torch.randn(sum(p.numel() for p in model.parameters()), 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    rebuilt = cls(model, CE, batches, hvp_mode=mode, graph_cache_gb=0)
-    kept = cls(model, CE, batches, hvp_mode=mode)
+    rebuilt = cls(model, CE, batches, product_mode=mode, graph_cache_gb=0)
+    kept = cls(model, CE, batches, product_mode=mode)
     counter = ForwardCounter(model)
     first = kept @ V
     assert counter.calls == 3 and kept.graphs.used_bytes > 0
@@ -52,7 +52,7 @@ def test_kept_graphs_match_dense_truth_over_many_products():
     model, x, y = _problem(2)
     H, G = dense_hessian(model, CE, x, y), dense_ggn(model, CE, x, y)
     for cls, dense in ((HessianOperator, H), (GGNOperator, G)):
-        op = cls(model, CE, split(x, y, [25, 15]), hvp_mode="graph-reuse")
+        op = cls(model, CE, split(x, y, [25, 15]), product_mode="graph-reuse")
         for column in range(0, H.shape[0], 17):  # many products through the same two kept graphs
             e = torch.zeros(H.shape[0], dtype=torch.float64)
             e[column] = 1
@@ -62,11 +62,11 @@ def test_kept_graphs_match_dense_truth_over_many_products():
 def test_graph_budget_keeps_only_what_fits():
     model, x, y = _problem()
     batches = split(x, y, [20, 20])
-    op = HessianOperator(model, CE, batches[:1], hvp_mode="graph-reuse")
+    op = HessianOperator(model, CE, batches[:1], product_mode="graph-reuse")
     op @ torch.ones(op.shape[0], dtype=torch.float64)
     one_batch = op.graphs.used_bytes
     budget_gb = 1.5 * one_batch / 2**30  # room for one batch's graph, not two
-    op = HessianOperator(model, CE, batches, hvp_mode="graph-reuse", graph_cache_gb=budget_gb)
+    op = HessianOperator(model, CE, batches, product_mode="graph-reuse", graph_cache_gb=budget_gb)
     counter = ForwardCounter(model)
     for _ in range(3):
         op @ torch.ones(op.shape[0], dtype=torch.float64)
@@ -77,7 +77,7 @@ def test_graph_budget_keeps_only_what_fits():
 def test_a_data_loader_is_never_cached():
     model, x, y = _problem()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=20)
-    op = HessianOperator(model, CE, loader, hvp_mode="graph-reuse")
+    op = HessianOperator(model, CE, loader, product_mode="graph-reuse")
     op @ torch.ones(op.shape[0], dtype=torch.float64)
     assert op.graphs.used_bytes == 0 and not op.graphs._entries
 
@@ -100,7 +100,7 @@ def test_determinism_check_rebuilds_its_graphs():
             return self.linear(x) * (1 + torch.rand(()) * ((w - w.detach()) ** 2).sum())
 
     x, y = classification_data(10, (4,), classes=2)
-    op = HessianOperator(Noisy(), CE, [(x, y)], hvp_mode="graph-reuse")
+    op = HessianOperator(Noisy(), CE, [(x, y)], product_mode="graph-reuse")
     with pytest.raises(NondeterminismError, match="two products of the same vector differ"):
         op.check_determinism()
 
@@ -117,7 +117,7 @@ def test_auto_mode_is_timed_once_per_problem_and_width_and_borrowed_by_near_widt
         second @ block
         second @ block[:, :10]  # a one-off width near 16: borrows 16's choice
         second @ block[:, :1]  # far from 16: timed
-    timings = [r.getMessage() for r in caplog.records if "hvp_mode=auto" in r.getMessage()]
+    timings = [r.getMessage() for r in caplog.records if "product_mode=auto" in r.getMessage()]
     assert len(timings) == 2 and "blocks of 16" in timings[0] and "blocks of 1" in timings[1], timings
     assert second.mode_choices[16] is first.mode_choices[16]
     assert second.mode_choices[10].borrowed and second.mode_choices[10].width == 16

@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from pipeline.linalg import LowRankPlusDiagonalOperator, recovery, seigh
-from pipeline.linalg.measurements import BlockedColumns, MemoryStore
 from pipeline.linalg.recovery import Measurements, _cholesky_factor, row_blocks
 from pipeline.linalg.streaming import WriteBehind, prefetched
-from pipeline.store import RunStore
+from pipeline.store import BlockedColumns, MemoryStore, RunStore
 from pipeline.store.run_store import ZarrBlockWriter
 
 

@@ -10,9 +10,9 @@ from scipy.sparse.linalg import eigsh
 from scipy.stats import chi2
 
 from pipeline.distributed import ProblemSpec, RayOperator
-from pipeline.linalg import DenseOperator, LowRankPlusDiagonalOperator, MemoryStore, StoreMismatchError, seigh
+from pipeline.linalg import DenseOperator, LowRankPlusDiagonalOperator, seigh
 from pipeline.linalg.aposteriori import chernoff_ratio, frobenius_error
-from pipeline.store import RunStore, StoreLockedError
+from pipeline.store import MemoryStore, RunStore, StoreLockedError, StoreMismatchError
 
 from helpers import data_factory, mlp_factory, synthetic
 

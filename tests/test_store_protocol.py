@@ -6,10 +6,8 @@ import pytest
 import torch
 
 from pipeline.errors import InputError, MissingFileError
-from pipeline.linalg import MemoryStore, seigh
-from pipeline.linalg.measurements import MeasurementStore
-from pipeline.linalg.result import StoredMatrix
-from pipeline.store import RunStore, load_eigenpairs
+from pipeline.linalg import seigh
+from pipeline.store import MeasurementStore, MemoryStore, RunStore, StoredMatrix, load_eigenpairs, open_store
 
 from helpers import synthetic
 
@@ -20,6 +18,18 @@ def _operator(dim: int = 300):
 
 
 OPTIONS = dict(k=4, outer=20, inner=40, block_size=10, seed=1, error_test_vectors=0)
+
+
+def test_the_backend_comes_from_the_url_and_a_store_holds_its_lock_while_open(tmp_path):
+    with open_store("memory://") as memory:
+        assert isinstance(memory, MemoryStore)
+    url = tmp_path / "s.zarr"
+    with open_store(str(url)) as store:
+        assert isinstance(store, RunStore) and isinstance(store, MeasurementStore)
+        seigh(_operator(), store=store, **OPTIONS)
+        assert url.with_suffix(".zarr.lock").exists()  # one driver per store while it is open
+    assert not url.with_suffix(".zarr.lock").exists()  # closed: the next run may take it
+    assert load_eigenpairs(url)[0].shape == (4,)
 
 
 def test_memory_and_zarr_stores_implement_the_protocol_and_agree(tmp_path):

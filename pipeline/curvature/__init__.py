@@ -1,6 +1,7 @@
 """Curvature operators (Hessian, GGN, empirical Fisher) over (model, loss, data). Pure torch."""
 
-from pipeline.curvature.base import CurvatureOperator, NondeterminismError
+from pipeline.curvature.base import CurvatureOperator
+from pipeline.curvature.checks import NondeterminismError
 from pipeline.curvature.fisher import EmpiricalFisherOperator
 from pipeline.curvature.ggn import GGNOperator
 from pipeline.curvature.hessian import HessianOperator

@@ -15,7 +15,7 @@ from pipeline.errors import OperationError
 class HessianOperator(CurvatureOperator):
     """H = nabla^2_theta L(theta) for the mean loss L over the data.
 
-    Product modes (``hvp_mode``; default ``"auto"`` times them and keeps the fastest):
+    Product modes (``product_mode``; default ``"auto"`` times them and keeps the fastest):
     ``"forward-over-reverse"`` (functorch jvp of the gradient, vmapped over the block);
     ``"reverse-over-reverse"`` (the gradient graph g = dL/dtheta built once per batch, then
     H V = d(g . V)/dtheta in one batched backward over the block); ``"graph-reuse"`` (the same
@@ -55,9 +55,9 @@ class HessianOperator(CurvatureOperator):
         except RuntimeError as error:
             if "ZeroTensors are immutable" not in str(error):
                 raise
-            raise OperationError("hvp_mode=forward-over-reverse cannot differentiate this loss twice (PyTorch's forward-mode "
+            raise OperationError("product_mode=forward-over-reverse cannot differentiate this loss twice (PyTorch's forward-mode "
                                  "rule for the gradient of mse_loss with reduction='mean' writes into a zero tensor); use "
-                                 "hvp_mode=graph-reuse or reverse-over-reverse (auto skips it)") from None
+                                 "product_mode=graph-reuse or reverse-over-reverse (auto skips it)") from None
 
     def _gradient_graph(self, inputs: Any, targets: torch.Tensor) -> RetainedGraph:
         """The batch gradient g(theta) with its graph: H v = J_g^T v (H is symmetric); kept

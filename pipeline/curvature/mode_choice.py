@@ -1,4 +1,4 @@
-"""``hvp_mode=auto``: which product mode is fastest, timed once per (problem, block width).
+"""``product_mode=auto``: which product mode is fastest, timed once per (problem, block width).
 
 The choice depends on the architecture, the batch shape, the device and the block width, not on
 the weights, so it is kept process-wide under that key: a second operator of the same problem
@@ -99,7 +99,7 @@ def choose_mode(
     best = min(seconds, key=seconds.__getitem__)
     choice = ModeChoice(best, width, {**seconds, **{f"setup:{m}": t for m, t in setup.items()}}, failures)
     _CHOICES.setdefault(key, {})[width] = choice
-    log.info("hvp_mode=auto for blocks of %d: %s (ms per batch: %s)%s%s", width, best,
+    log.info("product_mode=auto for blocks of %d: %s (ms per batch: %s)%s%s", width, best,
              ", ".join(f"{m} {1e3 * t:.1f}" for m, t in seconds.items()),
              "".join(f"; {m} took {t:.1f} s to set up" for m, t in setup.items()), f"; failed: {failures}" if failures else "")
     return choice, outputs[best]

@@ -11,9 +11,9 @@ import torch
 
 from pipeline.distributed.group import WorkerGroup
 from pipeline.distributed.worker import CurvatureWorker
-from pipeline.linalg.measuring import ColumnWriter
 from pipeline.linalg.operator import Operator
 from pipeline.sharding.spec import ProblemSpec
+from pipeline.store.protocol import ColumnWriter
 
 
 class RayOperator(Operator):

@@ -18,10 +18,10 @@ from pipeline.curvature.graph_cache import available_bytes
 from pipeline.distributed import process_group
 from pipeline.distributed.actor_group import PROBE, PeerFailed
 from pipeline.distributed.torch_backend import TorchRank
-from pipeline.linalg.measuring import ColumnWriter
 from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.streaming import WriteBehind
 from pipeline.sharding.spec import ProblemSpec
+from pipeline.store.protocol import ColumnWriter
 
 
 class CurvatureWorker(TorchRank):
@@ -31,7 +31,7 @@ class CurvatureWorker(TorchRank):
     def __init__(self, spec: ProblemSpec, rank: int, world_size: int, threads: int | None = None, device: str = "cpu"):
         """``device``: chosen by the driver from the resources it gave the workers (cuda when each has a GPU)."""
         self.spec, self.rank, self.world_size = spec, rank, world_size
-        _log_to_stderr()  # Ray forwards a worker's stderr to the driver: choices such as hvp_mode=auto show there
+        _log_to_stderr()  # Ray forwards a worker's stderr to the driver: choices such as product_mode=auto show there
         sys.unraisablehook = _quiet_on_exit
         self.device = torch.device(device)
         if threads:

@@ -3,7 +3,6 @@
 from pipeline.linalg.adaptive import adaptive_seigh
 from pipeline.linalg.density import slq_density
 from pipeline.linalg.lanczos import lanczos
-from pipeline.linalg.measurements import MemoryStore, StoreMismatchError
 from pipeline.linalg.operator import DenseOperator, LowRankPlusDiagonalOperator, Operator
 from pipeline.linalg.power import power_iteration
 from pipeline.linalg.random_matrices import random_columns
@@ -16,11 +15,9 @@ __all__ = [
     "DenseOperator",
     "EigResult",
     "LowRankPlusDiagonalOperator",
-    "MemoryStore",
     "Operator",
     "SketchResult",
     "SpectralDensity",
-    "StoreMismatchError",
     "TraceEstimate",
     "adaptive_seigh",
     "hutchinson_trace",

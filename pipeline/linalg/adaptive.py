@@ -15,11 +15,11 @@ import logging
 import math
 
 from pipeline.errors import InputError
-from pipeline.linalg.measurements import MemoryStore
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.result import EigResult
 from pipeline.linalg.seigh import seigh
 from pipeline.linalg.validation import check_k, check_tol
+from pipeline.store.memory import MemoryStore
 
 log = logging.getLogger(__name__)
 _HISTORY, _CURRENT = "adaptive_history", "adaptive_outer"

@@ -12,12 +12,7 @@ import torch
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.streaming import WriteBehind
-
-
-class ColumnWriter(Protocol):
-    """Receives measured column blocks (e.g. a Zarr array writer); must be picklable to travel."""
-
-    def write(self, columns: range, block: torch.Tensor) -> None: ...
+from pipeline.store.protocol import ColumnWriter
 
 
 @runtime_checkable

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.linalg.measurements import BlockedColumns
 from pipeline.linalg.random_matrices import random_block
 from pipeline.linalg.streaming import prefetched
 from pipeline.progress import tracked
+from pipeline.store.protocol import BlockedColumns
 
 log = logging.getLogger(__name__)
 _WELL_CONDITIONED = 1e-10  # smallest / largest eigenvalue of a Gram matrix CholeskyQR2 factors (cond(Y) <= 1e5)

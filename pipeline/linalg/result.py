@@ -44,31 +44,6 @@ class EigResult:
         log.debug("%s residuals by pair: %s", algorithm, ", ".join(f"#{i} {r:.3g}" for i, r in enumerate(residuals)))
 
 
-class StoredMatrix:
-    """A (D, k) matrix kept in a measurement store (a numpy array in memory, a Zarr array on disk),
-    read by row blocks: ``m[a:b]`` is a numpy (b - a, k) array (chunk checksums verified on
-    disk); ``np.asarray(m)`` and ``m.tensor()`` read all of it (D k 8 bytes)."""
-
-    def __init__(self, array: Any):
-        self.array = array
-        self.shape = tuple(array.shape)
-        self.dtype = np.dtype(array.dtype)
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        return np.asarray(self.array[index])
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        whole = np.asarray(self.array[...])
-        return whole if dtype is None else whole.astype(dtype, copy=False)
-
-    def tensor(self) -> torch.Tensor:
-        """The whole matrix as a float64 CPU tensor."""
-        return torch.from_numpy(np.array(self))
-
-    def __repr__(self) -> str:
-        return f"StoredMatrix(shape={self.shape}, dtype={self.dtype}, in {type(self.array).__module__}.{type(self.array).__name__})"
-
-
 @dataclass
 class TraceEstimate:
     """Stochastic trace estimate with its standard error and the per-probe samples."""

@@ -21,15 +21,16 @@ import torch
 
 from pipeline.errors import InputError
 from pipeline.linalg.lanczos import order_by
-from pipeline.linalg.measurements import MeasurementStore, MemoryStore
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.random_matrices import GENERATOR_VERSION, KINDS, ROW_ACCESSIBLE
 from pipeline.linalg.recovery import row_blocks, write_eigenvectors
-from pipeline.linalg.result import EigResult, StoredMatrix
+from pipeline.linalg.result import EigResult
 from pipeline.linalg.seigh_checks import check_and_refine, unconverged_advice
 from pipeline.linalg.sketch_measurement import SketchPlan, measure_and_recover
 from pipeline.linalg.streaming import compute_device
 from pipeline.linalg.validation import check_k, check_positive, check_tol
+from pipeline.store.memory import MemoryStore
+from pipeline.store.protocol import MeasurementStore, StoredMatrix
 
 log = logging.getLogger(__name__)
 

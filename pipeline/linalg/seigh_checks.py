@@ -11,7 +11,8 @@ import torch
 from pipeline.linalg.aposteriori import as_dict, frobenius_error, pair_residuals
 from pipeline.linalg.lanczos import lanczos, order_by
 from pipeline.linalg.operator import Operator
-from pipeline.linalg.result import EigResult, StoredMatrix
+from pipeline.linalg.result import EigResult
+from pipeline.store.protocol import StoredMatrix
 
 
 def check_and_refine(op: Operator, V_store: Any, eigenvalues: torch.Tensor, *, residuals: bool, error_test_vectors: int,

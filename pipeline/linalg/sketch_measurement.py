@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from pipeline.errors import OperationError
-from pipeline.linalg.measurements import BlockedColumns, MeasurementStore
 from pipeline.linalg.measuring import RemoteMeasuring, measuring
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.recovery import DamagedMeasurements, Measurements, Recovered, recover
 from pipeline.progress import tracked
+from pipeline.store.protocol import BlockedColumns, MeasurementStore
 
 log = logging.getLogger("pipeline.linalg.seigh")
 MEASURE_ROUNDS = 3

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.linalg.result import EigResult, SpectralDensity, StoredMatrix
+from pipeline.linalg.result import EigResult, SpectralDensity
+from pipeline.store.protocol import StoredMatrix
 
 log = logging.getLogger("pipeline.solvers")
 VECTORS_NPY_MAX_BYTES = 1 << 30  # a stored (D, k) eigenvector matrix up to 1 GiB is also written as eigenvectors.npy

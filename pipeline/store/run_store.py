@@ -24,9 +24,9 @@ import zarr
 from zarr.codecs import Crc32cCodec
 
 from pipeline.errors import InputError, MissingFileError
-from pipeline.linalg.measurements import BlockedColumns, check_fingerprint, fingerprint_hash
-from pipeline.linalg.result import StoredMatrix
+from pipeline.store.fingerprint import check_fingerprint, fingerprint_hash
 from pipeline.store.lock import StoreLock
+from pipeline.store.protocol import BlockedColumns, StoredMatrix
 
 
 class ZarrBlockWriter:
@@ -54,6 +54,12 @@ class RunStore:
         """Release the lock (also done when the store is garbage-collected or the process exits)."""
         if self.lock is not None:
             self.lock.release()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def attrs(self) -> dict[str, Any]:

@@ -1,0 +1,110 @@
+"""Passes over a curvature operator's data, and sample weighting.
+
+For a data set of N samples split into batches of n_i samples with mean losses L_i, the loss is
+L = (1/N) sum_i n_i L_i, so every curvature matrix is C = (1/N) sum_i n_i C_i: batches are
+weighted by sample count and the operator does not depend on how samples are batched. A
+sum-reduced loss (``reduction="sum"``) has L = sum_i L_i and C = sum_i C_i.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from pipeline.curvature.checks import STOCHASTIC_MODEL, NondeterminismError
+from pipeline.errors import InputError
+
+Batch = tuple[Any, torch.Tensor]
+
+
+class DataPasses:
+    """The ``CurvatureOperator`` part that walks its ``data``: batches moved to the operator's
+    dtype and device (a list of batches once, kept), the sample count N, and the weighted sum
+    of the batches' products (``batch_product``, from ``ProductModes``)."""
+
+    def _prepare(self, batch: Batch) -> tuple[Any, torch.Tensor, int]:
+        try:
+            inputs, targets = batch
+        except (TypeError, ValueError):
+            raise InputError("each batch of data must be an (inputs, targets) pair") from None
+        inputs = _to(inputs, self.dtype, self.device)
+        targets = _to(targets, self.dtype, self.device)
+        return inputs, targets, int(targets.shape[0])
+
+    @property
+    def num_samples(self) -> int:
+        """N, the samples in this operator's data (a DataLoader's data set is counted, not loaded)."""
+        dataset = getattr(self.data, "dataset", None)
+        if dataset is not None and hasattr(dataset, "__len__"):
+            return len(dataset)
+        return sum(n for _, _, n in self.batches())
+
+    def batches(self) -> Iterator[tuple[Any, torch.Tensor, int]]:
+        """(inputs, targets, n) of every batch on the operator's device and dtype. A list or
+        tuple of batches is converted once and kept; other iterables are converted per pass."""
+        if self._prepared is not None:
+            yield from self._prepared
+            return
+        if not isinstance(self.data, (list, tuple)):
+            yield from map(self._prepare, self.data)
+            return
+        prepared = []
+        for batch in self.data:
+            prepared.append(self._prepare(batch))
+            yield prepared[-1]
+        self._prepared = prepared
+
+    def _first_batch(self) -> tuple[Any, torch.Tensor, int]:
+        """The first batch as products see it (a list of batches is prepared whole first, so the
+        objects, and the graphs kept for them, are the ones every later pass uses)."""
+        if isinstance(self.data, (list, tuple)) and self._prepared is None:
+            for _ in self.batches():
+                pass
+        return next(iter(self.batches()))
+
+    def weighted_sum(self, V: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(sum_i w_i C_i V, N): the unnormalised product over this operator's data and its size,
+        w_i = n_i for mean-reduced losses, 1 for summed ones.
+
+        Distributed workers all-reduce both parts; ``normalise`` turns them into C V.
+        """
+        total = torch.zeros_like(V)
+        count = 0
+        for index, (inputs, targets, n) in enumerate(self.batches()):
+            if n == 0:
+                continue
+            try:
+                product = self.batch_product(inputs, targets, V)
+            except RuntimeError as error:
+                if "randomness" in str(error):
+                    raise NondeterminismError(STOCHASTIC_MODEL) from error
+                raise
+            if not torch.isfinite(product).all():
+                self._raise_nonfinite(index, inputs, targets)
+            total += n * product if self.reduction == "mean" else product
+            count += n
+        if count == 0:
+            raise InputError("data is empty: the data set yielded no samples; check the data config and subset size")
+        return total, count
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.normalise(*self.weighted_sum(V))
+
+    def normalise(self, total: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
+        """C V from ``weighted_sum``'s parts (summed over workers): total / N for a mean loss, total for a sum."""
+        return total / count if self.reduction == "mean" else total
+
+
+def cast_floating(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t.to(dtype) if t.is_floating_point() else t
+
+
+def _to(x: Any, dtype: torch.dtype, device: torch.device) -> Any:
+    """Move tensors (and tuples/lists of tensors) to device; floating ones to dtype."""
+    if isinstance(x, torch.Tensor):
+        return cast_floating(x.to(device, non_blocking=True), dtype)
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to(t, dtype, device) for t in x)
+    return x

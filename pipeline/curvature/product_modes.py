@@ -1,0 +1,115 @@
+"""How a curvature operator forms one batch's product: its ``PRODUCT_MODES`` (forward-over-
+reverse, reverse-over-reverse, graph reuse, ...), the ``auto`` choice among them (timed once per
+problem and block width, ``pipeline.curvature.mode_choice``), graphs kept across products
+(``pipeline.curvature.graph_cache``), and the product's own timing for the planner."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+
+from pipeline.curvature.mode_choice import ModeChoice, choose_mode, known_choice, problem_key
+
+BatchProduct = Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
+AUTO = "auto"
+UNTIMED_MODE = "graph-reuse"  # every curvature has it: PyHessian's product, never far from the fastest
+SETUP_PRIOR_S = 40.0  # a compiled product's one-off set-up before it is measured (16-39 s seen on CPU)
+SETUP_REPAY = 5.0  # tried only where the product time ahead is this many set-ups
+
+log = logging.getLogger("pipeline.curvature.base")
+
+
+class ProductModes(ABC):
+    """The ``CurvatureOperator`` part that makes C_i V for one batch in ``product_mode``."""
+
+    PRODUCT_MODES: tuple[str, ...] = ()
+    COSTLY_MODES: tuple[str, ...] = ()  # modes with a one-off set-up, timed by auto only where it repays
+
+    def retained(self, kind: str, inputs: Any, build: Callable[[], Any]) -> Any:
+        """The product graph ``build()`` of the batch with these ``inputs``, kept across products
+        where the data is a list of batches (the same objects every pass) and the budget allows."""
+        if not isinstance(self.data, (list, tuple)):
+            return build()
+        return self.graphs.get(kind, inputs, build, self.device)
+
+    @abstractmethod
+    def products(self) -> dict[str, BatchProduct]:
+        """mode -> f(inputs, targets, V) giving C_i V (D, b) for the curvature C_i of one
+        batch's MEAN loss; the keys are ``PRODUCT_MODES``."""
+
+    def batch_product(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        """C_i V (D, b) for one batch, in ``product_mode`` (or the mode ``auto`` chose for width b)."""
+        if self.product_mode != AUTO:
+            return self.products()[self.product_mode](inputs, targets, V)
+        width = V.shape[1]
+        choice = self.mode_choices.get(width)
+        if choice is None:
+            key = problem_key(self, inputs)
+            choice = known_choice(key, width)
+            if choice is None and self._too_little_to_time(width):
+                choice = ModeChoice(UNTIMED_MODE, width, timed=False)
+                log.info("product_mode=auto for blocks of %d: %s, untimed (about %d products ahead cannot repay timing the modes)",
+                         width, UNTIMED_MODE, self.expected_products)
+            if choice is None:
+                modes = {mode: partial(f, inputs, targets, V) for mode, f in self.products().items()}
+                costly = {mode: modes.pop(mode) for mode in self.COSTLY_MODES}
+                choice, product = choose_mode(key, width, modes, self._synchronize, costly,
+                                              repays=lambda seconds: self._repays_setup(seconds, width))
+                self.mode_choices[width] = choice
+                return product
+            self.mode_choices[width] = choice
+        return self.products()[choice.mode](inputs, targets, V)
+
+    def _too_little_to_time(self, width: int) -> bool:
+        """Whether the announced work (``expect``) at this width is at most as many passes over the
+        first batch as timing every mode would spend on it."""
+        if self.expected_products is None:
+            return False
+        _, _, n = self._first_batch()
+        passes = math.ceil(self.expected_products / width) * self.num_samples / max(n, 1)
+        return passes <= 2 * len(self.PRODUCT_MODES)
+
+    def _repays_setup(self, batch_seconds: float, width: int) -> bool:
+        """Whether the products expected ahead (``expect``), at ``batch_seconds`` a batch, take at
+        least SETUP_REPAY one-off set-ups: only then is a costly mode worth trying."""
+        if self.expected_products is None:
+            return False
+        _, _, n = self._first_batch()
+        ahead = self.expected_products / width * batch_seconds * self.num_samples / max(n, 1)
+        return ahead >= SETUP_REPAY * SETUP_PRIOR_S
+
+    def pass_seconds(self, width: int) -> float | None:
+        """Seconds of a product at block ``width``, timed on the first batch (after the mode
+        choice, which is kept for the run) and scaled by the samples: t_1 N / n_1."""
+        inputs, targets, n = self._first_batch()
+        V = torch.randn(self.shape[0], width, dtype=self.dtype, device=self.device,
+                        generator=torch.Generator(device=self.device).manual_seed(width))
+        self.batch_product(inputs, targets, V)
+        self._synchronize()
+        start = time.perf_counter()
+        self.batch_product(inputs, targets, V)
+        self._synchronize()
+        return (time.perf_counter() - start) * self.num_samples / max(n, 1)
+
+    def probe_share(self) -> float:
+        """One run of every product mode and one timed run, on the first of the batches."""
+        _, _, n = self._first_batch()
+        return (len(self.PRODUCT_MODES) + 2) * n / max(self.num_samples, 1)
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _vmap(self, fn: Callable[[torch.Tensor], torch.Tensor], V: torch.Tensor) -> torch.Tensor:
+        """Apply a single-vector product to every column of V in one vectorised pass (a single
+        vector skips vmap, whose overhead is measurable on small models)."""
+        if V.shape[1] == 1:
+            return fn(V[:, 0])[:, None]
+        return torch.func.vmap(fn, in_dims=1, out_dims=1, chunk_size=self.vmap_chunk_size)(V)

@@ -1,0 +1,128 @@
+"""What SEIGH needs of a store: column-blocked arrays with completion marks (``BlockedColumns``),
+the ``MeasurementStore`` protocol, the ``ColumnWriter`` that workers write blocks through, and
+``StoredMatrix``, a matrix read back by row blocks.
+
+``BlockedColumns`` works on anything sliceable like numpy (numpy arrays in ``MemoryStore``, Zarr
+arrays in ``RunStore``): a block's mark is set only after its data is written, so a run killed at
+any point resumes by measuring exactly the unmarked blocks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+
+class ColumnWriter(Protocol):
+    """Receives measured column blocks (e.g. a Zarr array writer); must be picklable to travel."""
+
+    def write(self, columns: range, block: torch.Tensor) -> None: ...
+
+
+class BlockedColumns:
+    """A (D, n) measurement array written in blocks of ``block`` columns; ``done[i]`` marks block i.
+
+    ``ncols`` (default: all) views the first ncols columns of a wider stored array (a sketch
+    shrunk after it grew): its blocks are the stored blocks that hold those columns, measured
+    whole, and readers see ncols columns. ``writer`` (picklable, or None) lets remote workers
+    write blocks themselves.
+    """
+
+    def __init__(self, data: Any, done: Any, block: int, writer: ColumnWriter | None = None, ncols: int | None = None):
+        self.data, self.done, self.block, self.writer = data, done, block, writer
+        self.shape = (data.shape[0], data.shape[1] if ncols is None else ncols)
+
+    def blocks(self) -> list[range]:
+        stored = self.data.shape[1]
+        return [range(start, min(start + self.block, stored)) for start in range(0, self.shape[1], self.block)]
+
+    def missing_blocks(self) -> list[range]:
+        marks = np.asarray(self.done[:])
+        return [cols for index, cols in enumerate(self.blocks()) if not marks[index]]
+
+    def write(self, columns: range, values: torch.Tensor | np.ndarray) -> None:
+        """Store columns ``columns`` (aligned to one block), then mark the block complete."""
+        if columns.start % self.block or len(columns) != len(self.blocks()[columns.start // self.block]):
+            raise ValueError(f"columns {columns} are not one whole block of {self.block}")
+        array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        self.data[:, columns.start : columns.stop] = array.astype(self.data.dtype, copy=False)
+        self.done[columns.start // self.block] = 1
+
+    def unmark(self, columns: range) -> None:
+        """Forget the blocks overlapping ``columns`` (their data is damaged); they are remeasured."""
+        for index in range(columns.start // self.block, (columns.stop - 1) // self.block + 1):
+            self.done[index] = 0
+
+    def read_rows(self, rows: range, ncols: int | None = None) -> np.ndarray:
+        """Rows ``rows`` of the first ``ncols`` columns as float64 (m, ncols)."""
+        ncols = self.shape[1] if ncols is None else ncols
+        return np.asarray(self.data[rows.start : rows.stop, :ncols], dtype=np.float64)
+
+
+@runtime_checkable
+class MeasurementStore(Protocol):
+    """Where a sketch lives: column-blocked measurements with completion marks, matrices written
+    and read by row blocks, small saved arrays, the completed run's record and a fingerprint.
+
+    Arrays are numpy-sliceable: ``a[rows]`` reads a row block as numpy (a Zarr array verifies
+    its chunks' checksums on the way).
+    """
+
+    def bind(self, fingerprint: dict[str, Any]) -> None:
+        """Refuse (StoreMismatchError) a store holding another configuration's measurements."""
+
+    def adopt(self) -> None:
+        """Record the bound fingerprint (once the first block is complete)."""
+
+    def columns(self, name: str, dim: int, ncols: int, block: int, dtype: torch.dtype, row_chunk: int) -> BlockedColumns:
+        """The (dim, ncols) measurements ``name`` in blocks of ``block`` columns (created, grown or viewed)."""
+
+    def matrix(self, name: str, shape: tuple[int, int], chunk_rows: int, dtype: Any = np.float64) -> Any:
+        """A fresh (rows, cols) array written and read by row blocks of ``chunk_rows``."""
+
+    def stored_matrix(self, name: str) -> Any:
+        """An array written by ``matrix`` (KeyError if absent)."""
+
+    def save(self, name: str, value: np.ndarray) -> None: ...
+
+    def load(self, name: str) -> np.ndarray:
+        """A whole saved array (KeyError if absent, ValueError if damaged)."""
+
+    def save_result(self, record: dict[str, Any]) -> None:
+        """Mark the run complete (written last, after every result array)."""
+
+    def saved_result(self) -> dict[str, Any] | None: ...
+
+    def forget_result(self) -> None: ...
+
+    def note(self, key: str, value: Any) -> None:
+        """Keep a small JSON-able record with the measurements (e.g. adaptive SEIGH's steps)."""
+
+    def noted(self, key: str) -> Any: ...
+
+
+class StoredMatrix:
+    """A (D, k) matrix kept in a measurement store (a numpy array in memory, a Zarr array on disk),
+    read by row blocks: ``m[a:b]`` is a numpy (b - a, k) array (chunk checksums verified on
+    disk); ``np.asarray(m)`` and ``m.tensor()`` read all of it (D k 8 bytes)."""
+
+    def __init__(self, array: Any):
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self.array[index])
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        whole = np.asarray(self.array[...])
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def tensor(self) -> torch.Tensor:
+        """The whole matrix as a float64 CPU tensor."""
+        return torch.from_numpy(np.array(self))
+
+    def __repr__(self) -> str:
+        return f"StoredMatrix(shape={self.shape}, dtype={self.dtype}, in {type(self.array).__module__}.{type(self.array).__name__})"
