@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import resource
 import signal
 import sys
 import time
@@ -19,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from pipeline.analysis.landscape import loss_along
+from pipeline.basics import peak_rss_bytes
 from pipeline.config import register
 from pipeline.disk import check_store_fits, disk_failure, size_on_disk
 from pipeline.errors import InputError, PipelineError
@@ -87,7 +87,7 @@ def _solve(job: Job, run_dir: Path, store: RunStore | None, store_path: Path) ->
                 raise
             raise failure from None
         actual = {"wall_s": time.perf_counter() - began, "matvecs": op.matvecs - before, "store_bytes": size_on_disk(store_path) if store else 0,
-                  "driver_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+                  "driver_bytes": peak_rss_bytes()}
         compare_with_actual(prediction, actual)
         return outcome, {"algorithm": solver.name, "num_params": op.shape[0], "curvature": job.curvature.kind,
                          "num_samples": op.num_samples, "actual": actual, "plan": prediction}

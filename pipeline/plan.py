@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from pipeline.basics import peak_rss_bytes
 from pipeline.disk import free_under, gib
 from pipeline.linalg.operator import Operator
 from pipeline.progress import clock
@@ -56,8 +56,8 @@ def make_plan(job: Job, op: Operator, run_dir: Path, worker_rss: int | None = No
         plan.update(solver.cost(a, dim, itemsize))
     else:
         plan.update(postprocess_s=0.0, store_bytes=0, driver_bytes=dim * (getattr(a, "k", 1) + 2 * width) * 8)
-    plan["driver_bytes"] += _rss()
-    plan["worker_bytes"] = worker_rss if worker_rss is not None else _rss()
+    plan["driver_bytes"] += peak_rss_bytes()
+    plan["worker_bytes"] = worker_rss if worker_rss is not None else peak_rss_bytes()
     plan["wall_s"] = plan["measurement_s"] + plan["postprocess_s"]
     plan["fits"] = _fits(plan, run_dir, job.plan.time_limit)
     return plan
@@ -102,8 +102,4 @@ def slurm_seconds(limit: str) -> float:
     else:
         hours, minutes, seconds = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}[len(parts)]
     return float(days) * 86400 + hours * 3600 + minutes * 60 + seconds
-
-
-def _rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 

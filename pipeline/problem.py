@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from pipeline.basics import compute_device
 from pipeline.errors import InputError
 
 if TYPE_CHECKING:
@@ -49,8 +50,7 @@ def open_operator(job: Job) -> Iterator[ProblemOperator]:
     Workers and a Ray instance started here are shut down on exit."""
     cluster, spec = job.cluster, job.problem
     if cluster.mode == "none":
-        device = "cuda" if job.device == "auto" and torch.cuda.is_available() else ("cpu" if job.device == "auto" else job.device)
-        op = spec.build(1, 0, device)
+        op = spec.build(1, 0, compute_device(job.device))
         if job.curvature.check_determinism:
             op.check_determinism()
         yield op

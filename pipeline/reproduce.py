@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ import torch
 from pipeline.analysis.exact import compare, exact_eigenpairs
 from pipeline.analysis.overlap import overlap_table
 from pipeline.analysis.report import overlap_markdown
+from pipeline.basics import compute_device, peak_rss_bytes
 from pipeline.curvature import FlatView, select_parameters
 from pipeline.data import build_dataset
 from pipeline.errors import InputError
@@ -49,7 +49,7 @@ def reproduce(job: Job, run_dir: Path, run_eigen) -> dict[str, Any]:
     train = build_dataset({**data, "split": "train", "subset": None})
     test = build_dataset({**data, "split": r.test_split, "subset": None})
     model_config = {**job.config["model"], "checkpoint": None}
-    device = "cuda" if torch.cuda.is_available() and job.device in ("auto", "cuda") else "cpu"
+    device = compute_device(job.device)
     checkpoints = train_with_checkpoints(build_from_config(model_config), train, test, r.lr, r.batch_size,
                                          r.checkpoint_steps, run_dir / "checkpoints", seed=job.seed, device=device,
                                          loader_workers=r.loader_workers)
@@ -88,7 +88,7 @@ def reproduce(job: Job, run_dir: Path, run_eigen) -> dict[str, Any]:
             plots.overlap_figure(tables, {step: e["eigenvalues"] for step, e in steps.items()}, run_dir / f"overlap_{split}.png",
                                  title=f"{job.model.name} on {job.data.name}: Hessian of {subset} {split} samples", band_ks=ks)
     record["wall_time_s"] = time.perf_counter() - started
-    record["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    record["peak_rss_gib"] = peak_rss_bytes() / 2**30
     (run_dir / "overlap.json").write_text(json.dumps(record, indent=2))
     (run_dir / "overlap.md").write_text(overlap_markdown(record))
     log.info("overlap tables in %s", run_dir / "overlap.md")

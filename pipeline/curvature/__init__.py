@@ -1,4 +1,10 @@
-"""Curvature operators (Hessian, GGN, empirical Fisher) over (model, loss, data). Pure torch."""
+"""Curvature operators (Hessian, GGN, empirical Fisher) over (model, loss, data). Pure torch.
+
+``CURVATURES`` (curvature.kind -> operator class) holds every ``CurvatureOperator`` subclass with
+a ``KIND`` defined in a module of this package: a new curvature is its module here and its yaml
+in conf/curvature/."""
+
+import sys
 
 from pipeline.curvature.base import CurvatureOperator
 from pipeline.curvature.checks import NondeterminismError
@@ -6,8 +12,16 @@ from pipeline.curvature.fisher import EmpiricalFisherOperator
 from pipeline.curvature.ggn import GGNOperator
 from pipeline.curvature.hessian import HessianOperator
 from pipeline.curvature.params import FlatView, select_parameters
+from pipeline.registry import modules_of
 
-CURVATURES = {"hessian": HessianOperator, "ggn": GGNOperator, "fisher": EmpiricalFisherOperator}
+
+def discover() -> dict[str, type[CurvatureOperator]]:
+    """KIND -> the CurvatureOperator subclass defining it, from every module of this package."""
+    return {cls.KIND: cls for module in modules_of(sys.modules[__name__]) for cls in vars(module).values()
+            if isinstance(cls, type) and issubclass(cls, CurvatureOperator) and cls.__module__ == module.__name__ and "KIND" in vars(cls)}
+
+
+CURVATURES = discover()
 
 __all__ = [
     "CURVATURES",
@@ -17,5 +31,6 @@ __all__ = [
     "GGNOperator",
     "HessianOperator",
     "NondeterminismError",
+    "discover",
     "select_parameters",
 ]

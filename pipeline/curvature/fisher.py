@@ -20,6 +20,7 @@ class EmpiricalFisherOperator(CurvatureOperator):
     ``"graph-reuse"`` (the per-sample losses' graph built once per batch, two backwards a vector).
     """
 
+    KIND = "fisher"  # curvature.kind
     PRODUCT_MODES = ("forward-over-reverse", "graph-reuse")
 
     def products(self) -> dict[str, BatchProduct]:

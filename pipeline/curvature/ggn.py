@@ -23,6 +23,7 @@ class GGNOperator(CurvatureOperator):
     cross-entropy and MSE (``pipeline.curvature.output_hessian``), else by differentiating the loss.
     """
 
+    KIND = "ggn"  # curvature.kind
     PRODUCT_MODES = ("forward-over-reverse", "graph-reuse")
 
     def __init__(self, *args: Any, **kwargs: Any):

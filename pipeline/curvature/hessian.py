@@ -24,6 +24,7 @@ class HessianOperator(CurvatureOperator):
     and width; ``auto`` tries it only where the products ahead repay its compile time).
     """
 
+    KIND = "hessian"  # curvature.kind
     PRODUCT_MODES = ("forward-over-reverse", "reverse-over-reverse", "graph-reuse", "compiled")
     COSTLY_MODES = ("compiled",)
 

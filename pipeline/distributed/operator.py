@@ -1,4 +1,4 @@
-"""RayOperator: the operator protocol backed by a WorkerGroup (and ``RemoteMeasuring``: test
+"""RayOperator: the operator protocol backed by a WorkerGroup (and ``Measurer``: test
 matrices are generated and measured blocks written on the workers)."""
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import sys
 import time
 import warnings
@@ -14,6 +13,7 @@ import numpy as np
 import ray
 import torch
 
+from pipeline.basics import peak_rss_bytes
 from pipeline.curvature.graph_cache import available_bytes
 from pipeline.distributed import process_group
 from pipeline.distributed.actor_group import PROBE, PeerFailed
@@ -82,7 +82,7 @@ class CurvatureWorker(TorchRank):
 
     def peak_rss(self) -> int:
         """This worker process's peak resident memory in bytes."""
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return peak_rss_bytes()
 
     def _reduced_product(self, V: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, float]]:
         """All-reduce (sum_i w_i C_i V, N) over the ranks (see ``CurvatureOperator.weighted_sum``). A rank whose shard fails (NaN loss,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 
+from pipeline.basics import numpy_dtype
 from pipeline.errors import InputError
 
 
@@ -81,7 +82,7 @@ class Operator(ABC):
 
     def to_scipy(self) -> LinearOperator:
         """A scipy LinearOperator applying this operator to numpy arrays (copies via the host)."""
-        np_dtype = torch.empty((), dtype=self.dtype).numpy().dtype
+        np_dtype = numpy_dtype(self.dtype)
 
         def matmat(X: np.ndarray) -> np.ndarray:
             V = torch.as_tensor(np.ascontiguousarray(X), dtype=self.dtype, device=self.device)

@@ -59,6 +59,11 @@ class Recovered:
     cholesky_steps: int  # Cholesky factorisations done (2 when CholeskyQR2 was used)
 
 
+def rows_within(memory_bytes: int, outer: int, inner: int) -> int:
+    """Rows of a post-processing row block that fit ``memory_bytes``: 8 (3 nO + 5 nI) bytes each."""
+    return memory_bytes // (8 * (3 * outer + 5 * inner))
+
+
 def row_blocks(dim: int, min_rows: int, target_rows: int) -> list[range]:
     """Row blocks of about ``target_rows`` rows, each with at least ``min_rows`` (for the QR)."""
     height = max(min_rows, target_rows, 1)

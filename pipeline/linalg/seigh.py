@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.basics import compute_device
 from pipeline.errors import InputError
 from pipeline.linalg.lanczos import order_by
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.random_matrices import GENERATOR_VERSION, KINDS, ROW_ACCESSIBLE
-from pipeline.linalg.recovery import row_blocks, write_eigenvectors
+from pipeline.linalg.recovery import row_blocks, rows_within, write_eigenvectors
 from pipeline.linalg.result import EigResult
 from pipeline.linalg.seigh_checks import check_and_refine, unconverged_advice
-from pipeline.linalg.sketch_measurement import SketchPlan, measure_and_recover
-from pipeline.linalg.streaming import compute_device
+from pipeline.linalg.sketch_measurement import SketchSpec, measure_and_recover
 from pipeline.linalg.validation import check_k, check_positive, check_tol
 from pipeline.store.memory import MemoryStore
 from pipeline.store.protocol import MeasurementStore, StoredMatrix
@@ -70,8 +70,8 @@ class SeighOptions:
         if self.inner_kind not in ROW_ACCESSIBLE:
             raise InputError(f"inner test matrix must be one of {ROW_ACCESSIBLE} (Psi is streamed by rows), got {self.inner_kind!r}")
 
-    def sketch(self, dim: int) -> SketchPlan:
-        return SketchPlan(dim, self.outer, self.inner, self.seed, self.block_size,
+    def sketch(self, dim: int) -> SketchSpec:
+        return SketchSpec(dim, self.outer, self.inner, self.seed, self.block_size,
                           self.inner_kind if self.recycled else self.outer_kind, self.inner_kind, self.recycled)
 
     def fingerprint(self, op: Operator, problem: dict | None) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def seigh(
 
     dim = op.shape[0]
     sketch = options.sketch(dim)
-    rows = row_blocks(dim, outer, memory_bytes // (8 * (3 * outer + 5 * inner)))
+    rows = row_blocks(dim, outer, rows_within(memory_bytes, outer, inner))
     device = compute_device(device)
     op.expect(inner if recycled else outer + inner)
     before = op.matvecs

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import OperationError
-from pipeline.linalg.measuring import RemoteMeasuring, measuring
+from pipeline.linalg.measurer import Measurer, measurer_for
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.recovery import DamagedMeasurements, Measurements, Recovered, recover
 from pipeline.progress import tracked
@@ -28,7 +28,7 @@ def derived_seed(seed: int, stream: int) -> int:
 
 
 @dataclass(frozen=True)
-class SketchPlan:
+class SketchSpec:
     """The measurements of one sketch: Y (dim, outer) with ``outer_kind`` Omega, W (dim, inner)
     with ``inner_kind`` Psi, in blocks of ``block_size`` columns; ``recycled``: Omega = the
     first nO columns of Psi^T, so Y is the first nO columns of W."""
@@ -49,19 +49,19 @@ class SketchPlan:
         return seeds
 
 
-def measure_and_recover(op: Operator, store: MeasurementStore, plan: SketchPlan, rows: list[range], device: torch.device,
+def measure_and_recover(op: Operator, store: MeasurementStore, sketch: SketchSpec, rows: list[range], device: torch.device,
                         progress: bool | None = None, on_block: Callable[[str, range], None] | None = None) -> Recovered:
     """Measure every missing block, then recover the core (``pipeline.linalg.recovery``); blocks
     recovery finds damaged (checksums, truncation, non-finite) are measured again, at most
     ``MEASURE_ROUNDS`` times."""
-    seeds = plan.seeds()
-    W = store.columns("inner", plan.dim, plan.inner, plan.block_size, op.dtype, row_chunk=len(rows[0]))
-    Y = W if plan.recycled else store.columns("outer", plan.dim, plan.outer, plan.block_size, op.dtype, row_chunk=len(rows[0]))
-    arrays = [("inner", W, plan.inner_kind, seeds["inner"])]
-    if not plan.recycled:
-        arrays.append(("outer", Y, plan.outer_kind, seeds["outer"]))
-    meas = Measurements(Y, W, plan.outer, plan.inner_kind, seeds["inner"], plan.recycled)
-    measurer = measuring(op)
+    seeds = sketch.seeds()
+    W = store.columns("inner", sketch.dim, sketch.inner, sketch.block_size, op.dtype, row_chunk=len(rows[0]))
+    Y = W if sketch.recycled else store.columns("outer", sketch.dim, sketch.outer, sketch.block_size, op.dtype, row_chunk=len(rows[0]))
+    arrays = [("inner", W, sketch.inner_kind, seeds["inner"])]
+    if not sketch.recycled:
+        arrays.append(("outer", Y, sketch.outer_kind, seeds["outer"]))
+    meas = Measurements(Y, W, sketch.outer, sketch.inner_kind, seeds["inner"], sketch.recycled)
+    measurer = measurer_for(op)
     for _ in range(MEASURE_ROUNDS):
         for name, array, kind, kind_seed in arrays:
             measure_columns(measurer, store, array, kind, kind_seed, name, progress, on_block)
@@ -73,7 +73,7 @@ def measure_and_recover(op: Operator, store: MeasurementStore, plan: SketchPlan,
     raise damage
 
 
-def measure_columns(measurer: RemoteMeasuring, store: MeasurementStore, array: BlockedColumns, kind: str, seed: int, name: str,
+def measure_columns(measurer: Measurer, store: MeasurementStore, array: BlockedColumns, kind: str, seed: int, name: str,
                     progress: bool | None = None, on_block: Callable[[str, range], None] | None = None) -> None:
     """Measure every unmarked block of ``array``. Writes run behind the products
     (``measurer.wait_for_writes``); a block whose write was lost (a worker died with it pending) is

@@ -1,4 +1,4 @@
-"""Overlapping I/O with compute: row-block read-ahead, write-behind, and the compute device."""
+"""Overlapping I/O with compute: row-block read-ahead and write-behind."""
 
 from __future__ import annotations
 
@@ -7,16 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import torch
-
 T = TypeVar("T")
-
-
-def compute_device(device: str | torch.device | None = None) -> torch.device:
-    """``device``, or by default the first CUDA device when there is one, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def prefetched(blocks: Sequence[range], load: Callable[[range], T]) -> Iterator[tuple[range, T]]:

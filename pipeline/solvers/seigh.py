@@ -9,12 +9,13 @@ from typing import Any, Optional
 
 import torch
 
+from pipeline.basics import compute_device
 from pipeline.errors import InputError, one_of
 from pipeline.linalg.adaptive import adaptive_seigh
 from pipeline.linalg.operator import Operator
 from pipeline.linalg.random_matrices import KINDS, ROW_ACCESSIBLE, random_block
+from pipeline.linalg.recovery import rows_within
 from pipeline.linalg.seigh import SeighOptions, seigh
-from pipeline.linalg.streaming import compute_device
 from pipeline.linalg.validation import check_k
 from pipeline.solvers.base import EigenConfig, OperatorShape, Solver, default_of
 from pipeline.solvers.outcomes import EigenOutcome
@@ -82,7 +83,7 @@ def postprocess_seconds(dim: int, outer: int, inner: int, k: int, inner_kind: st
     """Post-processing time: 2 D (3 nO^2 + nO nI + nI^2 + nO k) flops at this device's measured
     float64 matmul rate, plus Psi's rows generated for every row block (timed on one)."""
     device = compute_device(device)
-    rows = min(dim, max(outer, memory_bytes // (8 * (3 * outer + 5 * inner))))
+    rows = min(dim, max(outer, rows_within(memory_bytes, outer, inner)))
     a = torch.randn(rows, inner, dtype=torch.float64, device=device)
     start = time.perf_counter()
     a.T @ a

@@ -1,7 +1,14 @@
 """Where measurements and results live: the ``MeasurementStore`` protocol and its backends
 (``MemoryStore`` in memory, the Zarr ``RunStore`` on disk), the fingerprint that ties a store to
-one configuration, the lock that keeps one driver per store, and ``load_eigenpairs``."""
+one configuration, the lock that keeps one driver per store, and ``load_eigenpairs``.
 
+A backend is a module of this package with ``URL_SCHEME`` (``""``: plain paths and any scheme no
+other backend claims) and ``open_url(url)``: ``open_store`` finds it, so a new backend is one module.
+"""
+
+import sys
+
+from pipeline.registry import modules_of
 from pipeline.store.fingerprint import StoreMismatchError
 from pipeline.store.lock import StoreLockedError
 from pipeline.store.memory import MemoryStore
@@ -9,11 +16,19 @@ from pipeline.store.protocol import BlockedColumns, ColumnWriter, MeasurementSto
 from pipeline.store.run_store import RunStore, ZarrBlockWriter, load_eigenpairs
 
 
+def backends() -> dict[str, object]:
+    """URL scheme -> ``open_url`` of every backend module of this package."""
+    return {module.URL_SCHEME: module.open_url for module in modules_of(sys.modules[__name__]) if hasattr(module, "URL_SCHEME")}
+
+
 def open_store(url: str) -> MeasurementStore:
-    """The store at ``url``, its backend picked from the URL: ``memory://`` a fresh ``MemoryStore``
-    (nothing kept after the run), anything else (a path, ``file://``, an fsspec URL) a Zarr
+    """The store at ``url``, its backend picked from the URL's scheme: ``memory://`` a fresh
+    ``MemoryStore`` (nothing kept after the run); a path, ``file://`` or an fsspec URL a Zarr
     ``RunStore``, locked until ``close`` (use it as a context manager)."""
-    return MemoryStore() if str(url).startswith("memory://") else RunStore(url)
+    url = str(url)
+    scheme = url.partition("://")[0] if "://" in url else ""
+    found = backends()
+    return found.get(scheme, found[""])(url)
 
 __all__ = ["BlockedColumns", "ColumnWriter", "MeasurementStore", "MemoryStore", "RunStore", "StoreLockedError", "StoreMismatchError",
-           "StoredMatrix", "ZarrBlockWriter", "load_eigenpairs", "open_store"]
+           "StoredMatrix", "ZarrBlockWriter", "backends", "load_eigenpairs", "open_store"]

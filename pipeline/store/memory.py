@@ -7,8 +7,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.basics import numpy_dtype
 from pipeline.store.fingerprint import check_fingerprint
 from pipeline.store.protocol import BlockedColumns
+
+URL_SCHEME = "memory"  # memory://: a fresh store, nothing kept after the process
+
+
+def open_url(url: str) -> MemoryStore:
+    """A fresh, empty ``MemoryStore`` (the URL names nothing more)."""
+    return MemoryStore()
 
 
 class MemoryStore:
@@ -46,7 +54,7 @@ class MemoryStore:
         """The (dim, ncols) measurements ``name``: created, grown (new columns unmeasured) or viewed
         (``row_chunk`` is for chunked stores: memory has no chunks)."""
         if name not in self.arrays:
-            self.arrays[name] = np.full((dim, ncols), np.nan, dtype=_numpy_dtype(dtype))
+            self.arrays[name] = np.full((dim, ncols), np.nan, dtype=numpy_dtype(dtype))
             self.arrays[name + "_done"] = np.zeros(-(-ncols // block), dtype=np.uint8)
         stored = self.arrays[name].shape[1]
         if ncols > stored:
@@ -84,7 +92,3 @@ class MemoryStore:
 
     def noted(self, key: str) -> Any:
         return self.attrs.get("notes", {}).get(key)
-
-
-def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
-    return torch.empty((), dtype=dtype).numpy().dtype

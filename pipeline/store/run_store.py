@@ -23,10 +23,18 @@ import torch
 import zarr
 from zarr.codecs import Crc32cCodec
 
+from pipeline.basics import numpy_dtype
 from pipeline.errors import InputError, MissingFileError
 from pipeline.store.fingerprint import check_fingerprint, fingerprint_hash
 from pipeline.store.lock import StoreLock
 from pipeline.store.protocol import BlockedColumns, StoredMatrix
+
+URL_SCHEME = ""  # plain paths, file:// and fsspec URLs no other backend claims
+
+
+def open_url(url: str) -> RunStore:
+    """The Zarr group at ``url`` as a ``RunStore`` (created if absent; a local one locked)."""
+    return RunStore(url)
 
 
 class ZarrBlockWriter:
@@ -95,7 +103,7 @@ class RunStore:
         first ncols (no products)."""
         if name not in self.group:
             row_chunk = min(dim, row_chunk)
-            self.group.create_array(name, shape=(dim, ncols), chunks=(row_chunk, block), dtype=_numpy(dtype),
+            self.group.create_array(name, shape=(dim, ncols), chunks=(row_chunk, block), dtype=numpy_dtype(dtype),
                                     fill_value=np.nan, compressors=_CHECKSUM)
             self.group.create_array(name + "_done", shape=(-(-ncols // block),), chunks=(1,), dtype=np.uint8, fill_value=0,
                                     compressors=_CHECKSUM)
@@ -161,8 +169,6 @@ def load_eigenpairs(url: str | Path) -> tuple[np.ndarray, StoredMatrix]:
 _CHECKSUM = [Crc32cCodec()]
 
 
-def _numpy(dtype: torch.dtype) -> np.dtype:
-    return torch.empty((), dtype=dtype).numpy().dtype
 
 
 def _version(distribution: str) -> str:

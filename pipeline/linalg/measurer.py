@@ -1,6 +1,7 @@
-"""How a sketch's measurements H Omega[:, columns] are made. ``LocalMeasuring`` generates the
-seeded test matrix here, multiplies, and writes the block in the background while the next is
-computed; an operator whose products are made elsewhere (the Ray workers) is ``RemoteMeasuring``
+"""How a sketch's measurements H Omega[:, columns] are made (the products; what they fill is the
+store's measurements, ``pipeline.store``). A ``Measurer`` makes them: ``LocalMeasurer`` generates
+the seeded test matrix here, multiplies, and writes the block in the background while the next
+is computed; an operator whose products are made elsewhere (the Ray workers) is a ``Measurer``
 itself: it generates Omega where the products are made and writes from there."""
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pipeline.store.protocol import ColumnWriter
 
 
 @runtime_checkable
-class RemoteMeasuring(Protocol):
+class Measurer(Protocol):
+    """Makes a sketch's measurement blocks (see the module docstring)."""
+
     def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None) -> torch.Tensor | None:
         """H Omega[:, columns] (D, len(columns)) for the seeded test matrix ``kind`` (see
         ``random_columns``); with a ``writer`` the block is written (in the background) and None
@@ -26,8 +29,8 @@ class RemoteMeasuring(Protocol):
         """Wait until every block handed over with a writer is written (re-raises a failed write)."""
 
 
-class LocalMeasuring:
-    """``RemoteMeasuring`` for any operator: Omega generated here, written behind the next product."""
+class LocalMeasurer:
+    """``Measurer`` for any operator: Omega generated here, written behind the next product."""
 
     def __init__(self, op: Operator):
         self.op = op
@@ -45,6 +48,6 @@ class LocalMeasuring:
         self.writes.wait()
 
 
-def measuring(op: Operator) -> RemoteMeasuring:
-    """The operator itself where it measures remotely, else a ``LocalMeasuring`` around it."""
-    return op if isinstance(op, RemoteMeasuring) else LocalMeasuring(op)
+def measurer_for(op: Operator) -> Measurer:
+    """The operator itself where it measures remotely, else a ``LocalMeasurer`` around it."""
+    return op if isinstance(op, Measurer) else LocalMeasurer(op)
