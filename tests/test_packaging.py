@@ -106,3 +106,15 @@ def test_make_bench_runs_every_benchmark_script():
     scripts = {p.stem for p in (ROOT / "benchmarks").glob("*.py")} - {"common", "peer_runs", "run_all"}
     assert set(RUNS) == scripts
     assert "benchmarks/run_all.py" in (ROOT / "Makefile").read_text()
+
+
+def test_no_function_in_the_package_is_over_60_lines_without_a_reason():
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "pipeline").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                if "Over 60 lines:" not in (ast.get_docstring(node) or ""):
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert long == []

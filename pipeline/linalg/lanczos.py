@@ -49,6 +49,8 @@ def lanczos(
     the operator's timed block products repay the extra products a block needs
     (``pipeline.linalg.block_width``), else 1 (or the width of ``start``). ``start`` (D,) or
     (D, b) replaces the seeded Gaussian starting block.
+
+    Over 60 lines: the settings, then the restart loop with its stopping rule, read as the algorithm.
     """
     check_k(op, k)
     check_tol(tol)

@@ -127,6 +127,9 @@ def seigh(
     to the caller). ``memory_bytes`` bounds the row blocks of post-processing, which runs on
     ``device`` (default: CUDA when available, else the CPU). ``problem`` (a dict) names the
     operator in the store's fingerprint. The eigenvectors are a ``StoredMatrix`` in the store.
+
+    Over 60 lines: the algorithm's outline (bind the store, measure and recover, write the
+    eigenvectors, check and refine, record) reads top to bottom in one place.
     """
     options = SeighOptions(k, outer, inner, seed, block_size, outer_kind, inner_kind, recycled, residuals, error_test_vectors,
                            refine_tol, tol, memory_bytes)
