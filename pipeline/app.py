@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import hydra
@@ -17,22 +14,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from pipeline.analysis.landscape import loss_along
-from pipeline.basics import peak_rss_bytes
 from pipeline.config import register
-from pipeline.disk import check_store_fits, disk_failure, size_on_disk
-from pipeline.errors import InputError, PipelineError
-from pipeline.job import Job, compile_job
-from pipeline.outputs import write_results
-from pipeline.plan import compare_with_actual, log_plan, make_plan
-from pipeline.problem import ProblemOperator, open_operator
+from pipeline.disk import disk_failure
+from pipeline.errors import PipelineError
+from pipeline.job import compile_job
 from pipeline.progress import set_log_interval
 from pipeline.reproduce import reproduce
-from pipeline.solvers.base import OperatorShape
-from pipeline.solvers.outcomes import EigenOutcome, Outcome
-from pipeline.store import RunStore
-from pipeline.tracking import artifact as tracker_artifact
-from pipeline.tracking import scalar as tracker_scalar
+from pipeline.runner import plan_only, run_job
 from pipeline.tracking import tracking
 
 log = logging.getLogger("pipeline")
@@ -40,86 +28,6 @@ register()
 # The configs ship inside the package (pipeline/conf; conf/ at the repository root links to it),
 # so wheel and editable installs find them alike; Hydra's --config-dir adds a directory of your own.
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
-
-
-def run(job: Job | DictConfig, run_dir: Path) -> dict:
-    """Build the operator, predict the cost (logged), run the algorithm, write the outputs with the
-    prediction next to the actual figures; returns the results record. A composed config is
-    compiled (and checked) first. A solver that keeps its measurements gets the run dir's store,
-    locked before Ray starts and closed (unlocked) when the solver is done."""
-    start = time.perf_counter()
-    job = job if isinstance(job, Job) else compile_job(job)
-    store_path = run_dir / job.output.store
-    with RunStore(store_path) if job.solver.needs_store else contextlib.nullcontext() as store:
-        outcome, about = _solve(job, run_dir, store, store_path)
-    output, landscape = job.output, None
-    if output.landscape and isinstance(outcome, EigenOutcome):
-        count = min(output.landscape_vectors, len(outcome.eigenvalues))
-        landscape = loss_along(job.problem.build(1, 0), outcome.eigenvectors[:, :count], output.landscape_radius, output.landscape_points)
-    about["wall_time_s"] = time.perf_counter() - start
-    record = write_results(run_dir, outcome, about, job.config, output.plots, landscape)
-    _track(record, run_dir)
-    log.info("%s on %d parameters: %d products in %.1f s", about["algorithm"], about["num_params"], outcome.matvecs, about["wall_time_s"])
-    return record
-
-
-def _solve(job: Job, run_dir: Path, store: RunStore | None, store_path: Path) -> tuple[Outcome, dict]:
-    """Check what needs D (and the store) before Ray starts, open the operator, plan, run the
-    solver: its outcome and the run's figures (algorithm, D, samples, plan and actual)."""
-    solver, a = job.solver, job.algorithm
-    preview = job.problem.preview()  # on the driver, before Ray: the model takes the data; D and the weights
-    problem = {**job.fingerprint, "weights": preview.weights}
-    solver.preflight(a, OperatorShape((preview.dim, preview.dim), preview.dtype), seed=job.seed, store=store, problem=problem)
-    store_bytes = solver.cost(a, preview.dim, preview.dtype.itemsize)["store_bytes"] if store else 0
-    if store is not None:
-        check_store_fits(store_bytes, store_path, job.plan.allow_overcommit)
-    with open_operator(job) as op:
-        if op.weights_digest() != preview.weights:
-            raise InputError("the workers built other weights than the driver: model.checkpoint (and the code) must be the same "
-                             "on every node")
-        prediction = plan(job, op, run_dir)
-        before, began = op.matvecs, time.perf_counter()
-        try:
-            outcome = solver.run(a, op, seed=job.seed, store=store, problem=problem)
-        except OSError as error:
-            failure = disk_failure(error, store_path if store else None, store_bytes)
-            if failure is None:
-                raise
-            raise failure from None
-        actual = {"wall_s": time.perf_counter() - began, "matvecs": op.matvecs - before, "store_bytes": size_on_disk(store_path) if store else 0,
-                  "driver_bytes": peak_rss_bytes()}
-        compare_with_actual(prediction, actual)
-        return outcome, {"algorithm": solver.name, "num_params": op.shape[0], "curvature": job.curvature.kind,
-                         "num_samples": op.num_samples, "actual": actual, "plan": prediction}
-
-
-def _track(record: dict, run_dir: Path) -> None:
-    """The final figures and files of a run, to the open tracker (``output.tracker``)."""
-    for name in ("eigenvalues", "residuals"):
-        for index, value in enumerate(record.get(name, [])):
-            tracker_scalar(f"result/{name[:-1]}", value, step=index)
-    for name in ("trace", "matvecs", "wall_time_s"):
-        if isinstance(record.get(name), (int, float)):
-            tracker_scalar(f"result/{name}", record[name], step=0)
-    for name in ("results.json", *record["figures"]):
-        tracker_artifact(run_dir / name)
-
-
-def plan(job: Job, op: ProblemOperator, run_dir: Path) -> dict:
-    """The cost prediction for this run (``pipeline.plan``), logged."""
-    prediction = make_plan(job, op, run_dir, op.worker_peak_rss())
-    log_plan(prediction)
-    return prediction
-
-
-def plan_only(job: Job | DictConfig, run_dir: Path) -> dict:
-    """task=plan: time a few products on the workers, write plan.json, run nothing else."""
-    job = job if isinstance(job, Job) else compile_job(job)
-    with open_operator(job) as op:
-        prediction = plan(job, op, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "plan.json").write_text(json.dumps(prediction, indent=2))
-    return prediction
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
@@ -145,11 +53,11 @@ def execute(cfg: DictConfig, run_dir: Path) -> int:
         set_log_interval(job.output.progress_interval_s)
         with tracking(job.output.tracker, run_dir, job.config, job.output.tracker_uri):
             if job.task == "reproduce":
-                reproduce(job, run_dir, run)
+                reproduce(job, run_dir)
             elif job.task == "plan":
                 plan_only(job, run_dir)
             else:
-                run(job, run_dir)
+                run_job(job, run_dir)
         log.info("done: results in %s", run_dir)
         log.debug(OmegaConf.to_yaml(cfg))
         return 0

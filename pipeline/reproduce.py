@@ -28,7 +28,7 @@ from pipeline.curvature import FlatView, select_parameters
 from pipeline.data import build_dataset
 from pipeline.errors import InputError
 from pipeline.models import build_from_config
-from pipeline.store import load_eigenpairs
+from pipeline.runner import run_job
 from pipeline.train import train_with_checkpoints
 
 if TYPE_CHECKING:
@@ -37,10 +37,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def reproduce(job: Job, run_dir: Path, run_eigen) -> dict[str, Any]:
-    """Train, decompose every (checkpoint, split) with ``run_eigen(job, dir)``, measure the
-    overlaps and (where D allows) the exact reference; write overlap.json, overlap.md and the
-    figures; returns the overlap record."""
+def reproduce(job: Job, run_dir: Path) -> dict[str, Any]:
+    """Train, decompose every (checkpoint, split) as a job of its own (``pipeline.runner``: its
+    sub-directory, its resumable store), measure the overlaps of its eigenvectors (read by row
+    blocks from the store) and (where D allows) the exact reference; write overlap.json,
+    overlap.md and the figures; returns the overlap record."""
     started = time.perf_counter()
     r = job.reproduce
     if not job.solver.needs_store:
@@ -62,8 +63,8 @@ def reproduce(job: Job, run_dir: Path, run_eigen) -> dict[str, Any]:
             sub_job = job.with_settings({"model.checkpoint": checkpoint["path"], "data.split": split, "data.subset": subset})
             sub_dir = run_dir / f"step_{checkpoint['step']}" / split
             sub_dir.mkdir(parents=True, exist_ok=True)
-            eigen = run_eigen(sub_job, sub_dir)
-            _, vectors = load_eigenpairs(sub_dir / job.output.store)
+            eigen, outcome = run_job(sub_job, sub_dir)
+            vectors = outcome.eigenvectors
             theta = _flat_parameters({**model_config, "checkpoint": checkpoint["path"]}, job.curvature.params)
             table = overlap_table(vectors, theta, max_k, r.random_masks, seed=job.seed)
             entry = {"step": checkpoint["step"], "test_accuracy": checkpoint["test_accuracy"], "eigenvalues": eigen["eigenvalues"],

@@ -18,12 +18,13 @@ from hydra.errors import ConfigCompositionException
 from scipy.integrate import trapezoid  # np.trapezoid needs numpy >= 2.0
 from torch import nn
 
-from pipeline.app import CONFIG_DIR, execute, run
+from pipeline.app import CONFIG_DIR, execute
 from pipeline.curvature import HessianOperator
 from pipeline.data import build_dataset
 from pipeline.data.subsets import batches
 from pipeline.linalg import lanczos
 from pipeline.models import build_from_config
+from pipeline.runner import run
 
 from helpers import wait_for_marks
 
@@ -352,9 +353,9 @@ def test_a_bug_keeps_its_traceback_and_is_not_reported_as_a_user_error(tmp_path)
     from pipeline.errors import InputError, PipelineError
 
     assert issubclass(InputError, ValueError) and issubclass(InputError, PipelineError)  # callers catching ValueError still do
-    script = ("import sys, pipeline.app as app\n"
+    script = ("import sys, pipeline.app as app, pipeline.runner as runner\n"
               "def broken(*args, **kwargs):\n    raise RuntimeError('an internal bug')\n"
-              "app.write_results = broken\n"
+              "runner.write_results = broken\n"
               f"sys.argv = ['hessian-pipeline', 'cluster=none', 'algorithm=lanczos', 'hydra.run.dir={tmp_path}']\n"
               "app.cli()\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -60,7 +60,8 @@ def _in_process(overrides: list[str], run_dir: Path) -> dict:
     """The record of the same job run in this process (cluster=none): the reference."""
     from hydra import compose, initialize_config_dir
 
-    from pipeline.app import CONFIG_DIR, run
+    from pipeline.app import CONFIG_DIR
+    from pipeline.runner import run
 
     run_dir.mkdir(parents=True)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from pipeline.app import CONFIG_DIR, run
+from pipeline.app import CONFIG_DIR
+from pipeline.runner import run
 
 SEIGH = ["cluster=none", "dtype=float64", "curvature.product_mode=graph-reuse", "algorithm.k=3", "algorithm.outer=60", "algorithm.inner=120",
          "algorithm.block_size=10", "algorithm.refine_tol=null", "algorithm.error_test_vectors=0", "output.plots=false"]

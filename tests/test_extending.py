@@ -13,8 +13,9 @@ from hydra import compose, initialize_config_dir
 import pipeline.curvature
 import pipeline.solvers
 import pipeline.store
-from pipeline.app import CONFIG_DIR, run
+from pipeline.app import CONFIG_DIR
 from pipeline.config import register
+from pipeline.runner import run
 
 SMALL = ["cluster=none", "dtype=float64", "data.subset=100", "output.plots=false", "curvature.params=[11.*]"]  # D = 210
 

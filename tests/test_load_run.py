@@ -10,7 +10,8 @@ from hydra import compose, initialize_config_dir
 
 import pipeline
 from pipeline import outputs
-from pipeline.app import CONFIG_DIR, run
+from pipeline.app import CONFIG_DIR
+from pipeline.runner import run
 from pipeline.solvers import outcomes
 from pipeline.store import StoredMatrix
 

@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from pipeline.analysis.overlap import magnitude_mask, mask_overlap, overlap_table
-from pipeline.app import CONFIG_DIR, run
+from pipeline.app import CONFIG_DIR
 from pipeline.job import compile_job
 from pipeline.models import build_from_config
 from pipeline.reproduce import reproduce
@@ -100,7 +100,7 @@ def test_cpu_sized_reproduction_end_to_end(tmp_path):
                  "algorithm.inner=60", "algorithm.k=10", "algorithm.block_size=30", "reproduce.overlap_ks=[1,5,10]"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose("config", overrides=overrides)
-    record = reproduce(compile_job(cfg), tmp_path, run)
+    record = reproduce(compile_job(cfg), tmp_path)
     saved = json.loads((tmp_path / "overlap.json").read_text())
     assert set(saved["splits"]) == {"train", "test"} and saved["ks"] == [1, 5, 10]
     entry = saved["splits"]["test"]["30"]
@@ -169,7 +169,7 @@ def test_reduced_mnist_experiment_end_to_end_against_the_dense_hessian(tmp_path)
                  "curvature.params=[9.*,11.*]", "dtype=float64"]  # the last two layers: D = 630, so the exact eigh is quick
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose("config", overrides=overrides)
-    record = reproduce(compile_job(cfg), tmp_path, run)
+    record = reproduce(compile_job(cfg), tmp_path)
     accuracy = [c["test_accuracy"] for c in record["checkpoints"]]
     assert accuracy[0] < 0.2 < 0.4 < accuracy[1]  # real MNIST: SGD at lr 0.3 learns within 100 steps (paper protocol)
     for split in ("train", "test"):

@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from pipeline.app import plan_only, run
 from pipeline.job import compile_job
 from pipeline.linalg import DenseOperator
 from pipeline.plan import make_plan, slurm_seconds
+from pipeline.runner import plan_only, run
 
 from deployment import compose_overrides
 
