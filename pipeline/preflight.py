@@ -31,7 +31,7 @@ def check_job(job: Job) -> None:
     if job.output.tracker is not None:
         one_of("output.tracker", job.output.tracker, TRACKERS)
     one_of("curvature.product_mode", job.curvature.product_mode, ("auto", *CURVATURES[job.curvature.kind].PRODUCT_MODES))
-    for name in ("k", "block_size"):
+    for name in ("k", "block_size", "product_width"):
         value = getattr(a, name, 1)
         if isinstance(value, int) and value < 1:  # "auto" and other strings: the solver's check
             raise InputError(f"algorithm.{name} must be a positive integer, got {value}")

@@ -147,6 +147,30 @@ def test_killed_run_resumes_without_remeasuring(problem, tmp_path):
     assert again.info["measured_now"] == 0
 
 
+def test_a_store_measured_16_columns_a_product_resumes_4_at_a_time_with_another_batch_size(tmp_path):
+    """The product width and the batch size change how products are made, not the measurements:
+    neither is in the store's fingerprint, so a run killed at one width resumes at another."""
+    from torch import nn
+
+    from pipeline.curvature import HessianOperator
+    from pipeline.data import batches
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()  # D = 83
+    x, y = torch.randn(60, 6, dtype=torch.float64), torch.randint(0, 3, (60,))
+
+    def op(batch_size):
+        return HessianOperator(model, nn.functional.cross_entropy, batches(x, y, batch_size), product_mode="reverse-over-reverse")
+
+    settings = dict(k=3, outer=16, inner=48, seed=1, block_size=16, error_test_vectors=0, problem={"model": "mlp"})
+    uninterrupted = seigh(op(60), store=RunStore(tmp_path / "clean.zarr"), **settings)
+    with pytest.raises(Interrupted):
+        seigh(op(60), store=RunStore(tmp_path / "run.zarr"), on_block=_kill_after(2), **settings)
+    resumed = seigh(op(25), store=RunStore(tmp_path / "run.zarr"), product_width=4, **settings)
+    assert resumed.info["measured_now"] == 64 - 2 * 16  # the two blocks measured 16 at a time were kept
+    torch.testing.assert_close(resumed.eigenvalues, uninterrupted.eigenvalues, rtol=1e-12, atol=0)
+
+
 def _flip_bytes(path, count=256):
     data = bytearray(path.read_bytes())
     middle = len(data) // 2

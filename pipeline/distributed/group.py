@@ -84,5 +84,5 @@ class WorkerGroup(ActorGroup):
         available = min(info["memory_available"] for info in self.info) / 2**30 if self.info else float("nan")
         return (f"the same block killed workers {len(deaths)} times (last: {deaths[-1]}): most likely out of memory "
                 f"(the workers' nodes had {available:.1f} GiB available when they started). Lower data.batch_size "
-                f"(now {self.spec.batch_size}; the rerun resumes from the store) or algorithm.block_size (a new store); "
+                f"(now {self.spec.batch_size}) or algorithm.product_width (SEIGH: columns per product); the rerun resumes from the store; "
                 "every block measured so far is kept")

@@ -43,10 +43,12 @@ class RayOperator(Operator):
         block = ray.put(V.detach().cpu().contiguous().numpy())  # zero-copy reads on the workers
         return self._reduced(CurvatureWorker.matmat, block)
 
-    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None) -> torch.Tensor | None:
-        """H Omega[:, columns] with Omega generated on the workers (no D-sized vector passes
-        through the driver when a ``writer`` stores the block from rank 0)."""
-        return self._counted(len(columns), self._reduced, CurvatureWorker.measure, kind, seed, columns, writer)
+    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None,
+                width: int | None = None) -> torch.Tensor | None:
+        """H Omega[:, columns] with Omega generated on the workers, in products of at most
+        ``width`` columns (no D-sized vector passes through the driver when a ``writer`` stores
+        the block from rank 0)."""
+        return self._counted(len(columns), self._reduced, CurvatureWorker.measure, kind, seed, columns, writer, width)
 
     @property
     def num_samples(self) -> int:

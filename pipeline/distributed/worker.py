@@ -18,6 +18,7 @@ from pipeline.curvature.graph_cache import available_bytes
 from pipeline.distributed import process_group
 from pipeline.distributed.actor_group import PROBE, PeerFailed
 from pipeline.distributed.torch_backend import TorchRank
+from pipeline.linalg.measurer import split_columns
 from pipeline.linalg.random_matrices import random_columns
 from pipeline.linalg.streaming import WriteBehind
 from pipeline.sharding.spec import ProblemSpec
@@ -65,11 +66,15 @@ class CurvatureWorker(TorchRank):
             block = torch.from_numpy(V)
         return self._reduced_product(block.to(self.device, self.op.dtype))
 
-    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None) -> tuple[torch.Tensor | None, dict[str, float]]:
-        """H Omega[:, columns] with Omega generated here; rank 0 writes it in the background while
-        the next block is computed (``wait_for_writes`` waits for it), or returns it."""
-        omega = random_columns(kind, seed, self.op.shape[0], columns, dtype=self.op.dtype, device=self.device)
-        product, timings = self._reduced_product(omega)
+    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None,
+                width: int | None = None) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """H Omega[:, columns] with Omega generated here, in products of at most ``width`` columns;
+        rank 0 writes it in the background while the next block is computed (``wait_for_writes``
+        waits for it), or returns it."""
+        parts = [self._reduced_product(random_columns(kind, seed, self.op.shape[0], part, dtype=self.op.dtype, device=self.device))
+                 for part in split_columns(columns, width)]
+        product = None if parts[0][0] is None else torch.cat([part for part, _ in parts], dim=1)
+        timings = {key: sum(t[key] for _, t in parts) for key in parts[0][1]}
         if writer is not None and product is not None:
             self._enter("waiting for its previous block to be written to the store")
             timings["write_wait_s"] = self.writes.submit(writer.write, columns, product)

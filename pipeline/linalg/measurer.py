@@ -16,14 +16,22 @@ from pipeline.linalg.streaming import WriteBehind
 from pipeline.store.protocol import ColumnWriter
 
 
+def split_columns(columns: range, width: int | None) -> list[range]:
+    """``columns`` in consecutive parts of at most ``width`` (None: one part)."""
+    width = len(columns) if width is None else max(1, width)
+    return [range(start, min(start + width, columns.stop)) for start in range(columns.start, columns.stop, width)]
+
+
 @runtime_checkable
 class Measurer(Protocol):
     """Makes a sketch's measurement blocks (see the module docstring)."""
 
-    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None) -> torch.Tensor | None:
+    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None,
+                width: int | None = None) -> torch.Tensor | None:
         """H Omega[:, columns] (D, len(columns)) for the seeded test matrix ``kind`` (see
-        ``random_columns``); with a ``writer`` the block is written (in the background) and None
-        returned: call ``wait_for_writes`` before reading."""
+        ``random_columns``), in products of at most ``width`` columns (None: the whole block in
+        one; a column of Omega is the same whatever the width); with a ``writer`` the block is
+        written (in the background) and None returned: call ``wait_for_writes`` before reading."""
 
     def wait_for_writes(self) -> None:
         """Wait until every block handed over with a writer is written (re-raises a failed write)."""
@@ -36,9 +44,11 @@ class LocalMeasurer:
         self.op = op
         self.writes = WriteBehind()
 
-    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None) -> torch.Tensor | None:
+    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None,
+                width: int | None = None) -> torch.Tensor | None:
         op = self.op
-        block = op @ random_columns(kind, seed, op.shape[0], columns, dtype=op.dtype, device=op.device)
+        block = torch.cat([op @ random_columns(kind, seed, op.shape[0], part, dtype=op.dtype, device=op.device)
+                           for part in split_columns(columns, width)], dim=1)
         if writer is None:
             return block
         self.writes.submit(writer.write, columns, block)

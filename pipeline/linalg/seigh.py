@@ -52,12 +52,15 @@ class SeighOptions:
     refine_tol: float | None = None
     tol: float = 1e-3
     memory_bytes: int = 2**30
+    product_width: int | None = None
 
     def validate(self, op: Operator) -> None:
         """InputError naming the first option ``op`` cannot take."""
         dim = op.shape[0]
         check_k(op, self.k)
         check_positive(self.block_size, "block_size")
+        if self.product_width is not None:
+            check_positive(self.product_width, "product_width")
         check_tol(self.tol)
         if self.refine_tol is not None:
             check_tol(self.refine_tol, "refine_tol")
@@ -72,7 +75,7 @@ class SeighOptions:
 
     def sketch(self, dim: int) -> SketchSpec:
         return SketchSpec(dim, self.outer, self.inner, self.seed, self.block_size,
-                          self.inner_kind if self.recycled else self.outer_kind, self.inner_kind, self.recycled)
+                          self.inner_kind if self.recycled else self.outer_kind, self.inner_kind, self.recycled, self.product_width)
 
     def fingerprint(self, op: Operator, problem: dict | None) -> dict[str, Any]:
         """What the measurements depend on; outer / inner are not part of it: a store grows to
@@ -107,6 +110,7 @@ def seigh(
     refine_tol: float | None = None,
     tol: float = 1e-3,
     memory_bytes: int = 2**30,
+    product_width: int | None = None,
     store: MeasurementStore | None = None,
     problem: dict | None = None,
     progress: bool | None = None,
@@ -124,7 +128,10 @@ def seigh(
     Lanczos started from the SEIGH vectors until every residual is below it; ``converged``
     compares the residuals with ``refine_tol``, else ``tol`` (pairs whose residual was not computed
     count as not converged), and unconverged pairs are named in a WARNING (``warn=False``: left
-    to the caller). ``memory_bytes`` bounds the row blocks of post-processing, which runs on
+    to the caller). ``block_size`` is the store's unit (chunk width, completion mark; part of its
+    fingerprint); ``product_width`` (default: ``block_size``) the columns of one product, free to
+    change between a run and its resume (smaller: less memory per product, e.g. after an out-of-
+    memory kill). ``memory_bytes`` bounds the row blocks of post-processing, which runs on
     ``device`` (default: CUDA when available, else the CPU). ``problem`` (a dict) names the
     operator in the store's fingerprint. The eigenvectors are a ``StoredMatrix`` in the store.
 
@@ -132,7 +139,7 @@ def seigh(
     eigenvectors, check and refine, record) reads top to bottom in one place.
     """
     options = SeighOptions(k, outer, inner, seed, block_size, outer_kind, inner_kind, recycled, residuals, error_test_vectors,
-                           refine_tol, tol, memory_bytes)
+                           refine_tol, tol, memory_bytes, product_width)
     options.validate(op)
     store = store if store is not None else MemoryStore()
     store.bind(options.fingerprint(op, problem))

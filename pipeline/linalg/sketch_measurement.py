@@ -41,6 +41,7 @@ class SketchSpec:
     outer_kind: str
     inner_kind: str
     recycled: bool
+    product_width: int | None = None  # products of at most this many columns of a block (None: a block at once)
 
     def seeds(self) -> dict[str, int]:
         seeds = {name: derived_seed(self.seed, i) for i, name in enumerate(("outer", "inner", "error"))}
@@ -64,7 +65,7 @@ def measure_and_recover(op: Operator, store: MeasurementStore, sketch: SketchSpe
     measurer = measurer_for(op)
     for _ in range(MEASURE_ROUNDS):
         for name, array, kind, kind_seed in arrays:
-            measure_columns(measurer, store, array, kind, kind_seed, name, progress, on_block)
+            measure_columns(measurer, store, array, kind, kind_seed, name, progress, on_block, sketch.product_width)
         try:
             return recover(meas, rows, store, device, progress)
         except DamagedMeasurements as error:  # checksum mismatch, truncated or lost chunks: unmarked, remeasure now
@@ -74,7 +75,8 @@ def measure_and_recover(op: Operator, store: MeasurementStore, sketch: SketchSpe
 
 
 def measure_columns(measurer: Measurer, store: MeasurementStore, array: BlockedColumns, kind: str, seed: int, name: str,
-                    progress: bool | None = None, on_block: Callable[[str, range], None] | None = None) -> None:
+                    progress: bool | None = None, on_block: Callable[[str, range], None] | None = None,
+                    width: int | None = None) -> None:
     """Measure every unmarked block of ``array``. Writes run behind the products
     (``measurer.wait_for_writes``); a block whose write was lost (a worker died with it pending) is
     still unmarked afterwards and measured again, so the loop ends only when every block is marked.
@@ -91,7 +93,7 @@ def measure_columns(measurer: Measurer, store: MeasurementStore, array: BlockedC
             log.warning("%s measurements: %d blocks were not written (a worker died?); measuring them again", name, len(missing))
         try:
             for columns in tracked(missing, total=len(missing), desc=f"{name} measurements", unit="blocks", progress=progress):
-                block = measurer.measure(kind, seed, columns, writer=array.writer)
+                block = measurer.measure(kind, seed, columns, writer=array.writer, width=width)
                 if block is not None:
                     array.write(columns, block)
                 if not adopted:

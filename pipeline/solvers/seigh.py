@@ -27,7 +27,8 @@ class SeighConfig(EigenConfig):
     tol: float = default_of(seigh, "tol")
     outer: int = 355
     inner: int = 710
-    block_size: int = default_of(seigh, "block_size")
+    block_size: int = default_of(seigh, "block_size")  # the store's chunk width and completion unit (fingerprinted)
+    product_width: Optional[int] = default_of(seigh, "product_width")  # columns per product (null: block_size); a resume may change it
     recycled: bool = default_of(seigh, "recycled")
     outer_kind: str = default_of(seigh, "outer_kind")
     inner_kind: str = default_of(seigh, "inner_kind")
@@ -42,7 +43,8 @@ class SeighConfig(EigenConfig):
 
 def preflight(a: Any, shape: OperatorShape, *, seed: int, store: Any = None, problem: dict | None = None) -> None:
     """Before any worker starts: the sketch sizes against D, and a store of another configuration refused."""
-    options = SeighOptions(a.k, a.outer, a.inner, seed, a.block_size, a.outer_kind, a.inner_kind, a.recycled)
+    options = SeighOptions(a.k, a.outer, a.inner, seed, a.block_size, a.outer_kind, a.inner_kind, a.recycled,
+                           product_width=a.product_width)
     if a.target_tol is None:
         options.validate(shape)
     else:  # adaptive SEIGH sizes its own sketches from outer
@@ -52,8 +54,9 @@ def preflight(a: Any, shape: OperatorShape, *, seed: int, store: Any = None, pro
 
 
 def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> EigenOutcome:
-    options = dict(seed=seed, store=store, block_size=a.block_size, outer_kind=a.outer_kind, inner_kind=a.inner_kind,
-                   recycled=a.recycled, error_test_vectors=a.error_test_vectors, memory_bytes=int(a.memory_gb * 2**30), problem=problem)
+    options = dict(seed=seed, store=store, block_size=a.block_size, product_width=a.product_width, outer_kind=a.outer_kind,
+                   inner_kind=a.inner_kind, recycled=a.recycled, error_test_vectors=a.error_test_vectors,
+                   memory_bytes=int(a.memory_gb * 2**30), problem=problem)
     if a.target_tol is not None:  # grow the sketch from outer until the top-k residuals meet target_tol
         result = adaptive_seigh(op, a.k, a.target_tol, max_matvecs=a.max_matvecs, start_outer=a.outer, growth=a.growth, **options)
     else:
