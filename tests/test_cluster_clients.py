@@ -125,16 +125,17 @@ SWEEP = [*SMALL_SEIGH, "curvature.product_mode=reverse-over-reverse"]  # the pro
 
 @pytest.mark.slow
 def test_four_jobs_submitted_at_once_to_one_head_queue_for_its_cpus_and_each_gives_its_solo_eigenvalues(ray_head, tmp_path):
-    seeds = range(4)
+    seeds, one_cpu = range(4), ["cluster.num_workers=1", "cluster.cpus_per_worker=1"]  # the head's 2 CPUs: two jobs at a time
     with ThreadPoolExecutor(len(seeds)) as pool:  # four `ray job submit`s at once, each with its own run dir
-        jobs = list(pool.map(lambda seed: _submitted(ray_head, tmp_path / f"job{seed}", [*SWEEP, f"seed={seed}"]), seeds))
+        jobs = list(pool.map(lambda seed: _submitted(ray_head, tmp_path / f"job{seed}", [*SWEEP, *one_cpu, f"seed={seed}"]), seeds))
     for seed, job in zip(seeds, jobs):
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         log = job.stdout + job.stderr
         assert "succeeded" in log and "uploading the pipeline package" in log and f"run directory: {tmp_path / f'job{seed}'}" in log
-        assert "1 Ray workers ready on 1 nodes (2 CPUs, 0 GPUs each)" in log  # sized from the head's 2 CPUs: one job at a time
-    intervals = sorted(_measuring_interval(tmp_path / f"job{seed}") for seed in seeds)
-    assert all(end < start for (_, end), (start, _) in zip(intervals, intervals[1:])), intervals  # queued, never two at once
+        assert "1 Ray workers ready on 1 nodes (1 CPUs, 0 GPUs each)" in log
+    intervals = [_measuring_interval(tmp_path / f"job{seed}") for seed in seeds]
+    at_once = max(sum(start <= moment <= end for start, end in intervals) for moment, _ in intervals)
+    assert at_once <= 2, intervals  # queued for the head's 2 CPUs, never more jobs' workers than that at once
     solo = [_in_process([*SWEEP, f"seed={seed}"], tmp_path / f"solo{seed}")["eigenvalues"] for seed in seeds]
     for seed in seeds:
         record = _results(tmp_path / f"job{seed}")
@@ -207,7 +208,7 @@ def _pid_of(program: str, temp_dir: str) -> int:
 @pytest.mark.slow
 def test_a_lost_head_ends_the_driver_in_one_line_within_the_timeout_and_a_new_head_resumes(tmp_path):
     run_dir, single = tmp_path / "run", tmp_path / "single"
-    overrides = [*SMALL_SEIGH, "algorithm.block_size=1", "curvature.product_mode=graph-reuse", "cluster.num_workers=2",
+    overrides = [*SMALL_SEIGH, "algorithm.block_size=3", "curvature.product_mode=graph-reuse", "cluster.num_workers=2",
                  "cluster.connect_timeout_s=20"]
     with started_head(dashboard=False) as (address, _, temp_dir):
         driver = subprocess.Popen([sys.executable, "-m", "pipeline", "cluster=ray", f"cluster.address={address}", *overrides,

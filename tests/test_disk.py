@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from pipeline.app import CONFIG_DIR
+from pipeline.app import CONFIG_DIR, execute
 from pipeline.runner import run
 
 SEIGH = ["cluster=none", "dtype=float64", "curvature.product_mode=graph-reuse", "algorithm.k=3", "algorithm.outer=60", "algorithm.inner=120",
@@ -58,8 +58,8 @@ def test_a_store_that_cannot_fit_is_refused_then_a_full_disk_stops_in_one_line_a
     assert readonly.returncode == 2 and readonly.stderr.strip() == f"error: {run_dir} is not writable by this user: choose another hydra.run.dir"
 
     subprocess.run(["mount", "-o", "remount,rw,size=32m", str(small_disk)], check=True)  # writable again, space freed
-    resumed = _cli(f"hydra.run.dir={run_dir}")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        assert execute(compose("config", overrides=SEIGH), run_dir) == 0  # the rerun, in this process
     record = json.loads((run_dir / "results.json").read_text())
     assert 0 < record["extra"]["measured_now"] < 180  # the blocks written before the disk filled were kept
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
