@@ -141,6 +141,20 @@ def test_auto_mode_times_every_mode_once_per_block_width_and_agrees(mlp_problem,
         torch.testing.assert_close(cls(model, CE, split(x, y, [32, 28]), product_mode=mode) @ V, first, rtol=1e-12, atol=1e-14)
 
 
+def test_one_off_checks_announce_their_products_so_auto_does_not_time_the_modes_for_them(mlp_problem):
+    from pipeline.linalg.aposteriori import frobenius_error, pair_residuals
+
+    model, x, y = mlp_problem
+    op = HessianOperator(model, CE, split(x, y, [32, 28]))
+    V, values = torch.linalg.qr(_block(op.shape[0], b=3))[0], torch.ones(3, dtype=torch.float64)
+    pair_residuals(op, values, V, block_size=3)  # k products at width k, once: timing three modes would cost more
+    frobenius_error(op, values, V, test_vectors=5, seed=0, block_size=5)
+    assert {width: choice.timed for width, choice in op.mode_choices.items()} == {3: False, 5: False}
+    op.expect(3000)  # much work ahead at a new width: timed
+    op @ _block(op.shape[0], b=8)
+    assert op.mode_choices[8].timed
+
+
 def test_unknown_product_mode_names_the_choices(mlp_problem):
     model, x, y = mlp_problem
     with pytest.raises(ValueError, match="product_mode for GGNOperator must be 'auto' or one of"):

@@ -39,6 +39,12 @@ class RayOperator(Operator):
         super().__init__(info["dim"], getattr(torch, info["dtype"]), "cpu")
         self.last_timings: list[dict[str, float]] = []
 
+    def expect(self, products: int) -> None:
+        """Announced on every worker too: their ``product_mode=auto`` weighs it (a one-off width is
+        not timed)."""
+        super().expect(products)
+        self.group.run(CurvatureWorker.expect, int(products))
+
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         block = ray.put(V.detach().cpu().contiguous().numpy())  # zero-copy reads on the workers
         return self._reduced(CurvatureWorker.matmat, block)

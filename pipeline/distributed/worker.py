@@ -82,6 +82,10 @@ class CurvatureWorker(TorchRank):
             product = None
         return product, timings
 
+    def expect(self, products: int) -> None:
+        """The products the driver's algorithm announces (``Operator.expect``): this shard's mode choice weighs them."""
+        self.op.expect(products)
+
     def wait_for_writes(self) -> None:
         self.writes.wait()
 

@@ -15,7 +15,9 @@ from pipeline.linalg.random_matrices import random_columns
 
 
 def pair_residuals(op: Operator, values: torch.Tensor, vectors: torch.Tensor, block_size: int) -> torch.Tensor:
-    """||H v_i - lambda_i v_i|| / |lambda_i| for unit columns v_i of ``vectors`` (k products)."""
+    """||H v_i - lambda_i v_i|| / |lambda_i| for unit columns v_i of ``vectors`` (k products,
+    announced: a one-off width is not worth timing the product modes for)."""
+    op.expect(vectors.shape[1])
     V = vectors.to(torch.float64)
     HV = apply_in_blocks(op, V, block_size)
     return (HV - V * values).norm(dim=0).cpu() / values.abs().clamp(min=1e-300)
@@ -49,7 +51,9 @@ def chernoff_ratio(q: int, failure: float, upper: bool) -> float:
 def frobenius_error(
     op: Operator, values: torch.Tensor, vectors: torch.Tensor, test_vectors: int, seed: int, block_size: int, failure: float = 0.05
 ) -> FrobeniusErrorEstimate:
-    """Estimate ||H - V diag(values) V^T||_F with ``test_vectors`` Gaussian probes (that many products)."""
+    """Estimate ||H - V diag(values) V^T||_F with ``test_vectors`` Gaussian probes (that many
+    products, announced as for ``pair_residuals``)."""
+    op.expect(test_vectors)
     G = random_columns("gaussian", seed, op.shape[0], range(test_vectors), device=op.device)
     HG = apply_in_blocks(op, G, block_size)
     V = vectors.to(torch.float64)
