@@ -205,6 +205,21 @@ def _pid_of(program: str, temp_dir: str) -> int:
     raise LookupError(f"no {program} under {temp_dir}")
 
 
+def _workers_of(raylet: int) -> list[int]:
+    """The pids of the Ray workers (``ray::...`` processes) a raylet started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == raylet and command.startswith(b"ray::"):
+            found.append(int(entry.name))
+    assert found, f"no workers under raylet {raylet}"
+    return found
+
+
 @pytest.mark.slow
 def test_a_lost_head_ends_the_driver_in_one_line_within_the_timeout_and_a_new_head_resumes(tmp_path):
     run_dir, single = tmp_path / "run", tmp_path / "single"
@@ -214,10 +229,17 @@ def test_a_lost_head_ends_the_driver_in_one_line_within_the_timeout_and_a_new_he
         driver = subprocess.Popen([sys.executable, "-m", "pipeline", "cluster=ray", f"cluster.address={address}", *overrides,
                                    f"hydra.run.dir={run_dir}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
         wait_for_marks(run_dir / "store.zarr" / "inner_done", 3)
-        os.kill(_pid_of("gcs_server", temp_dir), signal.SIGKILL)  # the head's GCS, as when its node fails
+        # the head's node fails: its workers freeze (else they finish the products without the GCS) and its GCS dies
+        frozen = _workers_of(_pid_of("raylet", temp_dir))
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        os.kill(_pid_of("gcs_server", temp_dir), signal.SIGKILL)
         lost = time.monotonic()
         output, _ = driver.communicate(timeout=120)
         took = time.monotonic() - lost
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):  # gone already: the raylet ends its workers once the GCS is lost
+                os.kill(pid, signal.SIGCONT)
     assert driver.returncode == 2 and took < 20, output[-3000:]  # within cluster.connect_timeout_s
     ours = [line for line in output.splitlines() if "[ERROR]" in line]
     assert len(ours) == 1 and "lost the Ray cluster: its head at" in ours[0] and "rerun the same command" in ours[0], output[-3000:]
