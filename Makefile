@@ -35,6 +35,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check pipeline tests benchmarks docs/examples
+	$(BIN)/ruff format --check pipeline tests benchmarks docs/examples
 	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench

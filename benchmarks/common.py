@@ -27,7 +27,12 @@ def count_calls(owner: object, name: str) -> dict[str, int]:
     return calls
 
 
-def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, statistic: Callable = statistics.median) -> float:
+def best_time(
+    fn: Callable[[], object],
+    repeats: int = 5,
+    warmup: int = 1,
+    statistic: Callable = statistics.median,
+) -> float:
     """``statistic`` (default the median) of the wall times of ``fn`` in seconds over ``repeats``
     runs after ``warmup`` runs; ``min`` estimates the intrinsic cost on a noisy machine."""
     for _ in range(warmup):
@@ -40,7 +45,9 @@ def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, stati
     return statistic(times)
 
 
-def digits_problem(widths: tuple[int, ...], samples: int = 1000, train_steps: int = 300, seed: int = 0):
+def digits_problem(
+    widths: tuple[int, ...], samples: int = 1000, train_steps: int = 300, seed: int = 0
+):
     """A tanh-MLP briefly trained (SGD, lr 0.3, full batch) on a class-balanced digits subset.
 
     Returns (model, loss_fn, inputs, targets); the spectrum of a trained net decays like the

@@ -30,29 +30,45 @@ def run_ours(op, k, tol, ncv, seed=0):
     before = op.matvecs
     start = time.perf_counter()
     result = lanczos(op, k, tol=tol, ncv=ncv, seed=seed)
-    return time.perf_counter() - start, op.matvecs - before, (result.eigenvalues.numpy(), result.eigenvectors)
+    return (
+        time.perf_counter() - start,
+        op.matvecs - before,
+        (result.eigenvalues.numpy(), result.eigenvectors),
+    )
 
 
 def run_power(op, k, tol):
     before = op.matvecs
     start = time.perf_counter()
     result = power_iteration(op, k, tol=tol)
-    return time.perf_counter() - start, op.matvecs - before, (result.eigenvalues.numpy(), result.eigenvectors)
+    return (
+        time.perf_counter() - start,
+        op.matvecs - before,
+        (result.eigenvalues.numpy(), result.eigenvectors),
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--tol", type=float, default=1e-3)
-    parser.add_argument("--ncv", type=int, default=None, help="our Lanczos basis size (default: library default)")
+    parser.add_argument(
+        "--ncv", type=int, default=None, help="our Lanczos basis size (default: library default)"
+    )
     parser.add_argument("--samples", type=int, default=1000)
     args = parser.parse_args()
     torch.manual_seed(0)
     model, loss_fn, x, y = digits_problem((256, 256, 128, 10), samples=args.samples)
     op = HessianOperator(model, loss_fn, [(x, y)])
     reference = lanczos(op, args.k, tol=1e-9).eigenvalues.abs().numpy()
-    print(f"model: tanh-MLP 256-256-128-10, D={op.shape[0]}, N={args.samples} digits, float32, CPU threads={torch.get_num_threads()}")
-    print(f"top-{args.k} |lambda|: {reference[0]:.4g} .. {reference[-1]:.4g}; target relative residual {args.tol:g}")
+    print(
+        f"model: tanh-MLP 256-256-128-10, D={op.shape[0]}, N={args.samples} digits, float32, CPU "
+        f"threads={torch.get_num_threads()}"
+    )
+    print(
+        f"top-{args.k} |lambda|: {reference[0]:.4g} .. {reference[-1]:.4g}; target relative "
+        f"residual {args.tol:g}"
+    )
     ror = HessianOperator(model, loss_fn, [(x, y)], product_mode="reverse-over-reverse")
     runs = {
         "ours: lanczos, forward-over-reverse": lambda: run_ours(op, args.k, args.tol, args.ncv),
@@ -62,9 +78,15 @@ def main() -> None:
     batches = [(x, y)]
     optional = {
         "PyHessian 0.1 (power)": lambda: peer_runs.pyhessian_top(model, batches, args.k, args.tol),
-        "hessian-eigenthings lanczos (max_iter=2k)": lambda: peer_runs.eigenthings_top(model, batches, loss_fn, args.k, args.tol, 2 * args.k),
-        "hessian-eigenthings lanczos (max_iter=3k)": lambda: peer_runs.eigenthings_top(model, batches, loss_fn, args.k, args.tol, 3 * args.k),
-        "curvlinops + scipy eigsh": lambda: peer_runs.curvlinops_top(model, batches, args.k, args.tol),
+        "hessian-eigenthings lanczos (max_iter=2k)": lambda: peer_runs.eigenthings_top(
+            model, batches, loss_fn, args.k, args.tol, 2 * args.k
+        ),
+        "hessian-eigenthings lanczos (max_iter=3k)": lambda: peer_runs.eigenthings_top(
+            model, batches, loss_fn, args.k, args.tol, 3 * args.k
+        ),
+        "curvlinops + scipy eigsh": lambda: peer_runs.curvlinops_top(
+            model, batches, args.k, args.tol
+        ),
     }
     counts = [run_ours(op, args.k, args.tol, args.ncv, seed)[1] for seed in range(5)]
     print(f"ours, HVPs over start-vector seeds 0-4: {counts} (mean {np.mean(counts):.1f})")
@@ -76,7 +98,10 @@ def main() -> None:
             print(f"{name} | not installed ({error.name}); pip install -e .[bench]")
             continue
         residual = peer_runs.true_residuals(op, values, vectors).max()
-        print(f"{name} | {matvecs} | {elapsed:.2f} | {relative_errors(values, reference):.2e} | {residual:.2e}")
+        print(
+            f"{name} | {matvecs} | {elapsed:.2f} | {relative_errors(values, reference):.2e} | "
+            f"{residual:.2e}"
+        )
 
 
 if __name__ == "__main__":

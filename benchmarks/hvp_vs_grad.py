@@ -26,11 +26,19 @@ BLOCKS = (1, 8, 16, 32)
 
 def small_cnn(batchnorm: bool) -> nn.Module:
     """3 conv layers + linear head on 3x32x32 inputs (ReLU; BatchNorm after each conv if asked)."""
+
     def stage(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1), *([nn.BatchNorm2d(cout)] if batchnorm else []), nn.ReLU(), nn.MaxPool2d(2)]
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1),
+            *([nn.BatchNorm2d(cout)] if batchnorm else []),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        ]
 
     torch.manual_seed(0)
-    model = nn.Sequential(*stage(3, 16), *stage(16, 32), *stage(32, 64), nn.Flatten(), nn.Linear(64 * 4 * 4, 10))
+    model = nn.Sequential(
+        *stage(3, 16), *stage(16, 32), *stage(32, 64), nn.Flatten(), nn.Linear(64 * 4 * 4, 10)
+    )
     if batchnorm:  # non-trivial running statistics, as after training
         model(torch.randn(256, 3, 32, 32))
     return model.eval()
@@ -49,7 +57,9 @@ def problems():
 NO_KEPT_GRAPH = " (graph_cache_gb=0)"
 
 
-def measure(model, loss_fn, x, y, device: str, dtype: torch.dtype, columns: list[str]) -> dict[str, float]:
+def measure(
+    model, loss_fn, x, y, device: str, dtype: torch.dtype, columns: list[str]
+) -> dict[str, float]:
     model = model.to(device, dtype)
     x, y = x.to(device, dtype), y.to(device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -69,7 +79,11 @@ def measure(model, loss_fn, x, y, device: str, dtype: torch.dtype, columns: list
 
     row = {"params": sum(p.numel() for p in params), "grad": timed(gradient), "floor": floor()}
     for column in columns:
-        mode, cache = (column.removesuffix(NO_KEPT_GRAPH), 0) if column.endswith(NO_KEPT_GRAPH) else (column, None)
+        mode, cache = (
+            (column.removesuffix(NO_KEPT_GRAPH), 0)
+            if column.endswith(NO_KEPT_GRAPH)
+            else (column, None)
+        )
         op = HessianOperator(model, loss_fn, [(x, y)], product_mode=mode, graph_cache_gb=cache)
         for b in BLOCKS:
             V = torch.randn(op.shape[0], b, device=device, dtype=dtype)
@@ -80,22 +94,46 @@ def measure(model, loss_fn, x, y, device: str, dtype: torch.dtype, columns: list
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--no-compiled", action="store_true", help="leave out product_mode=compiled (tens of seconds to compile per width)")
+    parser.add_argument(
+        "--no-compiled",
+        action="store_true",
+        help="leave out product_mode=compiled (tens of seconds to compile per width)",
+    )
     args = parser.parse_args()
-    modes = [m for m in HessianOperator.PRODUCT_MODES if not (args.no_compiled and m in HessianOperator.COSTLY_MODES)]
+    modes = [
+        m
+        for m in HessianOperator.PRODUCT_MODES
+        if not (args.no_compiled and m in HessianOperator.COSTLY_MODES)
+    ]
     columns = ["auto", "auto" + NO_KEPT_GRAPH, *modes]
     dtype = getattr(torch, args.dtype)
-    print(f"device={args.device} dtype={args.dtype} torch={torch.__version__} threads={torch.get_num_threads()}")
-    print("per-vector time / floor (floor = PyHessian graph-reuse product); auto's choice per block width")
-    header = ["model", "params", "grad ms", "floor ms", "floor/grad"] + [f"{m} b={b}" for m in columns for b in BLOCKS]
+    print(
+        f"device={args.device} dtype={args.dtype} torch={torch.__version__} "
+        f"threads={torch.get_num_threads()}"
+    )
+    print(
+        "per-vector time / floor (floor = PyHessian graph-reuse product); auto's choice per block "
+        "width"
+    )
+    header = ["model", "params", "grad ms", "floor ms", "floor/grad"] + [
+        f"{m} b={b}" for m in columns for b in BLOCKS
+    ]
     print("| " + " | ".join(header) + " | auto chose |")
     print("|" + " --- |" * (len(header) + 1))
     for name, model, loss_fn, x, y in problems():
         row = measure(model, loss_fn, x, y, args.device, dtype, columns)
-        cells = [name, f"{row['params']:,}", f"{1e3 * row['grad']:.1f}", f"{1e3 * row['floor']:.1f}", f"{row['floor'] / row['grad']:.2f}"]
+        cells = [
+            name,
+            f"{row['params']:,}",
+            f"{1e3 * row['grad']:.1f}",
+            f"{1e3 * row['floor']:.1f}",
+            f"{row['floor'] / row['grad']:.2f}",
+        ]
         cells += [f"{row[(m, b)] / row['floor']:.2f}" for m in columns for b in BLOCKS]
         choice = ", ".join(f"{b}: {m}" for b, m in row["auto choice"].items())
         print("| " + " | ".join(cells) + f" | {choice} |")

@@ -25,7 +25,8 @@ def true_residuals(op, values, vectors: torch.Tensor) -> np.ndarray:
 
 
 def _pyhessian(model, batches):
-    module = importlib.import_module("pyhessian.hessian")  # the package re-exports a class of that name
+    # the package re-exports a class of that name
+    module = importlib.import_module("pyhessian.hessian")
     criterion = nn.CrossEntropyLoss()
     if len(batches) == 1:  # one batch: PyHessian keeps its gradient graph for every product
         return module, module.hessian(model, criterion, data=batches[0], cuda=False)
@@ -48,18 +49,24 @@ def _pyhessian_counted(model, batches, call):
 
 def pyhessian_top(model, batches, k, tol):
     """PyHessian 0.1's deflated power iteration (its stopping rule: relative change < tol)."""
-    elapsed, products, (values, vectors) = _pyhessian_counted(model, batches, lambda h: h.eigenvalues(top_n=k, tol=tol, maxIter=100))
+    elapsed, products, (values, vectors) = _pyhessian_counted(
+        model, batches, lambda h: h.eigenvalues(top_n=k, tol=tol, maxIter=100)
+    )
     flat = torch.stack([torch.cat([t.reshape(-1) for t in vec]) for vec in vectors], dim=1)
     return elapsed, products, (np.asarray(values), flat)
 
 
 def pyhessian_trace(model, batches, matvecs):
-    elapsed, products, samples = _pyhessian_counted(model, batches, lambda h: h.trace(maxIter=matvecs, tol=float("-inf")))
+    elapsed, products, samples = _pyhessian_counted(
+        model, batches, lambda h: h.trace(maxIter=matvecs, tol=float("-inf"))
+    )
     return elapsed, products, float(np.mean(samples))
 
 
 def pyhessian_density(model, batches, steps, probes):
-    elapsed, products, (nodes, weights) = _pyhessian_counted(model, batches, lambda h: h.density(iter=steps, n_v=probes))
+    elapsed, products, (nodes, weights) = _pyhessian_counted(
+        model, batches, lambda h: h.density(iter=steps, n_v=probes)
+    )
     return elapsed, products, (np.asarray(nodes), np.asarray(weights))
 
 
@@ -74,7 +81,11 @@ def eigenthings_top(model, batches, loss_fn, k, tol, max_iter):
     start = time.perf_counter()
     he, op, calls = _eigenthings_op(model, batches, loss_fn)
     result = he.lanczos(op, k=k, tol=tol, max_iter=max_iter, reorthogonalize=True, seed=0)
-    return time.perf_counter() - start, calls["n"], (result.eigenvalues.detach().cpu().numpy(), result.eigenvectors.detach())
+    return (
+        time.perf_counter() - start,
+        calls["n"],
+        (result.eigenvalues.detach().cpu().numpy(), result.eigenvectors.detach()),
+    )
 
 
 def eigenthings_trace(model, batches, loss_fn, matvecs):
@@ -96,7 +107,9 @@ def _curvlinops_op(model, batches):
 
     params = [p for p in model.parameters() if p.requires_grad]
     # curvlinops reads the reduction off a loss module
-    return HessianLinearOperator(model, nn.CrossEntropyLoss(), params, batches, progressbar=False, check_deterministic=False)
+    return HessianLinearOperator(
+        model, nn.CrossEntropyLoss(), params, batches, progressbar=False, check_deterministic=False
+    )
 
 
 def curvlinops_top(model, batches, k, tol):

@@ -45,18 +45,34 @@ class SkipBlock(nn.Module):
 
 
 def bn_skip_cnn() -> nn.Module:
-    """Conv-BN-ReLU, a residual conv-BN block, two strided conv-BN-ReLU, global pool, linear (26,810 parameters)."""
+    """A small CNN with BatchNorm and a skip connection (26,810 parameters).
+
+    Conv-BN-ReLU, a residual conv-BN block, two strided conv-BN-ReLU, global pool, linear (26,810
+    parameters).
+    """
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), SkipBlock(16),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        SkipBlock(16),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
     )
 
 
 def _random_images(samples: int, batch: int, classes: int, seed: int):
     gen = torch.Generator().manual_seed(seed)
-    x, y = torch.randn(samples, 3, 32, 32, generator=gen), torch.randint(0, classes, (samples,), generator=gen)
+    x, y = (
+        torch.randn(samples, 3, 32, 32, generator=gen),
+        torch.randint(0, classes, (samples,), generator=gen),
+    )
     return list(zip(torch.split(x, batch), torch.split(y, batch)))
 
 
@@ -75,7 +91,9 @@ def problem(name: str):
     if name == "mlp":
         x, y = load_digits()
         index = class_balanced_indices(y, 500, seed=0)
-        return build("tanh_mlp").eval(), list(zip(torch.split(x[index], 128), torch.split(y[index], 128)))
+        return build("tanh_mlp").eval(), list(
+            zip(torch.split(x[index], 128), torch.split(y[index], 128))
+        )
     if name == "cnn":
         batches = _random_images(512, 128, 10, seed=0)
         return _with_running_stats(bn_skip_cnn(), batches), batches
@@ -90,7 +108,11 @@ def ours_top(model, batches, k, tol):
     start = time.perf_counter()
     op = HessianOperator(model, CE, batches)
     result = lanczos(op, k, tol=tol)
-    return time.perf_counter() - start, op.matvecs, (result.eigenvalues.numpy(), result.eigenvectors)
+    return (
+        time.perf_counter() - start,
+        op.matvecs,
+        (result.eigenvalues.numpy(), result.eigenvectors),
+    )
 
 
 def ours_trace(model, batches, matvecs):
@@ -115,7 +137,9 @@ def run_row(name, call):
     except ImportError as error:
         print(f"| {name} | not installed ({error.name}): pip install -e .[bench] |")
     except RuntimeError as error:  # e.g. PyHessian's density calls torch.eig, removed in torch 1.9
-        print(f"| {name} | fails with torch {torch.__version__}: {str(error).splitlines()[0][:90]} |")
+        print(
+            f"| {name} | fails with torch {torch.__version__}: {str(error).splitlines()[0][:90]} |"
+        )
     return None
 
 
@@ -123,12 +147,19 @@ def top_k_rows(model, batches, k, tol, with_pyhessian, reference):
     runs = {
         "ours: lanczos (defaults)": lambda: ours_top(model, batches, k, tol),
         "curvlinops 3.0.1 + scipy eigsh": lambda: peer_runs.curvlinops_top(model, batches, k, tol),
-        "hessian-eigenthings 1.0.0a5 lanczos (max_iter 3k)": lambda: peer_runs.eigenthings_top(model, batches, CE, k, tol, 3 * k),
-        # a fixed number of steps, no restarts: more steps are what a user would try when 3k misses tol
-        "hessian-eigenthings 1.0.0a5 lanczos (max_iter 5k)": lambda: peer_runs.eigenthings_top(model, batches, CE, k, tol, 5 * k),
+        "hessian-eigenthings 1.0.0a5 lanczos (max_iter 3k)": lambda: peer_runs.eigenthings_top(
+            model, batches, CE, k, tol, 3 * k
+        ),
+        # a fixed number of steps, no restarts: more steps are what a user would try when 3k misses
+        # tol
+        "hessian-eigenthings 1.0.0a5 lanczos (max_iter 5k)": lambda: peer_runs.eigenthings_top(
+            model, batches, CE, k, tol, 5 * k
+        ),
     }
     if with_pyhessian:
-        runs["PyHessian 0.1 (power iteration)"] = lambda: peer_runs.pyhessian_top(model, batches, k, tol)
+        runs["PyHessian 0.1 (power iteration)"] = lambda: peer_runs.pyhessian_top(
+            model, batches, k, tol
+        )
     rows = {}
     for name, call in runs.items():
         out = run_row(name, call)
@@ -137,26 +168,37 @@ def top_k_rows(model, batches, k, tol, with_pyhessian, reference):
         wall, products, (values, vectors) = out
         residuals = peer_runs.true_residuals(reference, values, vectors)
         rows[name] = (wall, products, float(residuals.max()))
-        print(f"| top-{k} | {name} | {wall:.3g} | {products} | {residuals.max():.1e}{'' if residuals.max() <= tol else ' (misses tol)'} |",
-              flush=True)
+        print(
+            f"| top-{k} | {name} | {wall:.3g} | {products} | "
+            f"{residuals.max():.1e}{'' if residuals.max() <= tol else ' (misses tol)'} |",
+            flush=True,
+        )
     meeting = {n: r for n, r in rows.items() if r[2] <= tol}
     ours = rows.get("ours: lanczos (defaults)")
     peers = {n: r for n, r in meeting.items() if not n.startswith("ours")}
     if ours and peers:
         fastest = min(peers, key=lambda n: peers[n][0])
         fewest = min(r[1] for r in meeting.values())
-        print(f"|  | ours / fastest peer meeting tol ({fastest}) | {ours[0] / peers[fastest][0]:.2f} | products / fewest "
-              f"{ours[1] / fewest:.2f} (of those meeting tol) |  |", flush=True)
+        print(
+            f"|  | ours / fastest peer meeting tol ({fastest}) | {ours[0] / peers[fastest][0]:.2f} "
+            "| products / fewest "
+            f"{ours[1] / fewest:.2f} (of those meeting tol) |  |",
+            flush=True,
+        )
 
 
 def trace_rows(model, batches, matvecs, with_pyhessian):
     runs = {
         "ours: hutchpp_trace": lambda: ours_trace(model, batches, matvecs),
         "curvlinops hutchpp_trace": lambda: peer_runs.curvlinops_trace(model, batches, matvecs),
-        "hessian-eigenthings hutch_plus_plus": lambda: peer_runs.eigenthings_trace(model, batches, CE, matvecs),
+        "hessian-eigenthings hutch_plus_plus": lambda: peer_runs.eigenthings_trace(
+            model, batches, CE, matvecs
+        ),
     }
     if with_pyhessian:
-        runs["PyHessian trace (Hutchinson)"] = lambda: peer_runs.pyhessian_trace(model, batches, matvecs)
+        runs["PyHessian trace (Hutchinson)"] = lambda: peer_runs.pyhessian_trace(
+            model, batches, matvecs
+        )
     for name, call in runs.items():
         out = run_row(name, call)
         if out is not None:
@@ -167,10 +209,14 @@ def trace_rows(model, batches, matvecs, with_pyhessian):
 def density_rows(model, batches, steps, probes, with_pyhessian):
     runs = {
         "ours: slq_density": lambda: ours_density(model, batches, steps, probes),
-        "hessian-eigenthings spectral_density": lambda: peer_runs.eigenthings_density(model, batches, CE, steps, probes),
+        "hessian-eigenthings spectral_density": lambda: peer_runs.eigenthings_density(
+            model, batches, CE, steps, probes
+        ),
     }
     if with_pyhessian:
-        runs["PyHessian density"] = lambda: peer_runs.pyhessian_density(model, batches, steps, probes)
+        runs["PyHessian density"] = lambda: peer_runs.pyhessian_density(
+            model, batches, steps, probes
+        )
     for name, call in runs.items():
         out = run_row(name, call)
         if out is not None:
@@ -187,17 +233,25 @@ def warm_up_torch_func() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--problems", default="mlp,cnn,resnet18")
     parser.add_argument("--ks", default="10,20")
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--trace-matvecs", type=int, default=99)
-    parser.add_argument("--trace-on", default="mlp,cnn", help="problems to run the Hutch++ trace on")
+    parser.add_argument(
+        "--trace-on", default="mlp,cnn", help="problems to run the Hutch++ trace on"
+    )
     parser.add_argument("--density", default="mlp,cnn", help="problems to run the SLQ density on")
     parser.add_argument("--density-steps", type=int, default=40)
     parser.add_argument("--density-probes", type=int, default=2)
-    parser.add_argument("--pyhessian-on", default="mlp",
-                        help="problems PyHessian runs on (its power iteration took 537 and 1,248 products for the MLP's top-10 and top-20)")
+    parser.add_argument(
+        "--pyhessian-on",
+        default="mlp",
+        help="problems PyHessian runs on (its power iteration took 537 and 1,248 products for the "
+        "MLP's top-10 and top-20)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -206,8 +260,11 @@ def main() -> None:
         model, batches = problem(name)
         reference = HessianOperator(model, CE, batches, product_mode="graph-reuse")
         samples = sum(len(y) for _, y in batches)
-        print(f"\n## {name}: D = {reference.shape[0]:,}, {samples} samples in {len(batches)} batches, float32, "
-              f"{torch.get_num_threads()} threads\n")
+        print(
+            f"\n## {name}: D = {reference.shape[0]:,}, {samples} samples in {len(batches)} "
+            "batches, float32, "
+            f"{torch.get_num_threads()} threads\n"
+        )
         print("| job | method | wall s | products | max true residual / estimate |")
         print("| --- | --- | --- | --- | --- |")
         with_pyhessian = name in args.pyhessian_on.split(",")

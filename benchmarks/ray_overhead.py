@@ -37,17 +37,30 @@ def main() -> None:
     args = parser.parse_args()
     widths = (256, 1024, 768, 10)
     x, y = dataset_factory(args.samples)
-    spec = ProblemSpec(functools.partial(model_factory, widths), functools.partial(dataset_factory, args.samples),
-                       batch_size=args.batch_size)
+    spec = ProblemSpec(
+        functools.partial(model_factory, widths),
+        functools.partial(dataset_factory, args.samples),
+        batch_size=args.batch_size,
+    )
     device = "cuda" if args.gpus_per_worker else "cpu"
-    local = HessianOperator(model_factory(widths).to(device), torch.nn.functional.cross_entropy,
-                            [(xb.to(device), yb.to(device)) for xb, yb in zip(torch.split(x, args.batch_size), torch.split(y, args.batch_size))])
+    local = HessianOperator(
+        model_factory(widths).to(device),
+        torch.nn.functional.cross_entropy,
+        [
+            (xb.to(device), yb.to(device))
+            for xb, yb in zip(torch.split(x, args.batch_size), torch.split(y, args.batch_size))
+        ],
+    )
     V = torch.randn(local.shape[0], args.block)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     t_local = best_time(lambda: (local @ V.to(device), sync()))
-    started = init_ray(num_cpus=max(args.workers, 2), num_gpus=int(args.workers * args.gpus_per_worker) or None)
+    started = init_ray(
+        num_cpus=max(args.workers, 2), num_gpus=int(args.workers * args.gpus_per_worker) or None
+    )
     cpus = max(1, torch.get_num_threads() // args.workers) if device == "cpu" else 1
-    with RayOperator(spec, num_workers=args.workers, cpus_per_worker=cpus, gpus_per_worker=args.gpus_per_worker) as op:
+    with RayOperator(
+        spec, num_workers=args.workers, cpus_per_worker=cpus, gpus_per_worker=args.gpus_per_worker
+    ) as op:
         shares = []
 
         def product():
@@ -64,11 +77,20 @@ def main() -> None:
         import ray
 
         ray.shutdown()
-    print(f"D={local.shape[0]}, N={args.samples}, batch={args.batch_size}, block={args.block}, device={device}, "
-          f"workers={args.workers} x {cpus} threads, in-process threads={torch.get_num_threads()}")
-    print(f"in-process HVP: {t_local * 1e3:.1f} ms | Ray HVP: {t_ray * 1e3:.1f} ms | Ray / in-process: {t_ray / t_local:.2f}")
-    print(f"inside workers (last call): compute {compute * 1e3:.1f} ms, all-reduce {allreduce * 1e3:.1f} ms; "
-          f"all-reduce share of HVP (median over calls): {statistics.median(shares):.1%}")
+    print(
+        f"D={local.shape[0]}, N={args.samples}, batch={args.batch_size}, block={args.block}, "
+        f"device={device}, "
+        f"workers={args.workers} x {cpus} threads, in-process threads={torch.get_num_threads()}"
+    )
+    print(
+        f"in-process HVP: {t_local * 1e3:.1f} ms | Ray HVP: {t_ray * 1e3:.1f} ms | Ray / "
+        f"in-process: {t_ray / t_local:.2f}"
+    )
+    print(
+        f"inside workers (last call): compute {compute * 1e3:.1f} ms, all-reduce "
+        f"{allreduce * 1e3:.1f} ms; "
+        f"all-reduce share of HVP (median over calls): {statistics.median(shares):.1%}"
+    )
     print(f"driver + object store overhead per call: {(t_ray - compute - allreduce) * 1e3:.1f} ms")
 
 

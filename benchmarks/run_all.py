@@ -28,22 +28,31 @@ RUNS = {
     "seigh_vs_skerch": [],
     "slq_density": [],
     "seigh_postprocess": ["--dir", "{dir}/postprocess", "--paths", "householder,new"],
-    "seigh_out_of_core": ["--dir", "{dir}/out_of_core", "--dim", "1000000"],  # BENCHMARKS.md: the 11.7M run passes --dim 11689512
+    # BENCHMARKS.md: the 11.7M run passes --dim 11689512
+    "seigh_out_of_core": ["--dir", "{dir}/out_of_core", "--dim", "1000000"],
     "worker_priority": ["--hogs", "2"],
 }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", nargs="+", choices=sorted(RUNS), help="run just these")
-    parser.add_argument("--dir", help="scratch directory for stores (default: a temp dir, removed after)")
+    parser.add_argument(
+        "--dir", help="scratch directory for stores (default: a temp dir, removed after)"
+    )
     args = parser.parse_args()
     names = args.only or list(RUNS)
     with tempfile.TemporaryDirectory(prefix="hessian-bench-") as scratch:
         directory = args.dir or scratch
         outcomes = {}
         for name in names:
-            command = [sys.executable, str(HERE / f"{name}.py"), *(a.format(dir=directory) for a in RUNS[name])]
+            command = [
+                sys.executable,
+                str(HERE / f"{name}.py"),
+                *(a.format(dir=directory) for a in RUNS[name]),
+            ]
             print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
             start = time.perf_counter()
             code = subprocess.call(command)

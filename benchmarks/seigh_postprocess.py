@@ -37,7 +37,12 @@ def operator(dim: int):
     gen = torch.Generator().manual_seed(BENCH_SEED)
     rank = 20
     U, _ = torch.linalg.qr(torch.randn(dim, rank, generator=gen))
-    spectrum = torch.cat([torch.tensor([50.0, -40, 30, 25, -20, 15, 12, 10, -8, 6]), torch.linspace(1, 0.1, rank - 10)])
+    spectrum = torch.cat(
+        [
+            torch.tensor([50.0, -40, 30, 25, -20, 15, 12, 10, -8, 6]),
+            torch.linspace(1, 0.1, rank - 10),
+        ]
+    )
     return LowRankPlusDiagonalOperator(U, spectrum, 1e-3 * torch.randn(dim, generator=gen))
 
 
@@ -46,21 +51,38 @@ class ShapeOnly:
     the dtype (a product would be a bug here)."""
 
     def __init__(self, dim: int):
-        self.shape, self.dtype, self.device, self.matvecs = (dim, dim), torch.float32, torch.device("cpu"), 0
+        self.shape, self.dtype, self.device, self.matvecs = (
+            (dim, dim),
+            torch.float32,
+            torch.device("cpu"),
+            0,
+        )
 
     def __matmul__(self, v):
         raise AssertionError("post-processing of a complete store must not make products")
 
 
 def seigh_options(args) -> dict:
-    return dict(k=10, outer=args.outer, inner=2 * args.outer, seed=0, block_size=args.block, recycled=args.recycled,
-                memory_bytes=int(args.memory_gb * 2**30), residuals=False, error_test_vectors=0, progress=False)
+    return dict(
+        k=10,
+        outer=args.outer,
+        inner=2 * args.outer,
+        seed=0,
+        block_size=args.block,
+        recycled=args.recycled,
+        memory_bytes=int(args.memory_gb * 2**30),
+        residuals=False,
+        error_test_vectors=0,
+        progress=False,
+    )
 
 
 def run_path(args) -> None:
     """Subprocess: time post-processing of the complete store; print one JSON line."""
     if args.path.startswith("old"):
-        sys.meta_path = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+        sys.meta_path = [
+            f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")
+        ]
         sys.path.insert(0, args.old_src)
     from pipeline.linalg import seigh
     from pipeline.store import RunStore
@@ -75,17 +97,25 @@ def run_path(args) -> None:
         from pipeline.linalg import recovery
 
         recovery._cholesky_factor = lambda *a: (None, 0)
-    if hasattr(RunStore, "forget_result"):  # a completed run would otherwise be reused, not recomputed
+    # a completed run would otherwise be reused, not recomputed
+    if hasattr(RunStore, "forget_result"):
         RunStore(store).forget_result()
     read_before = _bytes_read()
     start = time.perf_counter()
     result = seigh(ShapeOnly(args.dim), store=RunStore(store), **seigh_options(args))
     seconds = time.perf_counter() - start
-    print(json.dumps({
-        "path": args.path, "seconds": seconds, "read_bytes": _bytes_read() - read_before,
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "info": result.info,
-        "eigenvalues": [float(v) for v in result.eigenvalues],
-    }))
+    print(
+        json.dumps(
+            {
+                "path": args.path,
+                "seconds": seconds,
+                "read_bytes": _bytes_read() - read_before,
+                "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "info": result.info,
+                "eigenvalues": [float(v) for v in result.eigenvalues],
+            }
+        )
+    )
 
 
 def _bytes_read() -> int:
@@ -98,11 +128,28 @@ def flops(path: str, info: dict, dim: int, outer: int, inner: int, k: int, recyc
     m_total = dim
     project = 2 * dim * inner * inner + (0 if recycled else 2 * dim * inner * outer)
     if path == "new" and info.get("qr") == "cholesky":
-        return project + 2 * dim * outer**2 + (dim * outer**2 + 2 * dim * outer**2) + 2 * dim * outer * k
+        return (
+            project
+            + 2 * dim * outer**2
+            + (dim * outer**2 + 2 * dim * outer**2)
+            + 2 * dim * outer * k
+        )
     householder_qr = 2 * m_total * outer**2
     if path == "old":  # Q_i <- Q_i Q2_i rewrite, Psi Q from Q, V = Q U
-        return householder_qr + 2 * dim * outer**2 + project + 2 * dim * inner * outer + 2 * dim * outer * k
-    return householder_qr + project + 2 * dim * inner * outer + 2 * dim * outer**2 + 2 * dim * outer * k
+        return (
+            householder_qr
+            + 2 * dim * outer**2
+            + project
+            + 2 * dim * inner * outer
+            + 2 * dim * outer * k
+        )
+    return (
+        householder_qr
+        + project
+        + 2 * dim * inner * outer
+        + 2 * dim * outer**2
+        + 2 * dim * outer * k
+    )
 
 
 def matmul_rate(rows: int, cols: int) -> dict[str, float]:
@@ -134,7 +181,9 @@ def raw_read(path: Path) -> tuple[int, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dir", required=True)
     parser.add_argument("--dim", type=int, default=1_000_000)
     parser.add_argument("--outer", type=int, default=100)
@@ -142,8 +191,12 @@ def main() -> None:
     parser.add_argument("--memory-gb", type=float, default=1.0)
     parser.add_argument("--recycled", action="store_true")
     parser.add_argument("--old-src", help="checkout of the old path (git worktree add DIR 2a38c93)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each path (best is reported)")
-    parser.add_argument("--paths", default="old,householder,new", help="comma-separated subset, run in this order")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs of each path (best is reported)"
+    )
+    parser.add_argument(
+        "--paths", default="old,householder,new", help="comma-separated subset, run in this order"
+    )
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.path:
@@ -157,25 +210,42 @@ def main() -> None:
     options = seigh_options(args)
     start = time.perf_counter()
     measured = seigh(operator(args.dim), store=RunStore(Path(args.dir) / "store.zarr"), **options)
-    print(f"D={args.dim:,} nO={args.outer} nI={2 * args.outer} recycled={args.recycled} threads={torch.get_num_threads()} "
-          f"device={measured.info['device']}; measurement + first post-processing {time.perf_counter() - start:.1f} s, "
-          f"{measured.info['row_blocks']} row blocks")
+    print(
+        f"D={args.dim:,} nO={args.outer} nI={2 * args.outer} recycled={args.recycled} "
+        f"threads={torch.get_num_threads()} "
+        f"device={measured.info['device']}; measurement + first post-processing "
+        f"{time.perf_counter() - start:.1f} s, "
+        f"{measured.info['row_blocks']} row blocks"
+    )
     store = Path(args.dir) / "store.zarr"
     read_bytes, read_seconds = raw_read(store / "inner")
     rows = args.dim // measured.info["row_blocks"]
     rates = matmul_rate(rows, 2 * args.outer)
     raw = read_bytes / read_seconds / 2**20
-    print(f"machine: float64 matmul ({rows} x {2 * args.outer})^T: torch {rates['torch']:.1f} GFLOP/s, numpy {rates['numpy']:.1f} GFLOP/s; "
-          f"raw read of the store's measurement chunk files {read_bytes / 2**30:.2f} GiB at {raw:.0f} MiB/s")
+    print(
+        f"machine: float64 matmul ({rows} x {2 * args.outer})^T: torch {rates['torch']:.1f} "
+        f"GFLOP/s, numpy {rates['numpy']:.1f} GFLOP/s; "
+        f"raw read of the store's measurement chunk files {read_bytes / 2**30:.2f} GiB at "
+        f"{raw:.0f} MiB/s"
+    )
     paths = [path for path in args.paths.split(",") if path != "old" or args.old_src]
-    print("| path | wall s | GFLOP/s | % of matmul peak | read MiB/s | % of raw read | peak RSS GiB | QR | "
-          "max rel. diff of the top-10 vs new (old: its own test matrices) |")
+    print(
+        "| path | wall s | GFLOP/s | % of matmul peak | read MiB/s | % of raw read | peak RSS GiB "
+        "| QR | "
+        "max rel. diff of the top-10 vs new (old: its own test matrices) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows_by_path: dict[str, dict] = {}
 
     def run(path: str) -> dict:
         command = [sys.executable, __file__, *sys.argv[1:], "--path", path]
-        out = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        out = subprocess.run(
+            command,
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     if "old" in paths:
@@ -191,11 +261,18 @@ def main() -> None:
             continue
         row = rows_by_path[path]
         values = np.array(row["eigenvalues"])
-        gflops = flops(path, row["info"], args.dim, args.outer, 2 * args.outer, 10, args.recycled) / row["seconds"] / 1e9
+        gflops = (
+            flops(path, row["info"], args.dim, args.outer, 2 * args.outer, 10, args.recycled)
+            / row["seconds"]
+            / 1e9
+        )
         mib = row["read_bytes"] / row["seconds"] / 2**20
-        print(f"| {path} | {row['seconds']:.1f} | {gflops:.1f} | {100 * gflops / rates['torch']:.0f}% | {mib:.0f} | {100 * mib / raw:.0f}% | "
-              f"{row['peak_rss'] / 2**30:.2f} | {row['info'].get('qr', 'householder (numpy)')} | "
-              f"{np.max(np.abs(values - reference) / np.abs(reference)):.1e} |")
+        print(
+            f"| {path} | {row['seconds']:.1f} | {gflops:.1f} | "
+            f"{100 * gflops / rates['torch']:.0f}% | {mib:.0f} | {100 * mib / raw:.0f}% | "
+            f"{row['peak_rss'] / 2**30:.2f} | {row['info'].get('qr', 'householder (numpy)')} | "
+            f"{np.max(np.abs(values - reference) / np.abs(reference)):.1e} |"
+        )
 
 
 if __name__ == "__main__":

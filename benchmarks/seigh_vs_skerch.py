@@ -28,20 +28,70 @@ def compare(name: str, op, k: int, outer: int, inner: int, block: int) -> None:
     reference = np.abs(lanczos(op, k, tol=1e-8).eigenvalues.numpy())
     rows = []
     before, start = op.matvecs, time.perf_counter()
-    ours = seigh(op, k, outer, inner, seed=0, block_size=block, residuals=False, error_test_vectors=0, progress=False)
-    rows.append(("ours: seigh (independent Omega, Psi)", time.perf_counter() - start, op.matvecs - before, ours.eigenvalues.numpy()))
+    ours = seigh(
+        op,
+        k,
+        outer,
+        inner,
+        seed=0,
+        block_size=block,
+        residuals=False,
+        error_test_vectors=0,
+        progress=False,
+    )
+    rows.append(
+        (
+            "ours: seigh (independent Omega, Psi)",
+            time.perf_counter() - start,
+            op.matvecs - before,
+            ours.eigenvalues.numpy(),
+        )
+    )
     before, start = op.matvecs, time.perf_counter()
-    ours = seigh(op, k, outer, inner, seed=0, block_size=block, recycled=True, residuals=False, error_test_vectors=0, progress=False)
-    rows.append(("ours: seigh recycled", time.perf_counter() - start, op.matvecs - before, ours.eigenvalues.numpy()))
+    ours = seigh(
+        op,
+        k,
+        outer,
+        inner,
+        seed=0,
+        block_size=block,
+        recycled=True,
+        residuals=False,
+        error_test_vectors=0,
+        progress=False,
+    )
+    rows.append(
+        (
+            "ours: seigh recycled",
+            time.perf_counter() - start,
+            op.matvecs - before,
+            ours.eigenvalues.numpy(),
+        )
+    )
     try:
         import skerch.algorithms as sk
     except ImportError:
         print(f"{name}: skerch not installed; pip install -e .[bench]")
     else:
         before, start = op.matvecs, time.perf_counter()
-        values, _ = sk.seigh(op, op.device, op.dtype, outer, seed=0, noise_type="rademacher",
-                             recovery_type=f"oversampled_{inner}", meas_blocksize=block)
-        rows.append(("skerch 1.2 seigh (oversampled)", time.perf_counter() - start, op.matvecs - before, values.cpu().numpy()))
+        values, _ = sk.seigh(
+            op,
+            op.device,
+            op.dtype,
+            outer,
+            seed=0,
+            noise_type="rademacher",
+            recovery_type=f"oversampled_{inner}",
+            meas_blocksize=block,
+        )
+        rows.append(
+            (
+                "skerch 1.2 seigh (oversampled)",
+                time.perf_counter() - start,
+                op.matvecs - before,
+                values.cpu().numpy(),
+            )
+        )
     print(f"\n{name}: D={op.shape[0]:,}, k={k}, nO={outer}, nI={inner}, block={block}")
     print("method | wall s | products | max rel. error of top-k |lambda|")
     for method, seconds, products, values in rows:
@@ -49,13 +99,34 @@ def compare(name: str, op, k: int, outer: int, inner: int, block: int) -> None:
 
 
 def main() -> None:
-    model, loss_fn, x, y = digits_problem((256, 20, 20, 20, 20, 20, 10), samples=500, train_steps=300)
-    compare("tanh-MLP on digits (trained)", HessianOperator(model, loss_fn, batches(x, y, 250)), 10, 355, 710, 71)
+    model, loss_fn, x, y = digits_problem(
+        (256, 20, 20, 20, 20, 20, 10), samples=500, train_steps=300
+    )
+    compare(
+        "tanh-MLP on digits (trained)",
+        HessianOperator(model, loss_fn, batches(x, y, 250)),
+        10,
+        355,
+        710,
+        71,
+    )
     torch.manual_seed(0)
     dim, rank = 200_000, 60
     U, _ = torch.linalg.qr(torch.randn(dim, rank))
-    spectrum = torch.cat([torch.logspace(2, 0, 20) * torch.tensor([1.0, -1.0] * 10), torch.linspace(0.5, 0.05, rank - 20)])
-    compare("synthetic low rank + tail", LowRankPlusDiagonalOperator(U, spectrum, 1e-3 * torch.randn(dim)), 10, 100, 200, 25)
+    spectrum = torch.cat(
+        [
+            torch.logspace(2, 0, 20) * torch.tensor([1.0, -1.0] * 10),
+            torch.linspace(0.5, 0.05, rank - 20),
+        ]
+    )
+    compare(
+        "synthetic low rank + tail",
+        LowRankPlusDiagonalOperator(U, spectrum, 1e-3 * torch.randn(dim)),
+        10,
+        100,
+        200,
+        25,
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ from scipy.integrate import trapezoid
 from pipeline.linalg import LowRankPlusDiagonalOperator, slq_density
 
 
-def operator(dim: int, rank: int = 50, seed: int = 0) -> tuple[LowRankPlusDiagonalOperator, np.ndarray]:
+def operator(
+    dim: int, rank: int = 50, seed: int = 0
+) -> tuple[LowRankPlusDiagonalOperator, np.ndarray]:
     """U diag(s) U^T + diag(d) with a known spectrum: r outliers over a bulk in [0, 0.1]."""
     gen = torch.Generator().manual_seed(seed)
     U, _ = torch.linalg.qr(torch.randn(dim, rank, generator=gen, dtype=torch.float64))
@@ -31,12 +33,17 @@ def operator(dim: int, rank: int = 50, seed: int = 0) -> tuple[LowRankPlusDiagon
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dims", type=int, nargs="+", default=[20_000, 200_000])
     parser.add_argument("--probes", type=int, default=8)
     parser.add_argument("--steps", type=int, default=64)
     args = parser.parse_args()
-    print("| D | probes x steps | SLQ wall s | products alone s | wall / products | tr H rel. error | mass above 0.5 (true r/D) |")
+    print(
+        "| D | probes x steps | SLQ wall s | products alone s | wall / products | tr H rel. error "
+        "| mass above 0.5 (true r/D) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for dim in args.dims:
         op, outliers = operator(dim)
@@ -48,11 +55,17 @@ def main() -> None:
         start = time.perf_counter()
         density = slq_density(op, args.probes, args.steps, seed=0)
         wall = time.perf_counter() - start
-        true_trace = float(outliers.sum() + op.d.sum())  # tr(U diag(s) U^T) = sum(s) for orthonormal U
+        # tr(U diag(s) U^T) = sum(s) for orthonormal U
+        true_trace = float(outliers.sum() + op.d.sum())
         estimate = trapezoid(density.grid * density.density, density.grid) * dim
         above = trapezoid(np.where(density.grid > 0.5, density.density, 0), density.grid)
-        print(f"| {dim:,} | {args.probes} x {args.steps} | {wall:.2f} | {products:.2f} | {wall / products:.1f} | "
-              f"{abs(estimate - true_trace) / true_trace:.1e} | {above:.2e} ({len(outliers) / dim:.2e}) |", flush=True)
+        print(
+            f"| {dim:,} | {args.probes} x {args.steps} | {wall:.2f} | {products:.2f} | "
+            f"{wall / products:.1f} | "
+            f"{abs(estimate - true_trace) / true_trace:.1e} | {above:.2e} "
+            f"({len(outliers) / dim:.2e}) |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

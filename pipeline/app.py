@@ -32,8 +32,10 @@ CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
+    """The Hydra entry point: one job of the composed config ``cfg``."""
     if HydraConfig.get().mode == RunMode.MULTIRUN and cfg.cluster.mode == "local":
-        from pipeline.distributed import keep_local_ray  # Ray is imported only for cluster=local / ray
+        # Ray is imported only for cluster=local / ray
+        from pipeline.distributed import keep_local_ray
 
         keep_local_ray()  # the sweep's jobs share one local Ray: started once, not once per job
     code = execute(cfg, Path(HydraConfig.get().runtime.output_dir))
@@ -42,9 +44,12 @@ def main(cfg: DictConfig) -> None:
 
 
 def execute(cfg: DictConfig, run_dir: Path) -> int:
-    """Run ``cfg.task`` in ``run_dir``; returns the exit code: 0 done, 2 a user error or a missing
-    setting (one line naming the fix; the run dir's records kept as they were), 143 / 130 stopped
-    by SIGTERM / SIGINT (workers shut down, every completed block kept)."""
+    """Run ``cfg.task`` in ``run_dir``; returns the exit code.
+
+    0 done, 2 a user error or a missing setting (one line naming the fix; the run dir's records kept
+    as they were), 143 / 130 stopped by SIGTERM / SIGINT (workers shut down, every completed block
+    kept).
+    """
     _TERMINATED.clear()
     previous = signal.signal(signal.SIGTERM, _terminate)
     log.info("run directory: %s", run_dir)
@@ -62,33 +67,50 @@ def execute(cfg: DictConfig, run_dir: Path) -> int:
         log.debug(OmegaConf.to_yaml(cfg))
         return 0
     except MissingMandatoryValue as error:
-        log.error("error: a required setting is missing: %s (set it on the command line, e.g. data.root=/path)", error.full_key)
+        log.error(
+            "error: a required setting is missing: %s (set it on the command line, e.g. "
+            "data.root=/path)",
+            error.full_key,
+        )
         _restore_records()
         return 2
-    except (PipelineError, OSError) as error:  # a user error or a failing disk: one line naming the fix; any other is a bug
+    # a user error or a failing disk: one line naming the fix; any other is a bug
+    except (PipelineError, OSError) as error:
         failure = error if isinstance(error, PipelineError) else disk_failure(error)
         if failure is None:
             raise
-        log.error("error: %s", failure, exc_info=os.environ.get("HYDRA_FULL_ERROR") == "1")  # the traceback on request
+        # the traceback on request
+        log.error("error: %s", failure, exc_info=os.environ.get("HYDRA_FULL_ERROR") == "1")
         _restore_records()
         return 2
     except (KeyboardInterrupt, SystemExit) as stop:
-        if isinstance(stop, SystemExit) and stop.code != signal.SIGTERM:  # ray.init's own SIGTERM handler exits with 15
+        # ray.init's own SIGTERM handler exits with 15
+        if isinstance(stop, SystemExit) and stop.code != signal.SIGTERM:
             raise
-        # Ray re-raises a Terminated caught in its blocking calls as a plain KeyboardInterrupt: the handler's record tells
+        # Ray re-raises a Terminated caught in its blocking calls as a plain KeyboardInterrupt: the
+        # handler's record tells
         terminated = isinstance(stop, SystemExit) or bool(_TERMINATED)
         name, code = ("SIGTERM", 143) if terminated else ("SIGINT", 130)
-        log.error("stopped by %s: workers were shut down and every completed block is kept in the store; rerun the "
-                  "same command in %s to resume", name, run_dir)
+        log.error(
+            "stopped by %s: workers were shut down and every completed block is kept in the store; "
+            "rerun the "
+            "same command in %s to resume",
+            name,
+            run_dir,
+        )
         return code
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 def cli() -> None:
-    """Console entry (``hessian-pipeline``, ``python -m pipeline``): a run or sweep directory that
-    cannot be used is refused in one line before Hydra tries to create it."""
-    logging.raiseExceptions = False  # a log file on a full disk: no "--- Logging error ---" traceback per line
+    """Console entry (``hessian-pipeline``, ``python -m pipeline``).
+
+    A run or sweep directory that cannot be used is refused in one line before Hydra tries to create
+    it.
+    """
+    # a log file on a full disk: no "--- Logging error ---" traceback per line
+    logging.raiseExceptions = False
     for arg in sys.argv[1:]:
         key, _, value = arg.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir") and value:
@@ -101,7 +123,8 @@ def cli() -> None:
     main()
 
 
-_KEPT_RECORDS: dict[Path, bytes] = {}  # the run dir's Hydra records (.hydra/*.yaml) as they were before this command
+# the run dir's Hydra records (.hydra/*.yaml) as they were before this command
+_KEPT_RECORDS: dict[Path, bytes] = {}
 
 
 def _records_of(run_dir: Path) -> dict[Path, bytes]:
@@ -110,8 +133,10 @@ def _records_of(run_dir: Path) -> dict[Path, bytes]:
 
 
 def _restore_records() -> None:
-    """A refused rerun leaves the run dir's records saying what its results and store hold: Hydra
-    rewrote .hydra/*.yaml with the refused command's settings before the checks ran."""
+    """A refused rerun leaves the run dir's records saying what its results and store hold.
+
+    Hydra rewrote .hydra/*.yaml with the refused command's settings before the checks ran.
+    """
     for path, content in _KEPT_RECORDS.items():
         path.write_bytes(content)
 
@@ -120,21 +145,27 @@ def unusable_directory(path: Path) -> str | None:
     """Why ``path`` cannot be (or become) a writable directory, or None."""
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
-        return f"{existing} is a file, not a directory" + ("" if existing == path else f" (a parent of {path})")
+        return f"{existing} is a file, not a directory" + (
+            "" if existing == path else f" (a parent of {path})"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable by this user"
     return None
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's cancel or preemption), raised in the main thread so that every
+    """SIGTERM (a scheduler's cancel or preemption) as an exception in the main thread.
+
+    SIGTERM (a scheduler's cancel or preemption), raised in the main thread so that every
     ``finally`` and context manager on the way out runs (pending writes, workers, Ray). A
     KeyboardInterrupt because that is the one exception Ray's blocking calls (``ray.wait``,
-    ``ray.get``) let through at once: any other raised by a signal handler inside them is held
-    until the call returns (measured: a 30 s task's wait, with a hang bound of 1800 s)."""
+    ``ray.get``) let through at once: any other raised by a signal handler inside them is held until
+    the call returns (measured: a 30 s task's wait, with a hang bound of 1800 s).
+    """
 
 
-_TERMINATED: list[int] = []  # SIGTERM received during this execute (Ray re-raises Terminated as a plain KeyboardInterrupt)
+# SIGTERM received during this execute (Ray re-raises Terminated as a plain KeyboardInterrupt)
+_TERMINATED: list[int] = []
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -1,5 +1,7 @@
-"""Small helpers every layer uses: the compute device, this process's peak memory, and numpy's
-dtype for a torch dtype."""
+"""Small helpers every layer uses.
+
+The compute device, this process's peak memory, and numpy's dtype for a torch dtype.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +12,11 @@ import torch
 
 
 def compute_device(device: str | torch.device | None = None) -> torch.device:
-    """``device``, or by default (None or ``"auto"``) the first CUDA device when there is one, else the CPU."""
+    """The torch device to compute on (``auto``: the first CUDA device, else the CPU).
+
+    ``device``, or by default (None or ``"auto"``) the first CUDA device when there is one, else the
+    CPU.
+    """
     if device is not None and device != "auto":
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -22,5 +28,5 @@ def peak_rss_bytes() -> int:
 
 
 def numpy_dtype(dtype: torch.dtype) -> np.dtype:
-    """numpy's dtype for the torch ``dtype`` (e.g. torch.float32 -> float32)."""
+    """Numpy's dtype for the torch ``dtype`` (e.g. torch.float32 -> float32)."""
     return torch.empty((), dtype=dtype).numpy().dtype

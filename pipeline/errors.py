@@ -1,7 +1,10 @@
-"""Errors a user can fix: a bad config or input, a missing file, an unreachable cluster, workers
-that keep dying. The app reports these in one line with exit code 2; anything else is a bug and
-keeps its traceback (exit code 1). Each also derives from the builtin it refines, so callers
-that catch ValueError / FileNotFoundError / ConnectionError / RuntimeError still do."""
+"""Errors a user can fix.
+
+A bad config or input, a missing file, an unreachable cluster, workers that keep dying. The app
+reports these in one line with exit code 2; anything else is a bug and keeps its traceback (exit
+code 1). Each also derives from the builtin it refines, so callers that catch ValueError /
+FileNotFoundError / ConnectionError / RuntimeError still do.
+"""
 
 from __future__ import annotations
 
@@ -23,11 +26,17 @@ class ClusterUnreachableError(PipelineError, ConnectionError):
 
 
 class OperationError(PipelineError, RuntimeError):
-    """A run that cannot go on for a reason outside the code: workers that keep dying, a store
-    that cannot be written, a nondeterministic model, no working product mode."""
+    """A run that cannot go on for a reason outside the code.
+
+    Workers that keep dying, a store that cannot be written, a nondeterministic model, no working
+    product mode.
+    """
 
 
 def one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    """Refuse ``value`` of setting ``name`` unless it is one of ``allowed`` (InputError naming them)."""
+    """Refuse ``value`` of setting ``name`` unless it is one of ``allowed``.
+
+    Refuse ``value`` of setting ``name`` unless it is one of ``allowed`` (InputError naming them).
+    """
     if value not in allowed:
         raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

@@ -30,7 +30,11 @@ log = logging.getLogger(__name__)
 
 def plain(node: Any) -> Any:
     """A resolved, plain-Python copy of a config node (raises on missing ??? values)."""
-    return OmegaConf.to_container(node, resolve=True, throw_on_missing=True) if isinstance(node, DictConfig) else node
+    return (
+        OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+        if isinstance(node, DictConfig)
+        else node
+    )
 
 
 @dataclass(frozen=True)
@@ -75,16 +79,24 @@ class Job:
 
     @cached_property
     def fingerprint(self) -> dict[str, Any]:
-        """What determines the operator, hence the measurements: model, data and subset,
-        curvature and parameter selection, dtype. Not what only changes how products are
-        computed (batch size, product mode, determinism check, workers: the schema fields
-        marked ``HOW``): a run may resume with other values of those."""
-        return {"model": self.config["model"], "data": fingerprinted(schema.DataConfig, self.config["data"]),
-                "curvature": fingerprinted(schema.CurvatureConfig, self.config["curvature"]), "dtype": self.dtype}
+        """What determines the operator, hence the measurements.
+
+        Model, data and subset, curvature and parameter selection, dtype. Not what only changes how
+        products are computed (batch size, product mode, determinism check, workers: the schema
+        fields marked ``HOW``): a run may resume with other values of those.
+        """
+        return {
+            "model": self.config["model"],
+            "data": fingerprinted(schema.DataConfig, self.config["data"]),
+            "curvature": fingerprinted(schema.CurvatureConfig, self.config["curvature"]),
+            "dtype": self.dtype,
+        }
 
     def with_settings(self, settings: Mapping[str, Any]) -> Job:
-        """This job with ``settings`` (dotted keys, e.g. ``{"model.checkpoint": path}``) changed,
-        compiled and checked again."""
+        """This job with ``settings`` (dotted keys, e.g.
+
+        ``{"model.checkpoint": path}``) changed, compiled and checked again.
+        """
         config = copy.deepcopy(self.config)
         for key, value in settings.items():
             *parents, name = key.split(".")
@@ -95,31 +107,70 @@ class Job:
         return compile_job(config)
 
 
-PARTS = {"model": schema.ModelConfig, "data": schema.DataConfig, "curvature": schema.CurvatureConfig, "cluster": schema.ClusterConfig,
-         "output": schema.OutputConfig, "plan": schema.PlanConfig, "reproduce": schema.ReproduceConfig}  # config node -> its schema
+PARTS = {
+    "model": schema.ModelConfig,
+    "data": schema.DataConfig,
+    "curvature": schema.CurvatureConfig,
+    "cluster": schema.ClusterConfig,
+    # config node -> its schema
+    "output": schema.OutputConfig,
+    "plan": schema.PlanConfig,
+    "reproduce": schema.ReproduceConfig,
+}
 
 
-DEPRECATED = {("curvature", "hvp_mode"): "product_mode"}  # (node, old key) -> its new key in that node
+# (node, old key) -> its new key in that node
+DEPRECATED = {("curvature", "hvp_mode"): "product_mode"}
 
 
 def _rename_deprecated(config: dict[str, Any]) -> None:
-    """Move values set under a deprecated key to its new name (a WARNING each); the old key is dropped."""
+    """Move values set under a deprecated key to its new name (a WARNING each).
+
+    The old key is dropped.
+    """
     for (node, old), new in DEPRECATED.items():
         value = config[node].pop(old, None)
         if value is not None:
-            log.warning("%s.%s is deprecated: use %s.%s (it picks the product of every curvature); taking %s.%s=%s", node, old,
-                        node, new, node, new, value)
+            log.warning(
+                "%s.%s is deprecated: use %s.%s (it picks the product of every curvature); taking "
+                "%s.%s=%s",
+                node,
+                old,
+                node,
+                new,
+                node,
+                new,
+                value,
+            )
             config[node][new] = value
 
 
 def compile_job(cfg: DictConfig | Mapping[str, Any]) -> Job:
-    """The Job of a composed config (or of a Job's plain ``config``), checked: raises
-    ``InputError`` naming the setting for the first bad value."""
+    """The Job of a composed config (or of a Job's plain ``config``), checked.
+
+    Args:
+        cfg: A Hydra-composed config, or the plain dict of one (deprecated keys are renamed with a
+            WARNING).
+
+    Returns:
+        Job: every part as its schema dataclass and the algorithm as its solver's config.
+
+    Raises:
+        InputError: The first bad value, naming the setting.
+    """
     config = plain(cfg) if isinstance(cfg, DictConfig) else copy.deepcopy(dict(cfg))
     _rename_deprecated(config)
     solver = solver_for(config["algorithm"]["name"])
     parts = {name: schema_of(**config[name]) for name, schema_of in PARTS.items()}
-    job = Job(config=config, task=config["task"], seed=config["seed"], dtype=config["dtype"], device=config["device"], solver=solver,
-              algorithm=solver.config(**config["algorithm"]), **parts)
+    job = Job(
+        config=config,
+        task=config["task"],
+        seed=config["seed"],
+        dtype=config["dtype"],
+        device=config["device"],
+        solver=solver,
+        algorithm=solver.config(**config["algorithm"]),
+        **parts,
+    )
     check_job(job)
     return job

@@ -1,5 +1,7 @@
-"""Know before: predict a run's products, wall time, store size and memory from a few timed
-products on the actual workers, and flag what will not fit (disk, RAM, a SLURM time limit).
+"""Know before: predict a run's products, time, store size and memory.
+
+Predict a run's products, wall time, store size and memory from a few timed products on the actual
+workers, and flag what will not fit (disk, RAM, a SLURM time limit).
 
 ``hessian-pipeline task=plan ...`` writes ``plan.json`` and logs it; every real run logs the same
 prediction at its start and records it next to the actual figures in results.json.
@@ -30,9 +32,18 @@ log = logging.getLogger(__name__)
 
 
 def seconds_per_matvec(op: Operator, width: int, repeats: int = 2) -> float:
-    """Best of ``repeats`` timed products on a (D, width) block (after one untimed: auto mode
-    selection and caches), per column."""
-    V = torch.randn(op.shape[0], width, dtype=op.dtype, device=op.device, generator=torch.Generator(device=op.device).manual_seed(0))
+    """Seconds per column of the best of ``repeats`` timed products.
+
+    Best of ``repeats`` timed products on a (D, width) block (after one untimed: auto mode selection
+    and caches), per column.
+    """
+    V = torch.randn(
+        op.shape[0],
+        width,
+        dtype=op.dtype,
+        device=op.device,
+        generator=torch.Generator(device=op.device).manual_seed(0),
+    )
     op @ V
     times = []
     for _ in range(repeats):
@@ -42,20 +53,32 @@ def seconds_per_matvec(op: Operator, width: int, repeats: int = 2) -> float:
     return min(times) / width
 
 
-def make_plan(job: Job, op: Operator, run_dir: Path, worker_rss: int | None = None) -> dict[str, Any]:
+def make_plan(
+    job: Job, op: Operator, run_dir: Path, worker_rss: int | None = None
+) -> dict[str, Any]:
     """The prediction for this job on this operator (see the module docstring)."""
     a, solver = job.algorithm, job.solver
     dim = op.shape[0]
     matvecs, meaning = solver.matvecs(a, dim)
     width = block_width(a)
     per_matvec = seconds_per_matvec(op, width)
-    plan: dict[str, Any] = {"dim": dim, "matvecs": matvecs, "matvecs_are": meaning, "block_width": width,
-                            "seconds_per_matvec": per_matvec, "measurement_s": matvecs * per_matvec}
+    plan: dict[str, Any] = {
+        "dim": dim,
+        "matvecs": matvecs,
+        "matvecs_are": meaning,
+        "block_width": width,
+        "seconds_per_matvec": per_matvec,
+        "measurement_s": matvecs * per_matvec,
+    }
     itemsize = torch.empty((), dtype=op.dtype).element_size()
     if solver.cost is not None:
         plan.update(solver.cost(a, dim, itemsize))
     else:
-        plan.update(postprocess_s=0.0, store_bytes=0, driver_bytes=dim * (getattr(a, "k", 1) + 2 * width) * 8)
+        plan.update(
+            postprocess_s=0.0,
+            store_bytes=0,
+            driver_bytes=dim * (getattr(a, "k", 1) + 2 * width) * 8,
+        )
     plan["driver_bytes"] += peak_rss_bytes()
     plan["worker_bytes"] = worker_rss if worker_rss is not None else peak_rss_bytes()
     plan["wall_s"] = plan["measurement_s"] + plan["postprocess_s"]
@@ -65,17 +88,33 @@ def make_plan(job: Job, op: Operator, run_dir: Path, worker_rss: int | None = No
 
 def log_plan(plan: dict[str, Any]) -> None:
     """One INFO line with the prediction, a WARNING per thing that will not fit."""
-    log.info("plan: %d products (%s) at %.3g s each = %s, post-processing %s, store %s, driver %s, worker %s",
-             plan["matvecs"], plan["matvecs_are"], plan["seconds_per_matvec"], clock(plan["measurement_s"]),
-             clock(plan["postprocess_s"]), gib(plan["store_bytes"]), gib(plan["driver_bytes"]), gib(plan["worker_bytes"]))
+    log.info(
+        "plan: %d products (%s) at %.3g s each = %s, post-processing %s, store %s, driver %s, "
+        "worker %s",
+        plan["matvecs"],
+        plan["matvecs_are"],
+        plan["seconds_per_matvec"],
+        clock(plan["measurement_s"]),
+        clock(plan["postprocess_s"]),
+        gib(plan["store_bytes"]),
+        gib(plan["driver_bytes"]),
+        gib(plan["worker_bytes"]),
+    )
     for what, verdict in plan["fits"].items():
         if verdict["fits"] is False:
             log.warning("plan: %s will not fit: %s", what, verdict["why"])
 
 
 def compare_with_actual(plan: dict[str, Any], actual: dict[str, Any]) -> None:
-    log.info("plan vs actual: wall time %s predicted, %s taken (%.2fx); %d products predicted, %d spent", clock(plan["wall_s"]),
-             clock(actual["wall_s"]), actual["wall_s"] / max(plan["wall_s"], 1e-9), plan["matvecs"], actual["matvecs"])
+    """Log the plan next to what the run took (wall time, products)."""
+    log.info(
+        "plan vs actual: wall time %s predicted, %s taken (%.2fx); %d products predicted, %d spent",
+        clock(plan["wall_s"]),
+        clock(actual["wall_s"]),
+        actual["wall_s"] / max(plan["wall_s"], 1e-9),
+        plan["matvecs"],
+        actual["matvecs"],
+    )
 
 
 def _fits(plan: dict[str, Any], run_dir: Path, time_limit: str | None) -> dict[str, dict[str, Any]]:
@@ -83,12 +122,21 @@ def _fits(plan: dict[str, Any], run_dir: Path, time_limit: str | None) -> dict[s
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     limit = time_limit or os.environ.get("SBATCH_TIMELIMIT") or os.environ.get("SLURM_TIMELIMIT")
     fits = {
-        "disk": {"fits": plan["store_bytes"] <= free, "why": f"store {gib(plan['store_bytes'])}, {gib(free)} free under {existing}"},
-        "driver memory": {"fits": plan["driver_bytes"] <= memory, "why": f"{gib(plan['driver_bytes'])} needed, {gib(memory)} here"},
+        "disk": {
+            "fits": plan["store_bytes"] <= free,
+            "why": f"store {gib(plan['store_bytes'])}, {gib(free)} free under {existing}",
+        },
+        "driver memory": {
+            "fits": plan["driver_bytes"] <= memory,
+            "why": f"{gib(plan['driver_bytes'])} needed, {gib(memory)} here",
+        },
     }
     if limit:
         seconds = slurm_seconds(limit)
-        fits["time limit"] = {"fits": plan["wall_s"] <= seconds, "why": f"{clock(plan['wall_s'])} predicted, limit {limit}"}
+        fits["time limit"] = {
+            "fits": plan["wall_s"] <= seconds,
+            "why": f"{clock(plan['wall_s'])} predicted, limit {limit}",
+        }
     return fits
 
 
@@ -102,4 +150,3 @@ def slurm_seconds(limit: str) -> float:
     else:
         hours, minutes, seconds = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}[len(parts)]
     return float(days) * 86400 + hours * 3600 + minutes * 60 + seconds
-

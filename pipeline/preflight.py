@@ -1,5 +1,8 @@
-"""Checks of a composed config that need no model, data or Ray: they run before anything
-starts, so a bad value costs no cluster start-up and gives a one-line reason (exit 2)."""
+"""Checks of a composed config that need no model, data or Ray.
+
+They run before anything starts, so a bad value costs no cluster start-up and gives a one-line
+reason (exit 2).
+"""
 
 from __future__ import annotations
 
@@ -30,7 +33,11 @@ def check_job(job: Job) -> None:
     one_of("curvature.kind", job.curvature.kind, tuple(CURVATURES))
     if job.output.tracker is not None:
         one_of("output.tracker", job.output.tracker, TRACKERS)
-    one_of("curvature.product_mode", job.curvature.product_mode, ("auto", *CURVATURES[job.curvature.kind].PRODUCT_MODES))
+    one_of(
+        "curvature.product_mode",
+        job.curvature.product_mode,
+        ("auto", *CURVATURES[job.curvature.kind].PRODUCT_MODES),
+    )
     for name in ("k", "block_size", "product_width"):
         value = getattr(a, name, 1)
         if isinstance(value, int) and value < 1:  # "auto" and other strings: the solver's check
@@ -38,12 +45,20 @@ def check_job(job: Job) -> None:
     if data.batch_size < 1:
         raise InputError(f"data.batch_size must be a positive integer, got {data.batch_size}")
     if data.subset is not None and data.subset < 1:
-        raise InputError(f"data.subset must be a positive sample count (or null for all samples), got {data.subset}")
+        raise InputError(
+            "data.subset must be a positive sample count (or null for all samples), got "
+            f"{data.subset}"
+        )
     if getattr(a, "tol", None) is not None and not a.tol > 0:
-        raise InputError(f"algorithm.tol must be a positive relative residual such as 1e-3, got {a.tol}")
+        raise InputError(
+            f"algorithm.tol must be a positive relative residual such as 1e-3, got {a.tol}"
+        )
     job.solver.check(a)
     if cluster.mode != "none" and cluster.num_workers is not None and cluster.num_workers < 1:
-        raise InputError(f"cluster.num_workers must be at least 1, got {cluster.num_workers} (cluster=none runs in this process)")
+        raise InputError(
+            f"cluster.num_workers must be at least 1, got {cluster.num_workers} (cluster=none runs "
+            "in this process)"
+        )
     for key in ("connect_timeout_s", "call_timeout_s"):
         if getattr(cluster, key) <= 0:
             raise InputError(f"cluster.{key} must be positive, got {getattr(cluster, key)}")

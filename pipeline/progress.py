@@ -30,7 +30,9 @@ def set_log_interval(seconds: float) -> None:
     _settings["log_interval_s"] = float(seconds)
 
 
-def tracked(items: Iterable[T], total: int | None, desc: str, unit: str = "it", progress: bool | None = None) -> Iterator[T]:
+def tracked(
+    items: Iterable[T], total: int | None, desc: str, unit: str = "it", progress: bool | None = None
+) -> Iterator[T]:
     """Iterate ``items`` while reporting progress as ``progress`` says (module docstring)."""
     if progress is False:
         yield from items
@@ -45,8 +47,11 @@ def tracked(items: Iterable[T], total: int | None, desc: str, unit: str = "it", 
 
 
 def _tracked_scalars(items: Iterable[T], total: int | None, desc: str) -> Iterator[T]:
-    """Yield ``items`` and send the open tracker (``pipeline.tracking``) the fraction done and the
-    rate, at most once a second."""
+    """Yield ``items`` and send the open tracker the fraction done and the rate.
+
+    Yield ``items`` and send the open tracker (``pipeline.tracking``) the fraction done and the
+    rate, at most once a second.
+    """
     if not tracking.is_open():
         yield from items
         return
@@ -55,14 +60,22 @@ def _tracked_scalars(items: Iterable[T], total: int | None, desc: str) -> Iterat
         yield item
         if total:
             tracking.scalar(f"progress/{desc} fraction", done / total, step=done, every_s=1.0)
-        tracking.scalar(f"progress/{desc} rate_per_s", done / max(time.monotonic() - start, 1e-9), step=done, every_s=1.0)
+        tracking.scalar(
+            f"progress/{desc} rate_per_s",
+            done / max(time.monotonic() - start, 1e-9),
+            step=done,
+            every_s=1.0,
+        )
     if total:  # the last one, whenever the one before was sent
         tracking.scalar(f"progress/{desc} fraction", done / total, step=done)
 
 
 class ProgressLog:
-    """Logs ``desc: done/total unit (pct%), rate/s, ETA`` at most every ``log_interval_s`` seconds
-    as ``advance`` is called, and a closing line from ``finish``."""
+    """Progress lines at most every ``log_interval_s`` seconds, and a closing line.
+
+    Logs ``desc: done/total unit (pct%), rate/s, ETA`` at most every ``log_interval_s`` seconds as
+    ``advance`` is called, and a closing line from ``finish``.
+    """
 
     def __init__(self, desc: str, total: int | None, unit: str = "it"):
         self.desc, self.total, self.unit = desc, total, unit
@@ -70,6 +83,7 @@ class ProgressLog:
         self.start = self.last = time.monotonic()
 
     def advance(self, count: int = 1) -> None:
+        """Count ``count`` more done; log a line when ``log_interval_s`` has passed."""
         self.done += count
         now = time.monotonic()
         if now - self.last >= _settings["log_interval_s"]:
@@ -77,16 +91,30 @@ class ProgressLog:
             log.info("%s", self.line(now))
 
     def finish(self) -> None:
-        log.info("%s: %d %s done in %s", self.desc, self.done, self.unit, clock(time.monotonic() - self.start))
+        """Log the closing line: how many were done, in how long."""
+        log.info(
+            "%s: %d %s done in %s",
+            self.desc,
+            self.done,
+            self.unit,
+            clock(time.monotonic() - self.start),
+        )
 
     def line(self, now: float) -> str:
+        """The progress line at time ``now``."""
         elapsed = max(now - self.start, 1e-9)
         rate = self.done / elapsed
         if not self.total:
-            return f"{self.desc}: {self.done} {self.unit}, {rate:.3g} {self.unit}/s, {clock(elapsed)} elapsed"
+            return (
+                f"{self.desc}: {self.done} {self.unit}, {rate:.3g} {self.unit}/s, "
+                f"{clock(elapsed)} elapsed"
+            )
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        return (f"{self.desc}: {self.done}/{self.total} {self.unit} ({100 * self.done / self.total:.0f}%), "
-                f"{rate:.3g} {self.unit}/s, ETA {clock(eta)}")
+        return (
+            f"{self.desc}: {self.done}/{self.total} {self.unit} "
+            f"({100 * self.done / self.total:.0f}%), "
+            f"{rate:.3g} {self.unit}/s, ETA {clock(eta)}"
+        )
 
 
 def clock(seconds: float) -> str:

@@ -1,6 +1,8 @@
-"""Registries found, not listed: every module of a package is imported and asked for its entry,
-so a new solver, curvature or store backend is one new module (and, for the first two, its
-yaml in the config group)."""
+"""Registries found, not listed.
+
+Every module of a package is imported and asked for its entry, so a new solver, curvature or store
+backend is one new module (and, for the first two, its yaml in the config group).
+"""
 
 from __future__ import annotations
 

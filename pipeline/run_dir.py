@@ -21,7 +21,8 @@ class Run:
     eigenvalues (k,), residuals (k,) and converged (k,) bool, or None for trace and density runs;
     eigenvectors (D, k): a numpy array where ``eigenvectors.npy`` was written (every eigensolver,
     below ``pipeline.solvers.outcomes.VECTORS_NPY_MAX_BYTES``), else a ``StoredMatrix`` read by
-    row blocks from the run's store; record: results.json as a dict (algorithm, matvecs, plan, config, ...).
+    row blocks from the run's store; record: results.json as a dict (algorithm, matvecs, plan,
+    config, ...).
     """
 
     path: Path
@@ -33,30 +34,60 @@ class Run:
 
     @property
     def algorithm(self) -> str:
+        """The algorithm that made the run."""
         return self.record["algorithm"]
 
     @property
     def flags(self) -> dict[str, bool]:
-        """The run's verdicts on its own numbers: ``all_converged`` (eigensolvers), and every flag
-        results.json records under ``flags`` (e.g. a check that was skipped or failed)."""
-        verdicts = {"all_converged": self.record["all_converged"]} if "all_converged" in self.record else {}
+        """The run's verdicts on its own numbers.
+
+        ``all_converged`` (eigensolvers), and every flag results.json records under ``flags`` (e.g.
+        a check that was skipped or failed).
+        """
+        verdicts = (
+            {"all_converged": self.record["all_converged"]}
+            if "all_converged" in self.record
+            else {}
+        )
         return {**verdicts, **self.record.get("flags", {})}
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Load the results of the run in ``run_dir`` (any algorithm); eigenvectors are not read into
-    memory when they are only in the store."""
+    """Load the results of the run in ``run_dir`` (any algorithm).
+
+    Args:
+        run_dir: A directory the CLI (or ``pipeline.runner.run``) wrote.
+
+    Returns:
+        Run: the results record and its arrays; eigenvectors are not read into memory when they
+        are only in the store.
+
+    Raises:
+        MissingFileError: No results.json (the run has not finished, or no such directory).
+    """
     path = Path(run_dir)
     try:
         record = json.loads((path / "results.json").read_text())
     except FileNotFoundError:
-        reason = "the run has not finished: rerun its command to resume it" if path.is_dir() else "no such directory"
+        reason = (
+            "the run has not finished: rerun its command to resume it"
+            if path.is_dir()
+            else "no such directory"
+        )
         raise MissingFileError(f"no results.json in {path} ({reason})") from None
     except json.JSONDecodeError as error:
-        raise InputError(f"{path / 'results.json'} is damaged ({error}): rerun the run's command to rewrite it") from None
+        raise InputError(
+            f"{path / 'results.json'} is damaged ({error}): rerun the run's command to rewrite it"
+        ) from None
     eigenvalues = np.asarray(record["eigenvalues"]) if "eigenvalues" in record else None
-    return Run(path, record, eigenvalues, _eigenvectors(path, record), _array(record, "residuals"),
-               None if "converged" not in record else np.asarray(record["converged"], dtype=bool))
+    return Run(
+        path,
+        record,
+        eigenvalues,
+        _eigenvectors(path, record),
+        _array(record, "residuals"),
+        None if "converged" not in record else np.asarray(record["converged"], dtype=bool),
+    )
 
 
 def _eigenvectors(path: Path, record: dict[str, Any]) -> np.ndarray | StoredMatrix | None:

@@ -1,6 +1,8 @@
-"""One job run as a library call: the operator opened, the cost planned, the solver run on the
-run dir's store, the outputs written. The command line (``pipeline.app``) and ``task=reproduce``
-(``pipeline.reproduce``) both call it."""
+"""One job run as a library call.
+
+The operator opened, the cost planned, the solver run on the run dir's store, the outputs written.
+The command line (``pipeline.app``) and ``task=reproduce`` (``pipeline.reproduce``) both call it.
+"""
 
 from __future__ import annotations
 
@@ -30,16 +32,41 @@ log = logging.getLogger("pipeline")
 
 
 def run(job: Job | DictConfig, run_dir: Path) -> dict:
-    """``run_job``'s results record (a composed config is compiled, and checked, first)."""
+    """Run one job in ``run_dir`` and return its results record (results.json's content).
+
+    Args:
+        job: A ``Job``, or a composed config (compiled, and checked, first).
+        run_dir: Where results.json, the store and the plots go (created by the caller).
+
+    Returns:
+        dict: the results record.
+
+    Raises:
+        InputError: A bad setting (named), before any worker starts.
+        OperationError: A failure the user can act on (a lost cluster, a full disk, ...).
+    """
     return run_job(job if isinstance(job, Job) else compile_job(job), run_dir)[0]
 
 
 def run_job(job: Job, run_dir: Path) -> tuple[dict, Outcome]:
-    """Build the operator, predict the cost (logged), run the algorithm, write the outputs with the
-    prediction next to the actual figures; returns the results record and the solver's outcome
-    (its eigenvectors a ``StoredMatrix`` in the store where the solver keeps one). A solver that
-    keeps its measurements gets the run dir's store, locked before Ray starts and closed
-    (unlocked) when the solver is done."""
+    """Run one job in ``run_dir``: the results record and the solver's outcome.
+
+    Build the operator, predict the cost (logged), run the algorithm, write the outputs with the
+    prediction next to the actual figures. A solver that keeps its measurements gets the run dir's
+    store, locked before Ray starts and closed (unlocked) when the solver is done.
+
+    Args:
+        job: The compiled job (``pipeline.job.compile_job``).
+        run_dir: Where results.json, the store and the plots go (created by the caller).
+
+    Returns:
+        tuple[dict, Outcome]: the results record and the solver's outcome (its eigenvectors a
+        ``StoredMatrix`` in the store where the solver keeps one).
+
+    Raises:
+        InputError: A setting that needs D or the store (named), before any worker starts.
+        OperationError: A failure the user can act on (a lost cluster, a full disk, ...).
+    """
     start = time.perf_counter()
     store_path = run_dir / job.output.store
     with RunStore(store_path) if job.solver.needs_store else contextlib.nullcontext() as store:
@@ -47,28 +74,54 @@ def run_job(job: Job, run_dir: Path) -> tuple[dict, Outcome]:
     output, landscape = job.output, None
     if output.landscape and isinstance(outcome, EigenOutcome):
         count = min(output.landscape_vectors, len(outcome.eigenvalues))
-        landscape = loss_along(job.problem.build(1, 0), outcome.eigenvectors[:, :count], output.landscape_radius, output.landscape_points)
+        landscape = loss_along(
+            job.problem.build(1, 0),
+            outcome.eigenvectors[:, :count],
+            output.landscape_radius,
+            output.landscape_points,
+        )
     about["wall_time_s"] = time.perf_counter() - start
     record = write_results(run_dir, outcome, about, job.config, output.plots, landscape)
     _track(record, run_dir)
-    log.info("%s on %d parameters: %d products in %.1f s", about["algorithm"], about["num_params"], outcome.matvecs, about["wall_time_s"])
+    log.info(
+        "%s on %d parameters: %d products in %.1f s",
+        about["algorithm"],
+        about["num_params"],
+        outcome.matvecs,
+        about["wall_time_s"],
+    )
     return record, outcome
 
 
-def _solve(job: Job, run_dir: Path, store: RunStore | None, store_path: Path) -> tuple[Outcome, dict]:
-    """Check what needs D (and the store) before Ray starts, open the operator, plan, run the
-    solver: its outcome and the run's figures (algorithm, D, samples, plan and actual)."""
+def _solve(
+    job: Job, run_dir: Path, store: RunStore | None, store_path: Path
+) -> tuple[Outcome, dict]:
+    """Check, open the operator, plan and run the solver.
+
+    Check what needs D (and the store) before Ray starts, open the operator, plan, run the solver:
+    its outcome and the run's figures (algorithm, D, samples, plan and actual).
+    """
     solver, a = job.solver, job.algorithm
-    preview = job.problem.preview()  # on the driver, before Ray: the model takes the data; D and the weights
+    # on the driver, before Ray: the model takes the data; D and the weights
+    preview = job.problem.preview()
     problem = {**job.fingerprint, "weights": preview.weights}
-    solver.preflight(a, OperatorShape((preview.dim, preview.dim), preview.dtype), seed=job.seed, store=store, problem=problem)
+    solver.preflight(
+        a,
+        OperatorShape((preview.dim, preview.dim), preview.dtype),
+        seed=job.seed,
+        store=store,
+        problem=problem,
+    )
     store_bytes = solver.cost(a, preview.dim, preview.dtype.itemsize)["store_bytes"] if store else 0
     if store is not None:
         check_store_fits(store_bytes, store_path, job.plan.allow_overcommit)
     with open_operator(job) as op:
         if op.weights_digest() != preview.weights:
-            raise InputError("the workers built other weights than the driver: model.checkpoint (and the code) must be the same "
-                             "on every node")
+            raise InputError(
+                "the workers built other weights than the driver: model.checkpoint (and the code) "
+                "must be the same "
+                "on every node"
+            )
         prediction = plan(job, op, run_dir)
         before, began = op.matvecs, time.perf_counter()
         try:
@@ -78,11 +131,21 @@ def _solve(job: Job, run_dir: Path, store: RunStore | None, store_path: Path) ->
             if failure is None:
                 raise
             raise failure from None
-        actual = {"wall_s": time.perf_counter() - began, "matvecs": op.matvecs - before, "store_bytes": size_on_disk(store_path) if store else 0,
-                  "driver_bytes": peak_rss_bytes()}
+        actual = {
+            "wall_s": time.perf_counter() - began,
+            "matvecs": op.matvecs - before,
+            "store_bytes": size_on_disk(store_path) if store else 0,
+            "driver_bytes": peak_rss_bytes(),
+        }
         compare_with_actual(prediction, actual)
-        return outcome, {"algorithm": solver.name, "num_params": op.shape[0], "curvature": job.curvature.kind,
-                         "num_samples": op.num_samples, "actual": actual, "plan": prediction}
+        return outcome, {
+            "algorithm": solver.name,
+            "num_params": op.shape[0],
+            "curvature": job.curvature.kind,
+            "num_samples": op.num_samples,
+            "actual": actual,
+            "plan": prediction,
+        }
 
 
 def _track(record: dict, run_dir: Path) -> None:

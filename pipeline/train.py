@@ -23,7 +23,9 @@ def as_dataset(data: Any) -> Dataset:
     return TensorDataset(*data) if isinstance(data, tuple) else data
 
 
-def evaluate(model: nn.Module, data: Any, device: torch.device, batch_size: int = 512) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, data: Any, device: torch.device, batch_size: int = 512
+) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` in eval mode over ``data``."""
     model.eval()
     loss, correct, count = 0.0, 0, 0
@@ -37,10 +39,19 @@ def evaluate(model: nn.Module, data: Any, device: torch.device, batch_size: int 
     return loss / count, correct / count
 
 
-def _batches(data: Dataset, batch_size: int, gen: torch.Generator, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    data: Dataset, batch_size: int, gen: torch.Generator, workers: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless shuffled mini-batches (a fresh seeded permutation every epoch)."""
     while True:
-        yield from DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True, generator=gen, num_workers=workers)
+        yield from DataLoader(
+            data,
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=gen,
+            num_workers=workers,
+        )
 
 
 def train_with_checkpoints(
@@ -55,16 +66,23 @@ def train_with_checkpoints(
     device: str | torch.device = "cpu",
     loader_workers: int = 0,
 ) -> list[dict]:
-    """Plain SGD on cross-entropy over seeded shuffled mini-batches of ``train`` (tensor pair or
+    """Plain SGD on cross-entropy, saving a checkpoint at every listed step.
+
+    Plain SGD on cross-entropy over seeded shuffled mini-batches of ``train`` (tensor pair or
     Dataset); saves ``step_<s>.pt`` (state dict) at every step in ``checkpoint_steps`` with its
-    train loss and test accuracy, listed in ``checkpoints.json``. If every checkpoint exists
-    already they are reused (a rerun continues with the eigendecompositions)."""
+    train loss and test accuracy, listed in ``checkpoints.json``. If every checkpoint exists already
+    they are reused (a rerun continues with the eigendecompositions).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = sorted(set(int(s) for s in checkpoint_steps))
     if not steps or steps[0] < 0:
         raise InputError(f"checkpoint steps must be non-negative, got {list(checkpoint_steps)}")
     manifest_path = out_dir / "checkpoints.json"
-    manifest = {entry["step"]: entry for entry in json.loads(manifest_path.read_text())} if manifest_path.exists() else {}
+    manifest = (
+        {entry["step"]: entry for entry in json.loads(manifest_path.read_text())}
+        if manifest_path.exists()
+        else {}
+    )
     if all(step in manifest for step in steps):
         return [manifest[step] for step in steps]
     device = torch.device(device)
@@ -76,13 +94,10 @@ def train_with_checkpoints(
     batches = _batches(train_set, batch_size, torch.Generator().manual_seed(seed), loader_workers)
     for step in tracked(range(steps[-1] + 1), total=steps[-1] + 1, desc="training", unit="steps"):
         if step in steps:
-            path = out_dir / f"step_{step}.pt"
-            torch.save({name: t.cpu() for name, t in model.state_dict().items()}, path)
-            train_loss, _ = evaluate(model, train_set, device)
-            _, test_accuracy = evaluate(model, test, device)
-            manifest[step] = {"step": step, "path": str(path), "test_accuracy": test_accuracy, "train_loss": train_loss}
-            log.info("step %d: test accuracy %.3f, train loss %.4f", step, test_accuracy, train_loss)
-            manifest_path.write_text(json.dumps(sorted(manifest.values(), key=lambda e: e["step"]), indent=2))
+            manifest[step] = _checkpoint(model, step, out_dir, train_set, test, device)
+            manifest_path.write_text(
+                json.dumps(sorted(manifest.values(), key=lambda e: e["step"]), indent=2)
+            )
         if step == steps[-1]:
             continue  # the last checkpoint: no step after it
         x, y = next(batches)
@@ -90,7 +105,26 @@ def train_with_checkpoints(
         optimizer.zero_grad()
         loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
         if not torch.isfinite(loss):
-            raise InputError(f"training diverged at step {step} (loss {loss.item()}): lower reproduce.lr")
+            raise InputError(
+                f"training diverged at step {step} (loss {loss.item()}): lower reproduce.lr"
+            )
         loss.backward()
         optimizer.step()
     return [manifest[step] for step in steps]
+
+
+def _checkpoint(
+    model: nn.Module, step: int, out_dir: Path, train: Any, test: Any, device: torch.device
+) -> dict[str, Any]:
+    """Save the state dict as ``step_<step>.pt``: its entry with train loss and test accuracy."""
+    path = out_dir / f"step_{step}.pt"
+    torch.save({name: t.cpu() for name, t in model.state_dict().items()}, path)
+    train_loss, _ = evaluate(model, train, device)
+    _, test_accuracy = evaluate(model, test, device)
+    log.info("step %d: test accuracy %.3f, train loss %.4f", step, test_accuracy, train_loss)
+    return {
+        "step": step,
+        "path": str(path),
+        "test_accuracy": test_accuracy,
+        "train_loss": train_loss,
+    }

@@ -28,7 +28,11 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def ray_session(tmp_path_factory):
-    """One local Ray instance for the whole session (8 logical CPUs: workers mostly wait), files under a temp dir."""
+    """One local Ray instance for the whole session.
+
+    One local Ray instance for the whole session (8 logical CPUs: workers mostly wait), files under
+    a temp dir.
+    """
     os.environ["RAY_AUTH_MODE"] = "disabled"
     import ray
     from ray import cloudpickle
@@ -38,7 +42,12 @@ def ray_session(tmp_path_factory):
     cloudpickle.register_pickle_by_value(helpers)  # workers cannot import the tests directory
     from pipeline.distributed.runtime import LOCAL_SYSTEM_CONFIG
 
-    ray.init(num_cpus=8, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False,
-             _system_config=LOCAL_SYSTEM_CONFIG)
+    ray.init(
+        num_cpus=8,
+        include_dashboard=False,
+        _temp_dir=str(tmp_path_factory.mktemp("ray")),
+        log_to_driver=False,
+        _system_config=LOCAL_SYSTEM_CONFIG,
+    )
     yield ray
     ray.shutdown()

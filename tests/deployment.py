@@ -21,7 +21,9 @@ def overrides_in(text: str) -> list[list[str]]:
     commands = []
     for match in COMMAND.finditer(text):
         tokens = [t.strip("'\"") for t in match.group(1).split()]
-        overrides = [t for t in tokens if "=" in t and not t.startswith(("-", "[")) and "$" not in t]
+        overrides = [
+            t for t in tokens if "=" in t and not t.startswith(("-", "[")) and "$" not in t
+        ]
         commands.append([o if "[" in o else o.split(",")[0] for o in overrides])
     return commands
 
@@ -30,4 +32,6 @@ def compose_overrides(overrides: list[str]):
     """The composed config for a command's overrides (Hydra's own ``hydra.*`` keys excluded:
     Hydra checks those itself); raises if a key does not exist or a value has the wrong type."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose("config", overrides=[o for o in overrides if not o.lstrip("+").startswith("hydra.")])
+        return compose(
+            "config", overrides=[o for o in overrides if not o.lstrip("+").startswith("hydra.")]
+        )

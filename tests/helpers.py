@@ -12,7 +12,9 @@ from pipeline.linalg import DenseOperator
 
 def small_mlp(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).to(dtype)
+    return nn.Sequential(
+        nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)
+    ).to(dtype)
 
 
 def small_cnn(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
@@ -27,12 +29,18 @@ def small_cnn(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
     return model.eval()
 
 
-def classification_data(n: int, in_shape: tuple[int, ...], classes: int = 3, seed: int = 1, dtype=torch.float64):
+def classification_data(
+    n: int, in_shape: tuple[int, ...], classes: int = 3, seed: int = 1, dtype=torch.float64
+):
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n, *in_shape, generator=gen, dtype=dtype), torch.randint(0, classes, (n,), generator=gen)
+    return torch.randn(n, *in_shape, generator=gen, dtype=dtype), torch.randint(
+        0, classes, (n,), generator=gen
+    )
 
 
-def split(x: torch.Tensor, y: torch.Tensor, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def split(
+    x: torch.Tensor, y: torch.Tensor, sizes: list[int]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return list(zip(torch.split(x, sizes), torch.split(y, sizes)))
 
 
@@ -44,7 +52,9 @@ def full_loss_fn(model: nn.Module, loss_fn, x, y, names=None):
     buffers = dict(model.named_buffers())
 
     def f(theta):
-        return loss_fn(functional_call(model, {**others, **buffers, **view.unflatten(theta)}, (x,)), y)
+        return loss_fn(
+            functional_call(model, {**others, **buffers, **view.unflatten(theta)}, (x,)), y
+        )
 
     return f, view.flatten(params), view
 
@@ -76,7 +86,12 @@ def dense_fisher(model, loss_fn, x, y) -> torch.Tensor:
     theta = view.flatten(params)
 
     def sample_loss(t, xi, yi):
-        return loss_fn(functional_call(model, {**dict(model.named_buffers()), **view.unflatten(t)}, (xi[None],)), yi[None])
+        return loss_fn(
+            functional_call(
+                model, {**dict(model.named_buffers()), **view.unflatten(t)}, (xi[None],)
+            ),
+            yi[None],
+        )
 
     G = torch.stack([jacrev(sample_loss)(theta, x[i], y[i]) for i in range(x.shape[0])])
     return G.T @ G / (1 if getattr(loss_fn, "reduction", "mean") == "sum" else x.shape[0])
@@ -85,7 +100,9 @@ def dense_fisher(model, loss_fn, x, y) -> torch.Tensor:
 def mlp_factory(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
     """Picklable model factory for Ray workers (a slightly wider MLP)."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3)).to(dtype)
+    return nn.Sequential(
+        nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3)
+    ).to(dtype)
 
 
 def data_factory(n: int = 61, dtype: torch.dtype = torch.float64):
@@ -164,11 +181,20 @@ def nan_data_factory(n: int = 20):
 
 
 def synthetic(dim=400, seed=0, spectrum=None) -> DenseOperator:
-    """Q diag(spectrum) Q^T, Q seeded random orthogonal (default: 8 separated eigenvalues of both signs over a 0.5-scale bulk)."""
+    """Q diag(spectrum) Q^T with Q seeded random orthogonal.
+
+    Q diag(spectrum) Q^T, Q seeded random orthogonal (default: 8 separated eigenvalues of both signs
+    over a 0.5-scale bulk).
+    """
     gen = torch.Generator().manual_seed(seed)
     Q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))
     if spectrum is None:
-        spectrum = torch.cat([torch.tensor([50.0, -40.0, 30.0, 20.0, -15.0, 12.0, 10.0, 9.0]), 0.5 * torch.randn(dim - 8, generator=gen)])
+        spectrum = torch.cat(
+            [
+                torch.tensor([50.0, -40.0, 30.0, 20.0, -15.0, 12.0, 10.0, 9.0]),
+                0.5 * torch.randn(dim - 8, generator=gen),
+            ]
+        )
     return DenseOperator(Q @ torch.diag(spectrum.double()) @ Q.T)
 
 
@@ -188,7 +214,11 @@ def wait_for_marks(done_path, count: int, timeout_s: float = 120.0) -> None:
     import time
 
     def marks() -> int:
-        return sum(1 for p in (done_path / "c").iterdir() if p.name.isdigit()) if (done_path / "c").is_dir() else 0
+        return (
+            sum(1 for p in (done_path / "c").iterdir() if p.name.isdigit())
+            if (done_path / "c").is_dir()
+            else 0
+        )
 
     deadline = time.time() + timeout_s
     while time.time() < deadline and marks() < count:

@@ -11,12 +11,22 @@ def _clustered(dim=300, seed=0):
     """Top eigenvalues 1.0, 0.99, 0.98 (slow for power iteration), then a flat bulk below 0.5."""
     gen = torch.Generator().manual_seed(seed)
     Q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))
-    values = torch.cat([torch.tensor([1.0, 0.99, 0.98], dtype=torch.float64), 0.5 * torch.rand(dim - 3, generator=gen, dtype=torch.float64)])
+    values = torch.cat(
+        [
+            torch.tensor([1.0, 0.99, 0.98], dtype=torch.float64),
+            0.5 * torch.rand(dim - 3, generator=gen, dtype=torch.float64),
+        ]
+    )
     return DenseOperator(Q @ torch.diag(values) @ Q.T)
 
 
 def _true_residuals(op, result):
-    V = result.eigenvectors if isinstance(result.eigenvectors, torch.Tensor) else result.eigenvectors.tensor()  # Krylov / SEIGH
+    # Krylov / SEIGH
+    V = (
+        result.eigenvectors
+        if isinstance(result.eigenvectors, torch.Tensor)
+        else result.eigenvectors.tensor()
+    )
     return (op.matrix @ V - V * result.eigenvalues).norm(dim=0) / result.eigenvalues.abs()
 
 
@@ -47,12 +57,20 @@ def test_small_sketch_of_a_flat_spectrum_is_flagged(caplog):
         result = seigh(op, 30, outer=40, inner=80, error_test_vectors=0)
     assert not result.converged.all()
     assert torch.equal(result.converged, result.residuals <= 1e-3)
-    warning, = (r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    (warning,) = (r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     worst = int(result.residuals.argmax())
     missed = int((~result.converged).sum())
-    assert f"{missed} of 30 eigenpairs missed" in warning and f"worst {result.residuals[worst]:.2g} at #{worst}" in warning
-    assert "algorithm.refine_tol" in warning and len(warning) < 250 and "\n" not in warning  # one sentence, not a list of pairs
-    detail = next(r.getMessage() for r in caplog.records if r.levelname == "DEBUG" and "residuals by pair" in r.getMessage())
+    assert (
+        f"{missed} of 30 eigenpairs missed" in warning
+        and f"worst {result.residuals[worst]:.2g} at #{worst}" in warning
+    )
+    # one sentence, not a list of pairs
+    assert "algorithm.refine_tol" in warning and len(warning) < 250 and "\n" not in warning
+    detail = next(
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "DEBUG" and "residuals by pair" in r.getMessage()
+    )
     assert f"#29 {result.residuals[29]:.3g}" in detail
 
 
@@ -61,11 +79,19 @@ def test_seigh_without_residuals_does_not_claim_convergence(caplog):
     with caplog.at_level("INFO"):
         result = seigh(op, 3, outer=30, inner=60, residuals=False, error_test_vectors=0)
     assert not result.converged.any() and "not computed" in caplog.text
-    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # asked for: said once at INFO, not warned
+    # asked for: said once at INFO, not warned
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
-@pytest.mark.parametrize("solver", [lambda op, tol: lanczos(op, 2, tol=tol), lambda op, tol: power_iteration(op, 2, tol=tol),
-                                    lambda op, tol: seigh(op, 2, 10, 20, tol=tol), lambda op, tol: seigh(op, 2, 10, 20, refine_tol=tol)])
+@pytest.mark.parametrize(
+    "solver",
+    [
+        lambda op, tol: lanczos(op, 2, tol=tol),
+        lambda op, tol: power_iteration(op, 2, tol=tol),
+        lambda op, tol: seigh(op, 2, 10, 20, tol=tol),
+        lambda op, tol: seigh(op, 2, 10, 20, refine_tol=tol),
+    ],
+)
 @pytest.mark.parametrize("tol", [-1.0, 0.0, float("nan"), float("inf")])
 def test_non_positive_or_non_finite_tol_is_refused(solver, tol):
     with pytest.raises(ValueError, match="tol must be a positive relative residual"):

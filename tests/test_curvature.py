@@ -34,7 +34,8 @@ def _block(dim, b=3, seed=0):
     return torch.randn(dim, b, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-EAGER_MODES = [m for m in HessianOperator.PRODUCT_MODES if m not in HessianOperator.COSTLY_MODES]  # compiled: test_curvature_cases
+# compiled: test_curvature_cases
+EAGER_MODES = [m for m in HessianOperator.PRODUCT_MODES if m not in HessianOperator.COSTLY_MODES]
 
 
 @pytest.mark.parametrize("mode", ["auto", *EAGER_MODES])
@@ -59,7 +60,9 @@ def test_hessian_matches_dense_cnn_with_eval_batchnorm(mode):
 
 
 @pytest.mark.parametrize("mode", EAGER_MODES)
-@pytest.mark.parametrize("selector", [["2.weight", "4.bias"], "re:[24]\\..*", lambda n, p: n.startswith("4")])
+@pytest.mark.parametrize(
+    "selector", [["2.weight", "4.bias"], "re:[24]\\..*", lambda n, p: n.startswith("4")]
+)
 def test_hessian_parameter_subset(mlp_problem, selector, mode):
     model, x, y = mlp_problem
     op = HessianOperator(model, CE, [(x, y)], params=selector, product_mode=mode)
@@ -92,7 +95,10 @@ def test_batch_split_invariance(mlp_problem, mode):
 
 
 @pytest.mark.parametrize("mode", ["auto", "forward-over-reverse", "graph-reuse"])
-@pytest.mark.parametrize("cls, dense, sizes", [(GGNOperator, dense_ggn, [25, 35]), (EmpiricalFisherOperator, dense_fisher, [40, 20])])
+@pytest.mark.parametrize(
+    "cls, dense, sizes",
+    [(GGNOperator, dense_ggn, [25, 35]), (EmpiricalFisherOperator, dense_fisher, [40, 20])],
+)
 def test_ggn_and_fisher_match_their_dense_definitions(mlp_problem, cls, dense, sizes, mode):
     model, x, y = mlp_problem
     C = dense(model, CE, x, y)
@@ -111,7 +117,9 @@ def test_ggn_equals_hessian_for_linear_model_with_mse(ggn_mode, product_mode):
     y = torch.randn(30, 2, dtype=torch.float64)
     V = _block(10)
     ggn = GGNOperator(model, mse, [(x, y)], product_mode=ggn_mode) @ V
-    torch.testing.assert_close(ggn, HessianOperator(model, mse, [(x, y)], product_mode=product_mode) @ V)
+    torch.testing.assert_close(
+        ggn, HessianOperator(model, mse, [(x, y)], product_mode=product_mode) @ V
+    )
     torch.testing.assert_close(ggn, _linear_mse_hessian(x) @ V)
 
 
@@ -135,21 +143,34 @@ def test_auto_mode_times_every_mode_once_per_block_width_and_agrees(mlp_problem,
     assert set(op.mode_choices) == {4}
     choice = op.mode_choices[4]
     timed = set(cls.PRODUCT_MODES) - set(cls.COSTLY_MODES)  # no work announced: no compile
-    assert set(choice.seconds) == timed and choice.mode == min(choice.seconds, key=choice.seconds.get)
+    assert set(choice.seconds) == timed and choice.mode == min(
+        choice.seconds, key=choice.seconds.get
+    )
     assert sum("product_mode=auto for blocks of 4" in r.getMessage() for r in caplog.records) == 1
     for mode in timed:
-        torch.testing.assert_close(cls(model, CE, split(x, y, [32, 28]), product_mode=mode) @ V, first, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            cls(model, CE, split(x, y, [32, 28]), product_mode=mode) @ V,
+            first,
+            rtol=1e-12,
+            atol=1e-14,
+        )
 
 
-def test_one_off_checks_announce_their_products_so_auto_does_not_time_the_modes_for_them(mlp_problem):
+def test_one_off_checks_announce_their_products_so_auto_does_not_time_the_modes_for_them(
+    mlp_problem,
+):
     from pipeline.linalg.aposteriori import frobenius_error, pair_residuals
 
     model, x, y = mlp_problem
     op = HessianOperator(model, CE, split(x, y, [32, 28]))
     V, values = torch.linalg.qr(_block(op.shape[0], b=3))[0], torch.ones(3, dtype=torch.float64)
-    pair_residuals(op, values, V, block_size=3)  # k products at width k, once: timing three modes would cost more
+    # k products at width k, once: timing three modes would cost more
+    pair_residuals(op, values, V, block_size=3)
     frobenius_error(op, values, V, test_vectors=5, seed=0, block_size=5)
-    assert {width: choice.timed for width, choice in op.mode_choices.items()} == {3: False, 5: False}
+    assert {width: choice.timed for width, choice in op.mode_choices.items()} == {
+        3: False,
+        5: False,
+    }
     op.expect(3000)  # much work ahead at a new width: timed
     op @ _block(op.shape[0], b=8)
     assert op.mode_choices[8].timed
@@ -167,7 +188,7 @@ def test_list_data_is_prepared_once(mlp_problem):
     op = HessianOperator(model32, CE, [(x, y)], dtype=torch.float64)  # float64 inputs cast once
     V = _block(op.shape[0])
     first = op @ V
-    (inputs, _, _), = op._prepared
+    ((inputs, _, _),) = op._prepared
     op @ V
     assert op._prepared[0][0] is inputs
     torch.testing.assert_close(op @ V, first, rtol=0, atol=0)
@@ -185,7 +206,8 @@ def test_float32_parameters_and_dtype_override(mlp_problem):
     op64 = HessianOperator(model32, CE, [(x.float(), y)], dtype=torch.float64)
     assert op64.dtype == torch.float64
     assert next(model32.parameters()).dtype == torch.float32  # the user's model is not cast
-    torch.testing.assert_close(op64 @ V, H @ V, rtol=1e-6, atol=1e-8)  # same weights up to fp32 rounding
+    # same weights up to fp32 rounding
+    torch.testing.assert_close(op64 @ V, H @ V, rtol=1e-6, atol=1e-8)
 
 
 def test_to_scipy_matches(mlp_problem):
@@ -214,8 +236,12 @@ def test_model_put_in_eval_mode():
 
 
 @pytest.mark.parametrize("mode", ["forward-over-reverse", "graph-reuse"])
-@pytest.mark.parametrize("cls, dense", [(GGNOperator, dense_ggn), (EmpiricalFisherOperator, dense_fisher)])
-def test_ggn_and_fisher_of_a_parameter_subset_are_blocks_of_the_full_matrix(mlp_problem, cls, dense, mode):
+@pytest.mark.parametrize(
+    "cls, dense", [(GGNOperator, dense_ggn), (EmpiricalFisherOperator, dense_fisher)]
+)
+def test_ggn_and_fisher_of_a_parameter_subset_are_blocks_of_the_full_matrix(
+    mlp_problem, cls, dense, mode
+):
     model, x, y = mlp_problem
     full = dense(model, CE, x, y)
     op = cls(model, CE, split(x, y, [21, 39]), params="4.*", product_mode=mode)

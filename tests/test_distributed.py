@@ -19,7 +19,15 @@ from pipeline.errors import OperationError
 from pipeline.linalg import lanczos, random_columns, seigh
 from pipeline.store import RunStore
 
-from helpers import SlowDataset, data_factory, failing_factory, mlp_factory, split, tripwire_factory, unseeded_mlp_factory
+from helpers import (
+    SlowDataset,
+    data_factory,
+    failing_factory,
+    mlp_factory,
+    split,
+    tripwire_factory,
+    unseeded_mlp_factory,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -64,7 +72,10 @@ def test_two_workers_equal_in_process_float64(ray_op):
 
 
 def test_two_workers_equal_in_process_for_a_summed_loss(ray_session):
-    """A sum-reduced loss: C = sum of the batches' curvatures, whatever the workers and batch size."""
+    """A sum-reduced loss: C = sum of the batches' curvatures.
+
+    A sum-reduced loss: C = sum of the batches' curvatures, whatever the workers and batch size.
+    """
     summed = functools.partial(nn.functional.cross_entropy, reduction="sum")
     x, y = data_factory(61, torch.float64)
     local = HessianOperator(mlp_factory(), summed, split(x, y, [61]))
@@ -76,7 +87,9 @@ def test_two_workers_equal_in_process_for_a_summed_loss(ray_session):
 def test_two_workers_equal_in_process_float32_ggn(ray_session):
     local = local_operator(torch.float32, cls=GGNOperator)
     V = torch.randn(local.shape[0], 2, dtype=torch.float32)
-    with RayOperator(spec(torch.float32, curvature="ggn", batch_size=7), num_workers=2, cpus_per_worker=1) as op:
+    with RayOperator(
+        spec(torch.float32, curvature="ggn", batch_size=7), num_workers=2, cpus_per_worker=1
+    ) as op:
         assert op.dtype == torch.float32
         result = op @ V
     expected = local @ V
@@ -95,7 +108,9 @@ def test_measure_generates_test_vectors_on_workers(ray_op):
     columns = range(3, 6)
     expected = local @ random_columns("rademacher", 11, local.shape[0], columns)
     before = ray_op.matvecs
-    torch.testing.assert_close(ray_op.measure("rademacher", 11, columns), expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        ray_op.measure("rademacher", 11, columns), expected, rtol=1e-10, atol=1e-12
+    )
     assert ray_op.matvecs - before == 3
 
 
@@ -119,7 +134,9 @@ def test_worker_killed_between_products_is_replaced(ray_session):
 
 def test_worker_killed_during_a_product_is_redone(ray_session):
     dataset = SlowDataset(n=40, delay_s=0.03)
-    slow = ProblemSpec(functools.partial(mlp_factory), functools.partial(lambda d: d, dataset), CE, batch_size=4)
+    slow = ProblemSpec(
+        functools.partial(mlp_factory), functools.partial(lambda d: d, dataset), CE, batch_size=4
+    )
     local = HessianOperator(mlp_factory(), CE, split(dataset.x, dataset.y, [40]))
     V = torch.randn(local.shape[0], dtype=torch.float64)
     with RayOperator(slow, num_workers=2, cpus_per_worker=1) as op:
@@ -160,7 +177,10 @@ def test_model_factory_that_raises(ray_session):
 
 def test_workers_that_build_different_models_are_refused(ray_session):
     unseeded = ProblemSpec(unseeded_mlp_factory, functools.partial(data_factory), CE)
-    with pytest.raises(OperationError, match="workers built different models: the model factory is not deterministic"):
+    with pytest.raises(
+        OperationError,
+        match="workers built different models: the model factory is not deterministic",
+    ):
         RayOperator(unseeded, num_workers=2, cpus_per_worker=1)
 
 
@@ -175,7 +195,10 @@ def test_automatic_resources_divide_the_cluster(ray_session):
 
 
 class _Method:
-    """An actor method's handle: records its submissions; the first sends this process ``signum``."""
+    """An actor method's handle that records its submissions.
+
+    An actor method's handle: records its submissions; the first sends this process ``signum``.
+    """
 
     def __init__(self, calls: list, signum: int):
         self.calls, self.signum = calls, signum
@@ -183,7 +206,8 @@ class _Method:
     def remote(self, *args):
         self.calls.append(args)
         if len(self.calls) == 1:
-            signal.raise_signal(self.signum)  # the scheduler's SIGTERM (here SIGINT) arriving mid-submission
+            # the scheduler's SIGTERM (here SIGINT) arriving mid-submission
+            signal.raise_signal(self.signum)
         return len(self.calls)
 
 
@@ -196,11 +220,15 @@ def test_a_signal_during_submission_is_raised_only_after_every_rank_has_the_call
 
     calls: list = []
     group = ActorGroup.__new__(ActorGroup)  # the submission alone: no Ray
-    group.actors = [type("Actor", (), {"_measure": _Method(calls, signal.SIGINT)})() for _ in range(3)]
+    group.actors = [
+        type("Actor", (), {"_measure": _Method(calls, signal.SIGINT)})() for _ in range(3)
+    ]
     with pytest.raises(KeyboardInterrupt):
         group._submit(_measure, "block")
-    assert calls == [("block",)] * 3  # else ranks 1-2 never join rank 0 in the collective, and the exit's flush waits for ever
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler in place again
+    # else ranks 1-2 never join rank 0 in the collective, and the exit's flush waits for ever
+    assert calls == [("block",)] * 3
+    # the handler in place again
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_user_errors_on_workers_are_raised_not_retried(ray_session):
@@ -225,14 +253,18 @@ def test_backend_comes_from_the_resources_given_and_workers_leave_the_group(ray_
     spec = ProblemSpec(model_factory=mlp_factory, dataset_factory=data_factory, batch_size=16)
     group = WorkerGroup(spec, 2, cpus_per_worker=1, gpus_per_worker=0)
     try:
-        assert (group.device, group.backend) == ("cpu", "gloo") and {info["device"] for info in group.info} == {"cpu"}
-        assert group.run(CurvatureWorker.leave) == [True, True]  # each rank was in the process group, and is no longer
+        assert (group.device, group.backend) == ("cpu", "gloo") and {
+            info["device"] for info in group.info
+        } == {"cpu"}
+        # each rank was in the process group, and is no longer
+        assert group.run(CurvatureWorker.leave) == [True, True]
         assert group.run(CurvatureWorker.leave) == [False, False]
     finally:
         group.shutdown()
     assert group.actors == []
     for gpus, device, backend in ((1, "cuda", "nccl"), (0.5, "cuda", "gloo"), (0, "cpu", "gloo")):
-        shared = TorchBackend(gpus)  # the group's torch backend, from the GPUs each worker was given
+        # the group's torch backend, from the GPUs each worker was given
+        shared = TorchBackend(gpus)
         assert (shared.device, shared.backend) == (device, backend)
 
 
@@ -240,42 +272,67 @@ def tripwire_spec(flag, action: str) -> ProblemSpec:
     """``spec()``'s problem with ``TripwireMLP``: batches of 15 samples are rank 0's alone (its 31
     samples are 16 + 15, rank 1's 30 are 16 + 14), so the flag trips rank 0 only. Every product
     runs the forward again (no product graphs kept)."""
-    return ProblemSpec(loss_fn=CE, model_factory=functools.partial(tripwire_factory, str(flag), 15, action),
-                       dataset_factory=functools.partial(data_factory, n=61), batch_size=16,
-                       operator_options={"product_mode": "reverse-over-reverse", "graph_cache_gb": 0})
+    return ProblemSpec(
+        loss_fn=CE,
+        model_factory=functools.partial(tripwire_factory, str(flag), 15, action),
+        dataset_factory=functools.partial(data_factory, n=61),
+        batch_size=16,
+        operator_options={"product_mode": "reverse-over-reverse", "graph_cache_gb": 0},
+    )
 
 
-def test_a_hung_worker_is_replaced_and_the_product_redone_and_one_that_always_hangs_stops_the_run(ray_session, tmp_path, caplog):
+def test_a_hung_worker_is_replaced_and_the_product_redone_and_one_that_always_hangs_stops_the_run(
+    ray_session, tmp_path, caplog
+):
     flag = tmp_path / "hang"
     V = torch.randn(local_operator().shape[0], 2, dtype=torch.float64)
     expected = local_operator() @ V
-    with RayOperator(tripwire_spec(flag, "hang"), num_workers=2, cpus_per_worker=1, max_failures=1, call_timeout_s=2) as op:
+    with RayOperator(
+        tripwire_spec(flag, "hang"),
+        num_workers=2,
+        cpus_per_worker=1,
+        max_failures=1,
+        call_timeout_s=2,
+    ) as op:
         op @ V  # the first call on new workers pays one-off costs: not counted
         op @ V  # the slowest call counted so far: the hang bound is max(2 s, 10x it)
         flag.write_text("once")  # rank 0 hangs in its next forward; its replacement does not
         with caplog.at_level(logging.WARNING, logger="pipeline.distributed.group"):
             torch.testing.assert_close(op @ V, expected, rtol=1e-10, atol=1e-12)
         assert op.failures == 1 and not flag.exists()
-        assert re.search(r"rank 0 \(pid \d+ on node \w+\): computing its partial product for \d+ s", caplog.text)
+        assert re.search(
+            r"rank 0 \(pid \d+ on node \w+\): computing its partial product for \d+ s", caplog.text
+        )
         assert re.search(r"rank 1 \(pid \d+ on node \w+\): waiting in the all-reduce", caplog.text)
         flag.write_text("always")  # every rank 0 hangs: the first hang is retried, the second stops
         hung_pids = _worker_pids(op)
         started = time.monotonic()
-        with pytest.raises(OperationError, match=r"workers hung 2 times in a row \(max_failures=1\).*rank 0 .*computing "
-                                                 r"its partial product.*cluster.call_timeout_s") as stopped:
+        with pytest.raises(
+            OperationError,
+            match=r"workers hung 2 times in a row \(max_failures=1\).*rank 0 .*computing "
+            r"its partial product.*cluster.call_timeout_s",
+        ) as stopped:
             op @ V
         assert time.monotonic() - started < 60
-        assert f"pid {hung_pids[0]}" not in str(stopped.value)  # it names the replacement that hung again
+        # it names the replacement that hung again
+        assert f"pid {hung_pids[0]}" not in str(stopped.value)
         assert op.group.actors == []  # nothing is left running
 
 
-def test_a_block_that_kills_its_workers_twice_stops_naming_the_batch_size_and_the_rerun_resumes(ray_session, tmp_path):
+def test_a_block_that_kills_its_workers_twice_stops_naming_the_batch_size_and_the_rerun_resumes(
+    ray_session, tmp_path
+):
     flag, store = tmp_path / "kill", tmp_path / "store.zarr"
     settings = dict(k=3, outer=12, inner=24, seed=2, block_size=4, error_test_vectors=0)
-    flag.write_text("8")  # rank 0 dies of SIGKILL at its 9th batch of 15 (as the OOM killer kills), then every time
+    # rank 0 dies of SIGKILL at its 9th batch of 15 (as the OOM killer kills), then every time
+    flag.write_text("8")
     with RayOperator(tripwire_spec(flag, "kill"), num_workers=2, cpus_per_worker=1) as op:
-        with pytest.raises(OperationError, match=r"same block killed workers 2 times .*rank 0 .*died.*out of memory "
-                                                 r"\(the workers' nodes had [\d.]+ GiB available.*data.batch_size \(now 16\) or algorithm.product_width"):
+        with pytest.raises(
+            OperationError,
+            match=r"same block killed workers 2 times .*rank 0 .*died.*out of memory "
+            r"\(the workers' nodes had [\d.]+ GiB available.*data.batch_size \(now 16\) or "
+            r"algorithm.product_width",
+        ):
             seigh(op, store=RunStore(store), **settings)
         assert op.failures == 2
     kept = RunStore(store)
@@ -283,13 +340,17 @@ def test_a_block_that_kills_its_workers_twice_stops_naming_the_batch_size_and_th
     assert 0 < done < 9  # some of the 3 + 6 blocks were measured and kept
     flag.unlink()
     with RayOperator(tripwire_spec(flag, "kill"), num_workers=2, cpus_per_worker=1) as op:
-        resumed = seigh(op, store=RunStore(store), product_width=2, **settings)  # half a block per product: the workers split it
-        assert resumed.info["measured_now"] == 36 - 4 * done  # only the missing blocks were measured
+        # half a block per product: the workers split it
+        resumed = seigh(op, store=RunStore(store), product_width=2, **settings)
+        # only the missing blocks were measured
+        assert resumed.info["measured_now"] == 36 - 4 * done
     uninterrupted = seigh(local_operator(), store=RunStore(tmp_path / "clean.zarr"), **settings)
     torch.testing.assert_close(resumed.eigenvalues, uninterrupted.eigenvalues, rtol=1e-9, atol=0)
 
 
-def test_workers_queue_for_resources_other_jobs_hold_and_fail_fast_where_the_cluster_is_too_small(ray_session):
+def test_workers_queue_for_resources_other_jobs_hold_and_fail_fast_where_the_cluster_is_too_small(
+    ray_session,
+):
     """The session's Ray has 8 CPUs: 2 x 3 held by one group leave 2 free, so a second group of
     2 x 2 waits until the first is gone (as jobs of a sweep queue); 2 x 5 can never fit."""
     local, V = local_operator(), torch.randn(local_operator().shape[0], 2, dtype=torch.float64)
@@ -301,7 +362,11 @@ def test_workers_queue_for_resources_other_jobs_hold_and_fail_fast_where_the_clu
         waited = time.monotonic() - started
         torch.testing.assert_close(queued @ V, local @ V, rtol=1e-10, atol=1e-12)
     release.join()
-    assert waited >= 3.0  # it waited for the holder, past placement_timeout_s: the cluster has the CPUs in all
-    too_many = r"cannot place 2 workers of \{'CPU': 5\} within 1 s: they need \{'CPU': 10\} and the cluster has \{'CPU': 8.0\} in all"
+    # it waited for the holder, past placement_timeout_s: the cluster has the CPUs in all
+    assert waited >= 3.0
+    too_many = (
+        r"cannot place 2 workers of \{'CPU': 5\} within 1 s: they need \{'CPU': 10\} and the "
+        r"cluster has \{'CPU': 8.0\} in all"
+    )
     with pytest.raises(OperationError, match=too_many):
         RayOperator(spec(), num_workers=2, cpus_per_worker=5, placement_timeout_s=1)

@@ -13,8 +13,14 @@ EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "docs" / "examples")
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_runs(script, tmp_path):
-    result = subprocess.run([sys.executable, script], capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                            env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    result = subprocess.run(
+        [sys.executable, script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stdout.strip()
 

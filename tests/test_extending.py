@@ -17,9 +17,16 @@ from pipeline.app import CONFIG_DIR
 from pipeline.config import register
 from pipeline.runner import run
 
-SMALL = ["cluster=none", "dtype=float64", "data.subset=100", "output.plots=false", "curvature.params=[11.*]"]  # D = 210
+# D = 210
+SMALL = [
+    "cluster=none",
+    "dtype=float64",
+    "data.subset=100",
+    "output.plots=false",
+    "curvature.params=[11.*]",
+]
 
-TOY_SOLVER = '''
+TOY_SOLVER = """
 from dataclasses import dataclass
 
 from pipeline.linalg import power_iteration
@@ -35,7 +42,8 @@ class ToyConfig(EigenConfig):
 
 
 def run(a, op, *, seed, store=None, problem=None):
-    return EigenOutcome.of(power_iteration(op, a.k, tol=a.tol, max_iter=a.iterations, seed=seed), {})
+    return EigenOutcome.of(power_iteration(op, a.k, tol=a.tol, max_iter=a.iterations, seed=seed),
+    {})
 
 
 def matvecs(a, dim):
@@ -43,7 +51,7 @@ def matvecs(a, dim):
 
 
 SOLVER = Solver("toy", ToyConfig, run, matvecs)
-'''
+"""
 
 TOY_CURVATURE = '''
 from pipeline.curvature.hessian import HessianOperator
@@ -58,7 +66,7 @@ class DoubledHessian(HessianOperator):
         return 2 * super().normalise(total, count)
 '''
 
-TOY_STORE = '''
+TOY_STORE = """
 from pipeline.store.memory import MemoryStore
 
 URL_SCHEME = "toy"
@@ -68,7 +76,7 @@ OPENED = []
 def open_url(url):
     OPENED.append(url)
     return MemoryStore()
-'''
+"""
 
 
 @pytest.fixture
@@ -84,7 +92,11 @@ def extended(tmp_path, monkeypatch):
         monkeypatch.delitem(sys.modules, f"{package.__name__}.{name}", raising=False)
 
     yield extend
-    for name in [name for name in sys.modules if name.startswith(("pipeline.solvers.toy", "pipeline.curvature.toy", "pipeline.store.toy"))]:
+    for name in [
+        name
+        for name in sys.modules
+        if name.startswith(("pipeline.solvers.toy", "pipeline.curvature.toy", "pipeline.store.toy"))
+    ]:
         del sys.modules[name]
 
 
@@ -110,19 +122,34 @@ def test_a_new_solver_is_its_module_and_its_yaml(tmp_path, extended, monkeypatch
     lanczos = _run(tmp_path / "lanczos", "algorithm=lanczos", "algorithm.k=1", "algorithm.tol=1e-8")
     assert record["algorithm"] == "toy" and record["matvecs"] <= 300
     # a residual r bounds the eigenvalue's error by r |lambda|
-    assert abs(record["eigenvalues"][0] - lanczos["eigenvalues"][0]) <= record["residuals"][0] * abs(record["eigenvalues"][0])
-    assert json.loads((tmp_path / "toy" / "results.json").read_text())["config"]["algorithm"]["iterations"] == 300
+    assert abs(record["eigenvalues"][0] - lanczos["eigenvalues"][0]) <= record["residuals"][
+        0
+    ] * abs(record["eigenvalues"][0])
+    assert (
+        json.loads((tmp_path / "toy" / "results.json").read_text())["config"]["algorithm"][
+            "iterations"
+        ]
+        == 300
+    )
 
 
 def test_a_new_curvature_is_its_module_and_its_yaml(tmp_path, extended, monkeypatch):
     extended(pipeline.curvature, "toy_curvature", TOY_CURVATURE)
-    monkeypatch.setitem(pipeline.curvature.CURVATURES, "doubled_hessian", pipeline.curvature.discover()["doubled_hessian"])
-    searchpath = _conf(tmp_path, "curvature", "doubled_hessian", "defaults: [schema]\nkind: doubled_hessian\n")
+    monkeypatch.setitem(
+        pipeline.curvature.CURVATURES,
+        "doubled_hessian",
+        pipeline.curvature.discover()["doubled_hessian"],
+    )
+    searchpath = _conf(
+        tmp_path, "curvature", "doubled_hessian", "defaults: [schema]\nkind: doubled_hessian\n"
+    )
     lanczos = ["algorithm=lanczos", "algorithm.k=3", "algorithm.tol=1e-8"]
     doubled = _run(tmp_path / "doubled", searchpath, "curvature=doubled_hessian", *lanczos)
     hessian = _run(tmp_path / "hessian", *lanczos)
     assert doubled["curvature"] == "doubled_hessian"
-    np.testing.assert_allclose(doubled["eigenvalues"], 2 * np.asarray(hessian["eigenvalues"]), rtol=1e-6)
+    np.testing.assert_allclose(
+        doubled["eigenvalues"], 2 * np.asarray(hessian["eigenvalues"]), rtol=1e-6
+    )
 
 
 def test_a_new_store_backend_is_one_module(tmp_path, extended):
@@ -132,7 +159,16 @@ def test_a_new_store_backend_is_one_module(tmp_path, extended):
 
     extended(pipeline.store, "toy_store", TOY_STORE)
     with pipeline.store.open_store("toy://anywhere") as store:
-        result = seigh(synthetic(120, seed=2), k=3, outer=20, inner=40, block_size=10, store=store, error_test_vectors=0)
+        result = seigh(
+            synthetic(120, seed=2),
+            k=3,
+            outer=20,
+            inner=40,
+            block_size=10,
+            store=store,
+            error_test_vectors=0,
+        )
     assert sys.modules["pipeline.store.toy_store"].OPENED == ["toy://anywhere"]
     assert store.saved_result() is not None and result.eigenvalues.shape == (3,)
-    assert type(pipeline.store.open_store(str(tmp_path / "s.zarr"))).__name__ == "RunStore"  # paths still go to Zarr
+    # paths still go to Zarr
+    assert type(pipeline.store.open_store(str(tmp_path / "s.zarr"))).__name__ == "RunStore"

@@ -16,7 +16,14 @@ pytestmark = pytest.mark.gpu
 CE = nn.functional.cross_entropy
 
 
-@pytest.mark.parametrize("cls, mode", [(cls, mode) for cls in (HessianOperator, GGNOperator) for mode in ("auto", *cls.PRODUCT_MODES)])
+@pytest.mark.parametrize(
+    "cls, mode",
+    [
+        (cls, mode)
+        for cls in (HessianOperator, GGNOperator)
+        for mode in ("auto", *cls.PRODUCT_MODES)
+    ],
+)
 def test_cuda_products_equal_cpu_float64(cls, mode):
     x, y = classification_data(20, (2, 6, 6))
     cpu = cls(small_cnn(), CE, split(x, y, [7, 13]), product_mode=mode)
@@ -34,9 +41,13 @@ def test_lanczos_on_cuda_operator():
     torch.testing.assert_close(result.eigenvalues, reference.eigenvalues, rtol=1e-9, atol=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 1, reason="needs a GPU")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 1, reason="needs a GPU"
+)
 def test_ray_workers_on_gpu_use_nccl(ray_session):
-    spec = ProblemSpec(functools.partial(mlp_factory), functools.partial(data_factory, n=61), CE, batch_size=16)
+    spec = ProblemSpec(
+        functools.partial(mlp_factory), functools.partial(data_factory, n=61), CE, batch_size=16
+    )
     local = HessianOperator(mlp_factory(), CE, split(*data_factory(61), [61]))
     V = torch.randn(local.shape[0], 2, dtype=torch.float64)
     workers = min(2, torch.cuda.device_count())

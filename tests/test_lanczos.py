@@ -32,8 +32,11 @@ def assert_matches_dense(result, H, k, which, rtol):
     torch.testing.assert_close(result.eigenvalues, values, rtol=rtol, atol=0)
     cosines = (result.eigenvectors.T @ vectors).diagonal().abs()
     assert (cosines > 1 - rtol).all(), cosines
-    recomputed = (H @ result.eigenvectors - result.eigenvectors * result.eigenvalues).norm(dim=0) / result.eigenvalues.abs()
-    # reported residuals come from the Krylov relation; recomputed ones add rounding ~eps ||H|| / |lambda|
+    recomputed = (H @ result.eigenvectors - result.eigenvectors * result.eigenvalues).norm(
+        dim=0
+    ) / result.eigenvalues.abs()
+    # reported residuals come from the Krylov relation; recomputed ones add rounding ~eps ||H|| /
+    # |lambda|
     torch.testing.assert_close(result.residuals, recomputed, rtol=1e-3, atol=1e-11)
 
 
@@ -89,7 +92,9 @@ def test_lanczos_is_seeded():
 
 
 def test_power_iteration_finds_top_pairs():
-    op = synthetic(200, spectrum=torch.cat([torch.tensor([10.0, -6.0, 3.0]), 0.1 * torch.rand(197)]))
+    op = synthetic(
+        200, spectrum=torch.cat([torch.tensor([10.0, -6.0, 3.0]), 0.1 * torch.rand(197)])
+    )
     result = power_iteration(op, 3, tol=1e-10, max_iter=500)
     values, vectors = dense_top(op.matrix, 3, "LM")
     torch.testing.assert_close(result.eigenvalues, values, rtol=1e-6, atol=0)
@@ -128,7 +133,9 @@ def test_lanczos_spends_no_product_after_the_pairs_converge(block_size, ncv):
     result = lanczos(op, 6, tol=1e-6, block_size=block_size, ncv=ncv)
     assert result.converged.all()
     assert_matches_dense(result, op.matrix, 6, "LM", rtol=1e-6)
-    short = lanczos(op, 6, tol=1e-6, block_size=block_size, ncv=ncv, max_matvecs=result.matvecs - block_size)
+    short = lanczos(
+        op, 6, tol=1e-6, block_size=block_size, ncv=ncv, max_matvecs=result.matvecs - block_size
+    )
     assert not short.converged.all(), "one block fewer must miss tol: the last block was needed"
 
 
@@ -136,7 +143,12 @@ def test_lanczos_spends_no_product_after_the_pairs_converge(block_size, ncv):
 def test_lanczos_needs_no_more_products_than_arpack(k):
     from scipy.sparse.linalg import LinearOperator, eigsh
 
-    spectrum = torch.cat([10 * 0.8 ** torch.arange(30.0), 0.01 * torch.rand(370, generator=torch.Generator().manual_seed(k))])
+    spectrum = torch.cat(
+        [
+            10 * 0.8 ** torch.arange(30.0),
+            0.01 * torch.rand(370, generator=torch.Generator().manual_seed(k)),
+        ]
+    )
     op = synthetic(spectrum=spectrum * torch.where(torch.arange(400) % 3 == 0, -1.0, 1.0).double())
     ours = lanczos(op, k, tol=1e-6)
     counted = {"n": 0}
@@ -145,7 +157,13 @@ def test_lanczos_needs_no_more_products_than_arpack(k):
         counted["n"] += 1
         return op.matrix.numpy() @ x
 
-    eigsh(LinearOperator(op.shape, matvec=matvec, dtype="float64"), k=k, which="LM", tol=1e-6, v0=torch.ones(400).numpy())
+    eigsh(
+        LinearOperator(op.shape, matvec=matvec, dtype="float64"),
+        k=k,
+        which="LM",
+        tol=1e-6,
+        v0=torch.ones(400).numpy(),
+    )
     assert ours.converged.all()
     assert ours.matvecs <= counted["n"], (ours.matvecs, counted["n"])
 
@@ -165,12 +183,16 @@ class TimedDense(DenseOperator):
         return self.share
 
 
-@pytest.mark.parametrize("k,seconds,expected", [
-    (20, lambda b: 1.0, 4),  # a block of 4 costs a single product: 1.45x the products at a quarter of the time each
-    (2, lambda b: 1.0, 1),  # k = 2: a block of 2 needs 2.5x the products, more than it saves
-    (20, lambda b: 0.8 * b, 1),  # per-vector cost at most 20% lower: the extra products eat it
-    (20, lambda b: 0.4 + 0.6 * b, 2),
-])
+@pytest.mark.parametrize(
+    "k,seconds,expected",
+    [
+        # a block of 4 costs a single product: 1.45x the products at a quarter of the time each
+        (20, lambda b: 1.0, 4),
+        (2, lambda b: 1.0, 1),  # k = 2: a block of 2 needs 2.5x the products, more than it saves
+        (20, lambda b: 0.8 * b, 1),  # per-vector cost at most 20% lower: the extra products eat it
+        (20, lambda b: 0.4 + 0.6 * b, 2),
+    ],
+)
 def test_auto_block_width_minimises_expected_wall_time(k, seconds, expected):
     op = TimedDense(synthetic().matrix, seconds)
     assert choose_block_width(op, k) == expected
@@ -178,7 +200,8 @@ def test_auto_block_width_minimises_expected_wall_time(k, seconds, expected):
 
 
 def test_auto_block_width_does_not_time_where_it_cannot_repay():
-    op = TimedDense(synthetic().matrix, lambda b: 1.0, probe_share=2.0)  # timing 2 and 4 would cost 12 of 60 products
+    # timing 2 and 4 would cost 12 of 60 products
+    op = TimedDense(synthetic().matrix, lambda b: 1.0, probe_share=2.0)
     assert choose_block_width(op, 20) == 1 and op.timed == [1]
     assert choose_block_width(synthetic(), 20) == 1  # an operator that cannot time itself
 

@@ -1,4 +1,7 @@
-"""``pipeline.load_run``: any algorithm's run directory read back, equal to what the run computed."""
+"""``pipeline.load_run``: any algorithm's run directory read back.
+
+``pipeline.load_run``: any algorithm's run directory read back, equal to what the run computed.
+"""
 
 import json
 from pathlib import Path
@@ -15,7 +18,14 @@ from pipeline.runner import run
 from pipeline.solvers import outcomes
 from pipeline.store import StoredMatrix
 
-SMALL = ["cluster=none", "dtype=float64", "data.subset=100", "output.plots=false", "curvature.params=[11.*]"]  # D = 210
+# D = 210
+SMALL = [
+    "cluster=none",
+    "dtype=float64",
+    "data.subset=100",
+    "output.plots=false",
+    "curvature.params=[11.*]",
+]
 
 
 def _run(tmp_path, *overrides):
@@ -24,9 +34,19 @@ def _run(tmp_path, *overrides):
     return run(cfg, tmp_path), tmp_path
 
 
-@pytest.mark.parametrize("algorithm", [["algorithm=lanczos", "algorithm.k=4"],
-                                       ["algorithm=seigh", "algorithm.k=4", "algorithm.outer=40", "algorithm.inner=80",
-                                        "algorithm.block_size=10"]])
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        ["algorithm=lanczos", "algorithm.k=4"],
+        [
+            "algorithm=seigh",
+            "algorithm.k=4",
+            "algorithm.outer=40",
+            "algorithm.inner=80",
+            "algorithm.block_size=10",
+        ],
+    ],
+)
 def test_eigensolver_runs_load_with_their_vectors(tmp_path, algorithm):
     record, run_dir = _run(tmp_path, *algorithm)
     loaded = pipeline.load_run(run_dir)
@@ -34,14 +54,24 @@ def test_eigensolver_runs_load_with_their_vectors(tmp_path, algorithm):
     np.testing.assert_array_equal(loaded.eigenvalues, record["eigenvalues"])
     np.testing.assert_array_equal(loaded.residuals, record["residuals"])
     assert loaded.flags["all_converged"] == all(loaded.converged) == record["all_converged"]
-    assert isinstance(loaded.eigenvectors, np.ndarray) and loaded.eigenvectors.shape == (210, 4)  # small: eigenvectors.npy for SEIGH too
+    # small: eigenvectors.npy for SEIGH too
+    assert isinstance(loaded.eigenvectors, np.ndarray) and loaded.eigenvectors.shape == (210, 4)
     vectors = torch.from_numpy(loaded.eigenvectors)
-    torch.testing.assert_close(vectors.T @ vectors, torch.eye(4, dtype=torch.float64), atol=1e-8, rtol=0)
+    torch.testing.assert_close(
+        vectors.T @ vectors, torch.eye(4, dtype=torch.float64), atol=1e-8, rtol=0
+    )
 
 
 def test_large_stored_vectors_stay_in_the_store_and_load_by_row_blocks(tmp_path, monkeypatch):
     monkeypatch.setattr(outcomes, "VECTORS_NPY_MAX_BYTES", 100)
-    record, run_dir = _run(tmp_path, "algorithm=seigh", "algorithm.k=3", "algorithm.outer=30", "algorithm.inner=60", "algorithm.block_size=10")
+    record, run_dir = _run(
+        tmp_path,
+        "algorithm=seigh",
+        "algorithm.k=3",
+        "algorithm.outer=30",
+        "algorithm.inner=60",
+        "algorithm.block_size=10",
+    )
     assert not (run_dir / "eigenvectors.npy").exists()
     loaded = pipeline.load_run(run_dir)
     assert isinstance(loaded.eigenvectors, StoredMatrix) and loaded.eigenvectors.shape == (210, 3)
@@ -49,22 +79,46 @@ def test_large_stored_vectors_stay_in_the_store_and_load_by_row_blocks(tmp_path,
     np.testing.assert_array_equal(loaded.eigenvalues, record["eigenvalues"])
 
 
-@pytest.mark.parametrize("algorithm", [["algorithm=trace", "algorithm.num_matvecs=30"],
-                                       ["algorithm=density", "algorithm.num_probes=2", "algorithm.num_steps=10"]])
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        ["algorithm=trace", "algorithm.num_matvecs=30"],
+        ["algorithm=density", "algorithm.num_probes=2", "algorithm.num_steps=10"],
+    ],
+)
 def test_trace_and_density_runs_load_without_eigenpairs(tmp_path, algorithm):
     record, run_dir = _run(tmp_path, *algorithm)
     loaded = pipeline.load_run(run_dir)
-    assert loaded.eigenvalues is None and loaded.eigenvectors is None and loaded.converged is None and loaded.flags == {}
+    assert (
+        loaded.eigenvalues is None
+        and loaded.eigenvectors is None
+        and loaded.converged is None
+        and loaded.flags == {}
+    )
     assert loaded.record["trace"] == record["trace"]
 
 
-@pytest.mark.parametrize("algorithm", [["algorithm=power", "algorithm.k=2", "algorithm.max_iter=5"], ["algorithm=sketch", "algorithm.sketch_size=12"],
-                                       ["algorithm=lanczos", "algorithm.k=2", "output.landscape=true", "output.landscape_points=3",
-                                        "output.plots=true"]])
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        ["algorithm=power", "algorithm.k=2", "algorithm.max_iter=5"],
+        ["algorithm=sketch", "algorithm.sketch_size=12"],
+        [
+            "algorithm=lanczos",
+            "algorithm.k=2",
+            "output.landscape=true",
+            "output.landscape_points=3",
+            "output.plots=true",
+        ],
+    ],
+)
 def test_every_key_of_results_json_is_in_the_documented_schema(tmp_path, algorithm):
     record, run_dir = _run(tmp_path, *algorithm)
     documented = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
-    assert record["schema_version"] == outputs.SCHEMA_VERSION and f"schema version {outputs.SCHEMA_VERSION}" in documented
+    assert (
+        record["schema_version"] == outputs.SCHEMA_VERSION
+        and f"schema version {outputs.SCHEMA_VERSION}" in documented
+    )
     keys = set(json.loads((run_dir / "results.json").read_text()))
     assert {key for key in keys if f"`{key}`" not in documented} == set()
     assert {name for name in record.get("figures", [])} <= {p.name for p in run_dir.glob("*.png")}

@@ -32,7 +32,13 @@ def test_run_title_names_model_curvature_algorithm_dimension_and_samples():
 def test_spectrum_and_convergence_have_titles_legends_and_integer_rank_ticks(figures, tmp_path):
     title = plots.run_title(RESULTS, CONFIG)
     plots.spectrum([3.0, 2.0, -1.0, 0.5], [1e-4, 1e-3, 1e-2, 1e-5], tmp_path / "s.png", title=title)
-    plots.convergence([1e-4, 1e-3, 1e-2, 1e-5], tmp_path / "c.png", history=[(10, 1e-1), (20, 1e-4)], tol=1e-3, title=title)
+    plots.convergence(
+        [1e-4, 1e-3, 1e-2, 1e-5],
+        tmp_path / "c.png",
+        history=[(10, 1e-1), (20, 1e-4)],
+        tol=1e-3,
+        title=title,
+    )
     for fig in figures:
         assert fig._suptitle.get_text() == title
         for ax in fig.axes:
@@ -43,8 +49,15 @@ def test_spectrum_and_convergence_have_titles_legends_and_integer_rank_ticks(fig
 
 def test_summary_has_a_panel_per_computed_quantity(figures, tmp_path):
     grid = np.linspace(-1, 4, 50)
-    plots.summary(tmp_path / "a.png", "t", [3.0, 2.0], [1e-4, 1e-3], 1e-3, (grid, np.exp(-grid**2)))
-    plots.summary(tmp_path / "b.png", "t", [3.0, 2.0], [np.nan, np.nan], 1e-3)  # residuals switched off
-    plots.summary(tmp_path / "c.png", "t", density_curve=(grid, np.exp(-grid**2)))  # density only
+    plots.summary(
+        tmp_path / "a.png", "t", [3.0, 2.0], [1e-4, 1e-3], 1e-3, (grid, np.exp(-(grid**2)))
+    )
+    # residuals switched off
+    plots.summary(tmp_path / "b.png", "t", [3.0, 2.0], [np.nan, np.nan], 1e-3)
+    plots.summary(tmp_path / "c.png", "t", density_curve=(grid, np.exp(-(grid**2))))  # density only
     assert [len(fig.axes) for fig in figures] == [3, 1, 1]
-    assert [ax.get_title() for ax in figures[0].axes] == ["top eigenvalues", "residual per eigenpair", "spectral density"]
+    assert [ax.get_title() for ax in figures[0].axes] == [
+        "top eigenvalues",
+        "residual per eigenpair",
+        "spectral density",
+    ]

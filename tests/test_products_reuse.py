@@ -6,15 +6,23 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.curvature import EmpiricalFisherOperator, GGNOperator, HessianOperator, NondeterminismError
+from pipeline.curvature import (
+    EmpiricalFisherOperator,
+    GGNOperator,
+    HessianOperator,
+    NondeterminismError,
+)
 from pipeline.curvature.graph_cache import measure_saved_bytes
 from pipeline.curvature.mode_choice import known_choice, problem_key
 
 from helpers import classification_data, dense_ggn, dense_hessian, small_cnn, small_mlp, split
 
 CE = nn.functional.cross_entropy
-GRAPH_MODES = {HessianOperator: ["graph-reuse", "reverse-over-reverse"], GGNOperator: ["graph-reuse"],
-               EmpiricalFisherOperator: ["graph-reuse"]}
+GRAPH_MODES = {
+    HessianOperator: ["graph-reuse", "reverse-over-reverse"],
+    GGNOperator: ["graph-reuse"],
+    EmpiricalFisherOperator: ["graph-reuse"],
+}
 
 
 class ForwardCounter:
@@ -31,11 +39,18 @@ def _problem(seed=0):
     return model, x, y
 
 
-@pytest.mark.parametrize("cls,mode", [(cls, mode) for cls, modes in GRAPH_MODES.items() for mode in modes])
+@pytest.mark.parametrize(
+    "cls,mode", [(cls, mode) for cls, modes in GRAPH_MODES.items() for mode in modes]
+)
 def test_kept_graphs_give_the_same_products_and_skip_the_forward(cls, mode):
     model, x, y = _problem()
     batches = split(x, y, [16, 16, 8])
-    V = torch.randn(sum(p.numel() for p in model.parameters()), 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    V = torch.randn(
+        sum(p.numel() for p in model.parameters()),
+        3,
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(1),
+    )
     rebuilt = cls(model, CE, batches, product_mode=mode, graph_cache_gb=0)
     kept = cls(model, CE, batches, product_mode=mode)
     counter = ForwardCounter(model)
@@ -71,7 +86,9 @@ def test_graph_budget_keeps_only_what_fits():
     for _ in range(3):
         op @ torch.ones(op.shape[0], dtype=torch.float64)
     assert op.graphs.used_bytes == one_batch <= budget_gb * 2**30
-    assert counter.calls == 2 + 1 + 1, "the first product builds both graphs, later ones rebuild only the second batch's"
+    assert counter.calls == 2 + 1 + 1, (
+        "the first product builds both graphs, later ones rebuild only the second batch's"
+    )
 
 
 def test_a_data_loader_is_never_cached():
@@ -85,7 +102,8 @@ def test_a_data_loader_is_never_cached():
 def test_saved_bytes_count_what_autograd_keeps():
     a = torch.randn(1000, dtype=torch.float64, requires_grad=True)
     _, saved = measure_saved_bytes(lambda: (a.sin() * a.cos()).sum())
-    assert 3 * 8000 <= saved <= 4 * 8000  # a (for sin and cos), sin(a), cos(a): three distinct 8 kB tensors
+    # a (for sin and cos), sin(a), cos(a): three distinct 8 kB tensors
+    assert 3 * 8000 <= saved <= 4 * 8000
 
 
 def test_determinism_check_rebuilds_its_graphs():
@@ -95,7 +113,8 @@ def test_determinism_check_rebuilds_its_graphs():
             self.linear = nn.Linear(4, 2).double()
 
         def forward(self, x):
-            # the same loss and gradient every pass, a random second derivative: only products can tell
+            # the same loss and gradient every pass, a random second derivative: only products can
+            # tell
             w = self.linear.weight
             return self.linear(x) * (1 + torch.rand(()) * ((w - w.detach()) ** 2).sum())
 
@@ -118,7 +137,9 @@ def test_auto_mode_is_timed_once_per_problem_and_width_and_borrowed_by_near_widt
         second @ block[:, :10]  # a one-off width near 16: borrows 16's choice
         second @ block[:, :1]  # far from 16: timed
     timings = [r.getMessage() for r in caplog.records if "product_mode=auto" in r.getMessage()]
-    assert len(timings) == 2 and "blocks of 16" in timings[0] and "blocks of 1" in timings[1], timings
+    assert len(timings) == 2 and "blocks of 16" in timings[0] and "blocks of 1" in timings[1], (
+        timings
+    )
     assert second.mode_choices[16] is first.mode_choices[16]
     assert second.mode_choices[10].borrowed and second.mode_choices[10].width == 16
     assert not second.mode_choices[1].borrowed and second.mode_choices[1].width == 1
@@ -141,8 +162,11 @@ def test_a_costly_mode_is_tried_only_where_the_work_ahead_repays_it():
     choice, out = choose_mode(("a",), 1, cheap, lambda: None, costly, repays=lambda seconds: False)
     assert choice.mode == "eager" and "compiled" not in runs and float(out[0, 0]) == 2.0
     asked = []
-    choice, _ = choose_mode(("b",), 1, cheap, lambda: None, costly, repays=lambda seconds: asked.append(seconds) or True)
-    assert runs.count("compiled") == 2 and asked == [choice.seconds["eager"]]  # set-up run, then a warm timed run
+    choice, _ = choose_mode(
+        ("b",), 1, cheap, lambda: None, costly, repays=lambda seconds: asked.append(seconds) or True
+    )
+    # set-up run, then a warm timed run
+    assert runs.count("compiled") == 2 and asked == [choice.seconds["eager"]]
     assert "setup:compiled" in choice.seconds and choice.mode in ("eager", "compiled")
 
 
@@ -169,11 +193,17 @@ def test_auto_mode_is_not_timed_where_the_announced_work_cannot_repay_it(caplog)
     busy = HessianOperator(model, CE, [(x, y)])
     busy.expect(100)
     busy @ torch.ones(busy.shape[0], 1, dtype=torch.float64)
-    assert busy.mode_choices[1].timed and set(busy.mode_choices[1].seconds) >= {"graph-reuse", "reverse-over-reverse"}
+    assert busy.mode_choices[1].timed and set(busy.mode_choices[1].seconds) >= {
+        "graph-reuse",
+        "reverse-over-reverse",
+    }
 
 
 def test_a_first_run_that_imports_modules_is_timed_again_before_the_modes_are_compared():
-    """torch.func's first use imports torch._dynamo (seconds): that is not forward-over-reverse's cost per product."""
+    """torch.func's first use imports torch._dynamo (seconds).
+
+    That is not forward-over-reverse's cost per product.
+    """
     import sys
     import time
     import types
@@ -191,7 +221,10 @@ def test_a_first_run_that_imports_modules_is_timed_again_before_the_modes_are_co
         return torch.ones(2, 1)
 
     try:
-        choice, _ = choose_mode(("imports",), 1, {"steady": steady, "importing": importing}, lambda: None)
+        choice, _ = choose_mode(
+            ("imports",), 1, {"steady": steady, "importing": importing}, lambda: None
+        )
     finally:
         sys.modules.pop("fake_lazy_import", None)
-    assert choice.mode == "importing" and choice.seconds["importing"] < 0.02  # without the re-timing: 0.3 s, dropped
+    # without the re-timing: 0.3 s, dropped
+    assert choice.mode == "importing" and choice.seconds["importing"] < 0.02

@@ -1,4 +1,7 @@
-"""SEIGH's streamed recovery: Cholesky QR and its Householder fallback against dense truth, read-ahead."""
+"""SEIGH's streamed recovery.
+
+Cholesky QR and its Householder fallback against dense truth, read-ahead.
+"""
 
 import threading
 import time
@@ -33,7 +36,9 @@ def _with_condition(rows, cols, cond, seed=0):
 
 def _factor(Y, rows):
     meas = Measurements(_columns(Y), _columns(Y), Y.shape[1], "rademacher", 0, recycled=True)
-    return _cholesky_factor(meas, rows, torch.from_numpy(Y.T @ Y), torch.device("cpu"), progress=False)
+    return _cholesky_factor(
+        meas, rows, torch.from_numpy(Y.T @ Y), torch.device("cpu"), progress=False
+    )
 
 
 @pytest.mark.parametrize("cond", [1.0, 1e3, 9e4])
@@ -50,7 +55,8 @@ def test_cholesky_qr2_is_orthonormal_to_rounding(cond):
 def test_ill_conditioned_or_rank_deficient_measurements_are_left_to_householder():
     assert _factor(_with_condition(2000, 30, 1e7), [range(0, 2000)])[0] is None
     Y = _with_condition(2000, 30, 1e3)
-    Y[:, 20:] = Y[:, :10] @ np.random.default_rng(1).standard_normal((10, 10))  # rank 20 < 30 columns
+    # rank 20 < 30 columns
+    Y[:, 20:] = Y[:, :10] @ np.random.default_rng(1).standard_normal((10, 10))
     assert _factor(Y, [range(0, 2000)])[0] is None
 
 
@@ -58,9 +64,20 @@ def test_ill_conditioned_or_rank_deficient_measurements_are_left_to_householder(
 @pytest.mark.parametrize("recycled", [False, True])
 def test_exact_for_low_rank_operators_on_both_paths(rank, outer, method, recycled):
     """A sketch whose outer size covers the rank recovers the spectrum exactly (float64)."""
-    spectrum = [float(v) for v in np.linspace(30, 1, rank) * np.where(np.arange(rank) % 3 == 1, -1, 1)]
+    spectrum = [
+        float(v) for v in np.linspace(30, 1, rank) * np.where(np.arange(rank) % 3 == 1, -1, 1)
+    ]
     op = _low_rank(1500, spectrum)
-    result = seigh(op, 10, outer, 2 * outer, seed=2, recycled=recycled, error_test_vectors=0, memory_bytes=300_000)
+    result = seigh(
+        op,
+        10,
+        outer,
+        2 * outer,
+        seed=2,
+        recycled=recycled,
+        error_test_vectors=0,
+        memory_bytes=300_000,
+    )
     assert result.info["qr"] == method and result.info["row_blocks"] > 2
     truth = torch.tensor(sorted(spectrum, key=abs, reverse=True)[:10], dtype=torch.float64)
     torch.testing.assert_close(result.eigenvalues, truth, rtol=1e-10, atol=0)
@@ -70,8 +87,14 @@ def test_exact_for_low_rank_operators_on_both_paths(rank, outer, method, recycle
 def test_cholesky_and_householder_paths_agree(monkeypatch):
     gen = torch.Generator().manual_seed(3)
     U, _ = torch.linalg.qr(torch.randn(1200, 80, generator=gen, dtype=torch.float64))
-    op = LowRankPlusDiagonalOperator(U, torch.logspace(1, -2, 80, dtype=torch.float64), 1e-3 * torch.rand(1200, generator=gen, dtype=torch.float64))
-    options = dict(k=8, outer=40, inner=80, seed=1, residuals=False, error_test_vectors=0, memory_bytes=200_000)
+    op = LowRankPlusDiagonalOperator(
+        U,
+        torch.logspace(1, -2, 80, dtype=torch.float64),
+        1e-3 * torch.rand(1200, generator=gen, dtype=torch.float64),
+    )
+    options = dict(
+        k=8, outer=40, inner=80, seed=1, residuals=False, error_test_vectors=0, memory_bytes=200_000
+    )
     store = MemoryStore()
     fast = seigh(op, store=store, **options)
     assert fast.info["qr"] == "cholesky"
@@ -124,7 +147,15 @@ def test_prefetch_raises_the_load_error_at_its_block():
 @pytest.mark.gpu
 def test_recovery_on_cuda_matches_cpu():
     op = _low_rank(3000, [float(v) for v in np.linspace(20, 1, 60)])
-    options = dict(k=10, outer=40, inner=80, seed=4, residuals=False, error_test_vectors=0, memory_bytes=400_000)
+    options = dict(
+        k=10,
+        outer=40,
+        inner=80,
+        seed=4,
+        residuals=False,
+        error_test_vectors=0,
+        memory_bytes=400_000,
+    )
     store = MemoryStore()
     cpu = seigh(op, store=store, device="cpu", **options)
     store.forget_result()
@@ -158,7 +189,9 @@ def test_write_behind_overlaps_and_surfaces_errors():
 
 def test_failed_write_keeps_earlier_blocks_and_rerun_completes(tmp_path, monkeypatch):
     op = _low_rank(800, [float(v) for v in np.linspace(9, 1, 30)])
-    options = dict(k=5, outer=20, inner=40, seed=0, block_size=8, residuals=False, error_test_vectors=0)
+    options = dict(
+        k=5, outer=20, inner=40, seed=0, block_size=8, residuals=False, error_test_vectors=0
+    )
     clean = seigh(op, store=RunStore(tmp_path / "clean.zarr"), **options)
     calls = {"n": 0}
     original = ZarrBlockWriter.write
@@ -174,5 +207,6 @@ def test_failed_write_keeps_earlier_blocks_and_rerun_completes(tmp_path, monkeyp
         seigh(op, store=RunStore(tmp_path / "full.zarr"), **options)
     monkeypatch.setattr(ZarrBlockWriter, "write", original)
     resumed = seigh(op, store=RunStore(tmp_path / "full.zarr"), **options)
-    assert resumed.info["measured_now"] == 40 + 20 - 2 * 8  # the two blocks written before the failure were kept
+    # the two blocks written before the failure were kept
+    assert resumed.info["measured_now"] == 40 + 20 - 2 * 8
     torch.testing.assert_close(resumed.eigenvalues, clean.eigenvalues, rtol=0, atol=0)

@@ -21,7 +21,9 @@ def low_rank_plus_tail(dim=2000, seed=0):
     """U diag(s) U^T + diag(tail): a clear gap after 10 partly negative eigenvalues."""
     gen = torch.Generator().manual_seed(seed)
     U, _ = torch.linalg.qr(torch.randn(dim, 40, generator=gen, dtype=torch.float64))
-    s = torch.cat([torch.tensor([90.0, -70, 55, 40, -33, 27, 21, -16, 12, 10]), torch.linspace(1, 0.1, 30)])
+    s = torch.cat(
+        [torch.tensor([90.0, -70, 55, 40, -33, 27, 21, -16, 12, 10]), torch.linspace(1, 0.1, 30)]
+    )
     tail = 0.01 * torch.randn(dim, generator=gen, dtype=torch.float64)
     return LowRankPlusDiagonalOperator(U, s.double(), tail)
 
@@ -65,22 +67,45 @@ def test_frobenius_bounds_hold_against_the_chi_square_law_and_in_repeated_trials
     op = synthetic(40, seed=2)
     values, vectors = torch.linalg.eigh(op.matrix)
     top = values.abs().argsort(descending=True)[:3]
-    truth = float(torch.linalg.matrix_norm(op.matrix - vectors[:, top] @ torch.diag(values[top]) @ vectors[:, top].T))
-    inside = [est.low <= truth <= est.high for est in (frobenius_error(op, values[top], vectors[:, top], q, seed, 8) for seed in range(300))]
+    truth = float(
+        torch.linalg.matrix_norm(
+            op.matrix - vectors[:, top] @ torch.diag(values[top]) @ vectors[:, top].T
+        )
+    )
+    inside = [
+        est.low <= truth <= est.high
+        for est in (
+            frobenius_error(op, values[top], vectors[:, top], q, seed, 8) for seed in range(300)
+        )
+    ]
     assert np.mean(inside) >= 0.9
 
 
 def test_recycled_variant_costs_inner_products_only(problem):
     op, (_, w, _) = problem
-    result = seigh(op, 10, outer=60, inner=120, seed=3, recycled=True, residuals=False, error_test_vectors=0)
+    result = seigh(
+        op, 10, outer=60, inner=120, seed=3, recycled=True, residuals=False, error_test_vectors=0
+    )
     assert result.matvecs == 120
     assert ((result.eigenvalues - w[:10]).abs() / w[:10].abs()).max() < 0.01
 
 
-@pytest.mark.parametrize("outer_kind, inner_kind", [("gaussian", "gaussian"), ("ssrft", "rademacher")])
+@pytest.mark.parametrize(
+    "outer_kind, inner_kind", [("gaussian", "gaussian"), ("ssrft", "rademacher")]
+)
 def test_test_matrix_kinds(problem, outer_kind, inner_kind):
     op, (_, w, _) = problem
-    result = seigh(op, 10, 60, 120, seed=1, outer_kind=outer_kind, inner_kind=inner_kind, residuals=False, error_test_vectors=0)
+    result = seigh(
+        op,
+        10,
+        60,
+        120,
+        seed=1,
+        outer_kind=outer_kind,
+        inner_kind=inner_kind,
+        residuals=False,
+        error_test_vectors=0,
+    )
     assert ((result.eigenvalues - w[:10]).abs() / w[:10].abs()).max() < 0.01
 
 
@@ -93,7 +118,9 @@ def test_refinement_drives_residuals_below_tol(problem):
 
 
 def _plain(op, **kwargs):
-    options = dict(k=6, outer=30, inner=60, seed=5, block_size=8, residuals=False, error_test_vectors=0)
+    options = dict(
+        k=6, outer=30, inner=60, seed=5, block_size=8, residuals=False, error_test_vectors=0
+    )
     options.update(kwargs)
     return seigh(op, **options)
 
@@ -109,10 +136,13 @@ def test_block_size_does_not_change_the_result(problem, block_size):
 def test_out_of_core_equals_in_memory(problem, tmp_path):
     op = problem[0]
     memory = _plain(op)
-    disk = _plain(op, store=RunStore(tmp_path / "run.zarr"), memory_bytes=200 * 1024)  # many row blocks
+    # many row blocks
+    disk = _plain(op, store=RunStore(tmp_path / "run.zarr"), memory_bytes=200 * 1024)
     assert disk.info["row_blocks"] > 4
     torch.testing.assert_close(disk.eigenvalues, memory.eigenvalues, rtol=1e-10, atol=0)
-    cosines = np.abs(np.sum(np.asarray(disk.eigenvectors[:]) * np.asarray(memory.eigenvectors), axis=0))
+    cosines = np.abs(
+        np.sum(np.asarray(disk.eigenvectors[:]) * np.asarray(memory.eigenvectors), axis=0)
+    )
     assert (cosines > 1 - 1e-10).all()
     reopened = RunStore(tmp_path / "run.zarr")
     np.testing.assert_allclose(reopened.load("eigenvalues"), memory.eigenvalues.numpy(), rtol=1e-10)
@@ -147,7 +177,9 @@ def test_killed_run_resumes_without_remeasuring(problem, tmp_path):
     assert again.info["measured_now"] == 0
 
 
-def test_a_store_measured_16_columns_a_product_resumes_4_at_a_time_with_another_batch_size(tmp_path):
+def test_a_store_measured_16_columns_a_product_resumes_4_at_a_time_with_another_batch_size(
+    tmp_path,
+):
     """The product width and the batch size change how products are made, not the measurements:
     neither is in the store's fingerprint, so a run killed at one width resumes at another."""
     from torch import nn
@@ -160,14 +192,28 @@ def test_a_store_measured_16_columns_a_product_resumes_4_at_a_time_with_another_
     x, y = torch.randn(60, 6, dtype=torch.float64), torch.randint(0, 3, (60,))
 
     def op(batch_size):
-        return HessianOperator(model, nn.functional.cross_entropy, batches(x, y, batch_size), product_mode="reverse-over-reverse")
+        return HessianOperator(
+            model,
+            nn.functional.cross_entropy,
+            batches(x, y, batch_size),
+            product_mode="reverse-over-reverse",
+        )
 
-    settings = dict(k=3, outer=16, inner=48, seed=1, block_size=16, error_test_vectors=0, problem={"model": "mlp"})
+    settings = dict(
+        k=3,
+        outer=16,
+        inner=48,
+        seed=1,
+        block_size=16,
+        error_test_vectors=0,
+        problem={"model": "mlp"},
+    )
     uninterrupted = seigh(op(60), store=RunStore(tmp_path / "clean.zarr"), **settings)
     with pytest.raises(Interrupted):
         seigh(op(60), store=RunStore(tmp_path / "run.zarr"), on_block=_kill_after(2), **settings)
     resumed = seigh(op(25), store=RunStore(tmp_path / "run.zarr"), product_width=4, **settings)
-    assert resumed.info["measured_now"] == 64 - 2 * 16  # the two blocks measured 16 at a time were kept
+    # the two blocks measured 16 at a time were kept
+    assert resumed.info["measured_now"] == 64 - 2 * 16
     torch.testing.assert_close(resumed.eigenvalues, uninterrupted.eigenvalues, rtol=1e-12, atol=0)
 
 
@@ -184,9 +230,13 @@ def _chunk(url, array, row_chunk, column_chunk):
 
 FAULTS = {
     "bit flip": lambda url: _flip_bytes(_chunk(url, "outer", 0, 1)),
-    "truncated chunk": lambda url: _chunk(url, "outer", 0, 1).write_bytes(_chunk(url, "outer", 0, 1).read_bytes()[:1000]),
+    "truncated chunk": lambda url: _chunk(url, "outer", 0, 1).write_bytes(
+        _chunk(url, "outer", 0, 1).read_bytes()[:1000]
+    ),
     "deleted chunk": lambda url: _chunk(url, "outer", 0, 1).unlink(),
-    "non-finite block": lambda url: RunStore(url).group["outer"].__setitem__((slice(None), slice(8, 16)), np.nan),
+    "non-finite block": lambda url: (
+        RunStore(url).group["outer"].__setitem__((slice(None), slice(8, 16)), np.nan)
+    ),
     "deleted mark": lambda url: (url / "outer_done" / "c" / "1").unlink(),
 }
 
@@ -207,24 +257,34 @@ def test_damaged_measurements_are_remeasured_in_the_same_run(problem, tmp_path, 
     torch.testing.assert_close(repaired.eigenvalues, reference.eigenvalues, rtol=0, atol=0)
 
 
-def test_rerun_of_a_completed_run_reuses_its_results_unless_they_are_damaged(problem, tmp_path, caplog):
+def test_rerun_of_a_completed_run_reuses_its_results_unless_they_are_damaged(
+    problem, tmp_path, caplog
+):
     op = problem[0]
     url = tmp_path / "done.zarr"
     first = _plain(op, store=RunStore(url), residuals=True)
     with caplog.at_level("INFO"):
         again = _plain(op, store=RunStore(url), residuals=True)
-    assert again.matvecs == 0 and again.info["reused"] and "reusing the stored results" in caplog.text
+    assert (
+        again.matvecs == 0 and again.info["reused"] and "reusing the stored results" in caplog.text
+    )
     torch.testing.assert_close(again.eigenvalues, first.eigenvalues, rtol=0, atol=0)
     torch.testing.assert_close(again.residuals, first.residuals, rtol=0, atol=0)
-    np.testing.assert_array_equal(np.asarray(again.eigenvectors[:]), np.asarray(first.eigenvectors[:]))
-    other = _plain(op, store=RunStore(url), residuals=True, k=4)  # other settings: recomputed from the measurements
+    np.testing.assert_array_equal(
+        np.asarray(again.eigenvectors[:]), np.asarray(first.eigenvectors[:])
+    )
+    # other settings: recomputed from the measurements
+    other = _plain(op, store=RunStore(url), residuals=True, k=4)
     assert "reused" not in other.info and other.info["measured_now"] == 0
     _plain(op, store=RunStore(url), residuals=True)
     _flip_bytes(_chunk(url, "eigenvectors", 0, 0), count=64)
     caplog.clear()
     with caplog.at_level("WARNING"):
         recomputed = _plain(op, store=RunStore(url), residuals=True)
-    assert "reused" not in recomputed.info and "stored results of the completed run are damaged" in caplog.text
+    assert (
+        "reused" not in recomputed.info
+        and "stored results of the completed run are damaged" in caplog.text
+    )
     torch.testing.assert_close(recomputed.eigenvalues, first.eigenvalues, rtol=0, atol=0)
 
 
@@ -241,25 +301,40 @@ def test_changed_config_is_refused(problem, tmp_path, change):
         _plain(op, store=store, **change)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"k": 0}, "1 <= k"),
-    ({"outer": 5}, "outer must satisfy"),
-    ({"inner": 40}, "inner must satisfy"),
-    ({"inner_kind": "ssrft"}, "inner test matrix"),
-    ({"outer_kind": "sobol"}, "unknown outer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"k": 0}, "1 <= k"),
+        ({"outer": 5}, "outer must satisfy"),
+        ({"inner": 40}, "inner must satisfy"),
+        ({"inner_kind": "ssrft"}, "inner test matrix"),
+        ({"outer_kind": "sobol"}, "unknown outer"),
+    ],
+)
 def test_bad_arguments(problem, kwargs, message):
     with pytest.raises(ValueError, match=message):
         _plain(problem[0], **kwargs)
 
 
 def test_one_vs_two_workers_give_the_same_sketch(ray_session, tmp_path):
-    spec = ProblemSpec(functools.partial(mlp_factory), functools.partial(data_factory, n=61), batch_size=16)
+    spec = ProblemSpec(
+        functools.partial(mlp_factory), functools.partial(data_factory, n=61), batch_size=16
+    )
     results = []
     for workers in (1, 2):
         with RayOperator(spec, num_workers=workers, cpus_per_worker=1) as op:
-            results.append(seigh(op, 4, 12, 24, seed=2, store=RunStore(tmp_path / f"w{workers}.zarr"), block_size=5,
-                                 error_test_vectors=0))
+            results.append(
+                seigh(
+                    op,
+                    4,
+                    12,
+                    24,
+                    seed=2,
+                    store=RunStore(tmp_path / f"w{workers}.zarr"),
+                    block_size=5,
+                    error_test_vectors=0,
+                )
+            )
     torch.testing.assert_close(results[0].eigenvalues, results[1].eigenvalues, rtol=1e-9, atol=0)
     for name in ("outer", "inner"):  # written by the workers themselves
         one = np.asarray(RunStore(tmp_path / "w1.zarr").group[name][:])
@@ -307,7 +382,10 @@ def test_paper_mlp_on_digits_top10_within_two_percent_of_the_exact_eigenvalues()
     op = HessianOperator(model, nn.functional.cross_entropy, batches(x, y, 250))
     dim = op.shape[0]
     assert dim == 7030
-    w = torch.from_numpy(eigsh(op.to_scipy(), k=10, which="LM", tol=1e-10, return_eigenvectors=False))  # ARPACK as the reference
+    # ARPACK as the reference
+    w = torch.from_numpy(
+        eigsh(op.to_scipy(), k=10, which="LM", tol=1e-10, return_eigenvectors=False)
+    )
     w = w[torch.argsort(-w.abs())]
     result = seigh(op, 10, outer=355, inner=710, block_size=128, error_test_vectors=0)
     assert ((result.eigenvalues - w).abs() / w.abs()).max() < 0.02
@@ -328,11 +406,24 @@ def test_fsspec_url_store_resumes(problem):
 def test_mismatch_names_only_the_differing_keys_in_one_line(problem, tmp_path):
     op = problem[0]
     url = tmp_path / "fp.zarr"
-    _plain(op, store=RunStore(url), problem={"data": {"subset": 500, "root": "/data"}, "dtype": "float64"})
+    _plain(
+        op,
+        store=RunStore(url),
+        problem={"data": {"subset": 500, "root": "/data"}, "dtype": "float64"},
+    )
     with pytest.raises(StoreMismatchError) as error:
-        _plain(op, store=RunStore(url), problem={"data": {"subset": 400, "root": "/data"}, "dtype": "float64"}, seed=6)
+        _plain(
+            op,
+            store=RunStore(url),
+            problem={"data": {"subset": 400, "root": "/data"}, "dtype": "float64"},
+            seed=6,
+        )
     message = str(error.value)
-    assert "\n" not in message and "problem.data.subset: 500 -> 400" in message and "seed: 5 -> 6" in message
+    assert (
+        "\n" not in message
+        and "problem.data.subset: 500 -> 400" in message
+        and "seed: 5 -> 6" in message
+    )
     assert "problem.data.root" not in message and "problem.dtype" not in message
 
 
@@ -347,7 +438,8 @@ def test_a_run_failing_before_its_first_block_leaves_no_fingerprint(problem, tmp
     with pytest.raises(ValueError, match="loss is nan"):
         _plain(FailingOperator(dense), store=RunStore(url), problem={"data": "broken"})
     assert "fingerprint" not in RunStore(url).attrs
-    fixed = _plain(DenseOperator(dense), store=RunStore(url), problem={"data": "fixed"})  # the corrected rerun is accepted
+    # the corrected rerun is accepted
+    fixed = _plain(DenseOperator(dense), store=RunStore(url), problem={"data": "fixed"})
     assert fixed.info["measured_now"] == 90
     assert RunStore(url).attrs["fingerprint"]["problem"] == {"data": "fixed"}
 
@@ -357,11 +449,21 @@ def test_second_driver_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path
     import sys
 
     url = tmp_path / "locked.zarr"
-    holder = subprocess.Popen([sys.executable, "-c", f"from pipeline.store import RunStore; import time; s = RunStore({str(url)!r}); "
-                               "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from pipeline.store import RunStore; import time; s = RunStore({str(url)!r}); "
+            "print('ready', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ready"
-        with pytest.raises(StoreLockedError, match=f"in use by pid {holder.pid} on .* delete .*lock"):
+        with pytest.raises(
+            StoreLockedError, match=f"in use by pid {holder.pid} on .* delete .*lock"
+        ):
             RunStore(url)
     finally:
         holder.kill()
@@ -373,12 +475,16 @@ def test_second_driver_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path
     assert not (tmp_path / "locked.zarr.lock").exists()
 
 
-def test_driver_dying_during_post_processing_leaves_a_store_that_recomputes(problem, tmp_path, monkeypatch):
-    seigh_module = importlib.import_module("pipeline.linalg.seigh")  # the attribute pipeline.linalg.seigh is the function
+def test_driver_dying_during_post_processing_leaves_a_store_that_recomputes(
+    problem, tmp_path, monkeypatch
+):
+    # the attribute pipeline.linalg.seigh is the function
+    seigh_module = importlib.import_module("pipeline.linalg.seigh")
     op = problem[0]
     clean = _plain(op, store=RunStore(tmp_path / "clean.zarr"))
     url = tmp_path / "killed.zarr"
-    _plain(op, store=RunStore(url))  # a completed run, then rerun with other settings and killed mid-way
+    # a completed run, then rerun with other settings and killed mid-way
+    _plain(op, store=RunStore(url))
     original = seigh_module.write_eigenvectors
 
     def die_half_way(rows, recovered, columns, target, device, progress):
@@ -390,30 +496,39 @@ def test_driver_dying_during_post_processing_leaves_a_store_that_recomputes(prob
         _plain(op, store=RunStore(url), memory_bytes=200 * 1024, k=4)
     monkeypatch.setattr(seigh_module, "write_eigenvectors", original)
     rerun = _plain(op, store=RunStore(url))
-    assert "reused" not in rerun.info and rerun.info["measured_now"] == 0  # no stale result, no products
+    # no stale result, no products
+    assert "reused" not in rerun.info and rerun.info["measured_now"] == 0
     torch.testing.assert_close(rerun.eigenvalues, clean.eigenvalues, rtol=1e-12, atol=0)
 
 
 def _same_result(got, want):
     torch.testing.assert_close(got.eigenvalues, want.eigenvalues, rtol=1e-10, atol=1e-12)
     gv, wv = (torch.as_tensor(np.asarray(r.eigenvectors[:])) for r in (got, want))
-    torch.testing.assert_close((gv * wv).sum(0).abs(), torch.ones(gv.shape[1], dtype=gv.dtype), rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        (gv * wv).sum(0).abs(), torch.ones(gv.shape[1], dtype=gv.dtype), rtol=0, atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("make_store", ["memory", "zarr"])
-@pytest.mark.parametrize("block_size", [10, 8])  # 8: the old last block (30 = 3 x 8 + 6) is partial and measured again
-def test_growing_a_sketch_measures_only_new_columns_and_equals_a_fresh_run(problem, tmp_path, make_store, block_size):
+# 8: the old last block (30 = 3 x 8 + 6) is partial and measured again
+@pytest.mark.parametrize("block_size", [10, 8])
+def test_growing_a_sketch_measures_only_new_columns_and_equals_a_fresh_run(
+    problem, tmp_path, make_store, block_size
+):
     op = problem[0]
     store = MemoryStore() if make_store == "memory" else RunStore(tmp_path / "grow.zarr")
     _plain(op, store=store, outer=20, inner=40, block_size=block_size)
     grown = _plain(op, store=store, outer=30, inner=60, block_size=block_size)
-    partial = sum(block_size - n % block_size for n in (20, 40) if n % block_size)  # columns of partial blocks measured again
+    # columns of partial blocks measured again
+    partial = sum(block_size - n % block_size for n in (20, 40) if n % block_size)
     assert grown.info["measured_now"] == (30 - 20) + (60 - 40) + partial
     _same_result(grown, _plain(op, outer=30, inner=60, block_size=block_size))
     w = problem[1][1]
-    assert float(((grown.eigenvalues - w[:6]).abs() / w[:6].abs()).max()) < 0.05  # and against the dense eigenvalues
+    # and against the dense eigenvalues
+    assert float(((grown.eigenvalues - w[:6]).abs() / w[:6].abs()).max()) < 0.05
     shrunk = _plain(op, store=store, outer=20, inner=40, block_size=block_size)
-    assert shrunk.info["measured_now"] == 0 and shrunk.matvecs == 0  # the stored columns serve the smaller sketch
+    # the stored columns serve the smaller sketch
+    assert shrunk.info["measured_now"] == 0 and shrunk.matvecs == 0
     _same_result(shrunk, _plain(op, outer=20, inner=40, block_size=block_size))
 
 
@@ -429,9 +544,17 @@ def test_a_growth_step_killed_midway_resumes(problem, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _plain(op, store=RunStore(url), outer=30, inner=60, block_size=10, on_block=die_after_two_new_blocks)
+        _plain(
+            op,
+            store=RunStore(url),
+            outer=30,
+            inner=60,
+            block_size=10,
+            on_block=die_after_two_new_blocks,
+        )
     resumed = _plain(op, store=RunStore(url), outer=30, inner=60, block_size=10)
-    assert resumed.info["measured_now"] == 30 - 20  # the two blocks measured before the kill are kept
+    # the two blocks measured before the kill are kept
+    assert resumed.info["measured_now"] == 30 - 20
     _same_result(resumed, _plain(op, outer=30, inner=60, block_size=10))
 
 
@@ -440,26 +563,52 @@ def test_adaptive_seigh_grows_until_the_target_and_matches_a_fixed_sketch_of_tha
 
     op, (_, w, _) = problem
     store = MemoryStore()
-    result = adaptive_seigh(op, 6, 1e-2, start_outer=12, growth=1.5, store=store, seed=5, error_test_vectors=0, block_size=6)
+    result = adaptive_seigh(
+        op,
+        6,
+        1e-2,
+        start_outer=12,
+        growth=1.5,
+        store=store,
+        seed=5,
+        error_test_vectors=0,
+        block_size=6,
+    )
     steps = result.info["adaptive"]
     assert steps[0]["outer"] == 12 and len(steps) >= 3
-    assert all(b["outer"] == 6 * int(np.ceil(np.ceil(a["outer"] * 1.5) / 6)) and b["inner"] == 2 * b["outer"] for a, b in zip(steps, steps[1:]))
-    assert steps[-1]["worst_residual"] <= 1e-2 < steps[-2]["worst_residual"] and bool(result.converged.all())
+    assert all(
+        b["outer"] == 6 * int(np.ceil(np.ceil(a["outer"] * 1.5) / 6))
+        and b["inner"] == 2 * b["outer"]
+        for a, b in zip(steps, steps[1:])
+    )
+    assert steps[-1]["worst_residual"] <= 1e-2 < steps[-2]["worst_residual"] and bool(
+        result.converged.all()
+    )
     measured = steps[-1]["outer"] + steps[-1]["inner"]
-    assert result.matvecs == measured + 6 * len(steps)  # every column once, and the residuals of each step
-    fixed = seigh(op, 6, steps[-1]["outer"], steps[-1]["inner"], seed=5, error_test_vectors=0, block_size=6)
+    # every column once, and the residuals of each step
+    assert result.matvecs == measured + 6 * len(steps)
+    fixed = seigh(
+        op, 6, steps[-1]["outer"], steps[-1]["inner"], seed=5, error_test_vectors=0, block_size=6
+    )
     torch.testing.assert_close(result.eigenvalues, fixed.eigenvalues, rtol=1e-10, atol=1e-12)
-    assert float(((result.eigenvalues - w[:6]).abs() / w[:6].abs()).max()) < 1e-2  # residual <= tol bounds the error
+    # residual <= tol bounds the error
+    assert float(((result.eigenvalues - w[:6]).abs() / w[:6].abs()).max()) < 1e-2
 
 
-def test_adaptive_seigh_stops_at_its_budget_with_a_warning_and_resumes_after_a_kill(problem, tmp_path, caplog):
+def test_adaptive_seigh_stops_at_its_budget_with_a_warning_and_resumes_after_a_kill(
+    problem, tmp_path, caplog
+):
     from pipeline.linalg import adaptive_seigh
 
     op = problem[0]
     options = dict(start_outer=12, growth=1.5, seed=5, error_test_vectors=0, block_size=6)
     with caplog.at_level("WARNING"):
         capped = adaptive_seigh(op, 6, 1e-12, max_matvecs=120, **options)
-    assert "max_matvecs=120 would be exceeded" in caplog.text and "missed the relative residual" in caplog.text and not bool(capped.converged.all())
+    assert (
+        "max_matvecs=120 would be exceeded" in caplog.text
+        and "missed the relative residual" in caplog.text
+        and not bool(capped.converged.all())
+    )
     assert capped.info["adaptive_matvecs"] <= 120
     url = tmp_path / "adaptive.zarr"
     calls = []
@@ -473,8 +622,11 @@ def test_adaptive_seigh_stops_at_its_budget_with_a_warning_and_resumes_after_a_k
         adaptive_seigh(op, 6, 1e-2, store=RunStore(url), on_block=die_in_the_third_step, **options)
     resumed = adaptive_seigh(op, 6, 1e-2, store=RunStore(url), **options)
     straight = adaptive_seigh(op, 6, 1e-2, **options)
-    assert [s["outer"] for s in resumed.info["adaptive"]] == [s["outer"] for s in straight.info["adaptive"]]
-    assert resumed.info["adaptive_matvecs"] == straight.info["adaptive_matvecs"]  # nothing measured twice
+    assert [s["outer"] for s in resumed.info["adaptive"]] == [
+        s["outer"] for s in straight.info["adaptive"]
+    ]
+    # nothing measured twice
+    assert resumed.info["adaptive_matvecs"] == straight.info["adaptive_matvecs"]
     torch.testing.assert_close(resumed.eigenvalues, straight.eigenvalues, rtol=1e-10, atol=1e-12)
 
 
@@ -498,8 +650,16 @@ def test_adaptive_history_noted_before_the_product_count_rename_still_resumes(pr
     store = RunStore(url)
     noted = store.noted("adaptive_history")
     assert noted and all("matvecs" in step for step in noted)
-    store.note("adaptive_history", [{("products" if key == "matvecs" else key): value for key, value in step.items()} for step in noted])
+    store.note(
+        "adaptive_history",
+        [
+            {("products" if key == "matvecs" else key): value for key, value in step.items()}
+            for step in noted
+        ],
+    )
     resumed = adaptive_seigh(op, 6, 1e-2, store=store, **options)
     straight = adaptive_seigh(op, 6, 1e-2, **options)
     assert resumed.info["adaptive_matvecs"] == straight.info["adaptive_matvecs"]
-    assert [s["matvecs"] for s in resumed.info["adaptive"]] == [s["matvecs"] for s in straight.info["adaptive"]]
+    assert [s["matvecs"] for s in resumed.info["adaptive"]] == [
+        s["matvecs"] for s in straight.info["adaptive"]
+    ]

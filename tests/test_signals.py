@@ -19,12 +19,19 @@ from helpers import wait_for_marks
 
 pytestmark = pytest.mark.ray
 
-SKETCH = ["algorithm.outer=60", "algorithm.inner=120", "algorithm.block_size=10", "algorithm.refine_tol=null",
-          "algorithm.error_test_vectors=0", "output.plots=false"]
+SKETCH = [
+    "algorithm.outer=60",
+    "algorithm.inner=120",
+    "algorithm.block_size=10",
+    "algorithm.refine_tol=null",
+    "algorithm.error_test_vectors=0",
+    "output.plots=false",
+]
 
 
 def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background job inherits SIGINT ignored; a terminal's has the default
+    # a background job inherits SIGINT ignored; a terminal's has the default
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _in_session(session: int) -> list[int]:
@@ -45,17 +52,31 @@ class Run:
     its output collected line by line."""
 
     def __init__(self, *overrides: str):
-        env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
-        self.process = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=_default_sigint)
+        env = {
+            **{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+            "RAY_AUTH_MODE": "disabled",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *overrides],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            preexec_fn=_default_sigint,
+        )
         self.lines: list[str] = []
-        self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
+        self.reader = threading.Thread(
+            target=lambda: self.lines.extend(self.process.stdout), daemon=True
+        )
         self.reader.start()
 
     def wait_for_line(self, text: str, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
         while not any(text in line for line in list(self.lines)):
-            assert time.monotonic() < deadline and self.process.poll() is None, "".join(self.lines)[-2000:]
+            assert time.monotonic() < deadline and self.process.poll() is None, "".join(self.lines)[
+                -2000:
+            ]
             time.sleep(0.01)
 
     def signal(self, sig: int) -> tuple[int, str]:
@@ -65,16 +86,26 @@ class Run:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-            pytest.fail(f"the driver did not stop within 90 s of {signal.Signals(sig).name}: {''.join(self.lines)[-3000:]}")
+            pytest.fail(
+                f"the driver did not stop within 90 s of {signal.Signals(sig).name}: "
+                f"{''.join(self.lines)[-3000:]}"
+            )
         self.reader.join(timeout=10)
         return code, "".join(self.lines)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment, sig, code", [("before Ray", signal.SIGTERM, 143), ("measuring", signal.SIGTERM, 143),
-                                               ("post-processing", signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    "moment, sig, code",
+    [
+        ("before Ray", signal.SIGTERM, 143),
+        ("measuring", signal.SIGTERM, 143),
+        ("post-processing", signal.SIGINT, 130),
+    ],
+)
 def test_a_signal_to_a_ray_runs_driver_ends_it_in_one_line(tmp_path, moment, sig, code):
-    overrides = [*SKETCH, "algorithm.memory_gb=0.0002", f"hydra.run.dir={tmp_path}"]  # small row blocks: a long post-processing
+    # small row blocks: a long post-processing
+    overrides = [*SKETCH, "algorithm.memory_gb=0.0002", f"hydra.run.dir={tmp_path}"]
     run = Run("cluster=local", "cluster.num_workers=2", *overrides)
     if moment == "before Ray":
         run.wait_for_line("run directory:")
@@ -82,18 +113,33 @@ def test_a_signal_to_a_ray_runs_driver_ends_it_in_one_line(tmp_path, moment, sig
         wait_for_marks(tmp_path / "store.zarr" / "inner_done", 3)
     else:
         deadline = time.monotonic() + 120
-        while not (tmp_path / "store.zarr" / "eigenvectors").exists():  # created when V = Q U starts streaming
-            assert time.monotonic() < deadline and run.process.poll() is None, "".join(run.lines)[-2000:]
+        # created when V = Q U starts streaming
+        while not (tmp_path / "store.zarr" / "eigenvectors").exists():
+            assert time.monotonic() < deadline and run.process.poll() is None, "".join(run.lines)[
+                -2000:
+            ]
             time.sleep(0.005)
     returncode, output = run.signal(sig)
     assert returncode == code, output[-3000:]
     errors = [line for line in output.splitlines() if "ERROR" in line or "error" in line.lower()]
-    assert len(errors) == 1 and f"stopped by {signal.Signals(sig).name}" in errors[0], output[-3000:]
+    assert len(errors) == 1 and f"stopped by {signal.Signals(sig).name}" in errors[0], output[
+        -3000:
+    ]
     for dump in ("Traceback", "SIGTERM received", "SystemExit", "core dumped"):
         assert dump not in output, output[-3000:]
     deadline = time.monotonic() + 30
-    while _in_session(run.process.pid) and time.monotonic() < deadline:  # Ray's processes were stopped with the driver
+    # Ray's processes were stopped with the driver
+    while _in_session(run.process.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _in_session(run.process.pid)
-    if moment != "before Ray":  # what was measured is kept (the rerun: test_app::test_sigterm_stops_cleanly_and_the_rerun_resumes)
-        assert int(np.asarray(zarr.open_array(str(tmp_path / "store.zarr" / "inner_done"), mode="r")[:]).sum()) >= 3
+    # what was measured is kept (the rerun:
+    # test_app::test_sigterm_stops_cleanly_and_the_rerun_resumes)
+    if moment != "before Ray":
+        assert (
+            int(
+                np.asarray(
+                    zarr.open_array(str(tmp_path / "store.zarr" / "inner_done"), mode="r")[:]
+                ).sum()
+            )
+            >= 3
+        )

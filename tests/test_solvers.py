@@ -10,14 +10,29 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from pipeline.job import compile_job
-from pipeline.linalg import adaptive_seigh, hutchinson_trace, hutchpp_trace, lanczos, power_iteration, seigh, sketch_eigs, slq_density
+from pipeline.linalg import (
+    adaptive_seigh,
+    hutchinson_trace,
+    hutchpp_trace,
+    lanczos,
+    power_iteration,
+    seigh,
+    sketch_eigs,
+    slq_density,
+)
 from pipeline.solvers import SOLVERS, solver_for
 
 from deployment import compose_overrides
 from helpers import synthetic
 
-LIBRARY_FUNCTIONS = {"lanczos": [lanczos], "power": [power_iteration], "density": [slq_density], "seigh": [seigh, adaptive_seigh],
-                     "trace": [hutchpp_trace, hutchinson_trace], "sketch": [sketch_eigs]}
+LIBRARY_FUNCTIONS = {
+    "lanczos": [lanczos],
+    "power": [power_iteration],
+    "density": [slq_density],
+    "seigh": [seigh, adaptive_seigh],
+    "trace": [hutchpp_trace, hutchinson_trace],
+    "sketch": [sketch_eigs],
+}
 RENAMED = {"memory_gb": "memory_bytes"}  # config field -> function parameter (GiB -> bytes)
 
 
@@ -30,10 +45,16 @@ def test_config_defaults_are_the_library_defaults(name):
         parameters = inspect.signature(function).parameters
         for field in fields(config):
             parameter = RENAMED.get(field.name, field.name)
-            if field.name == "k" or parameter not in parameters or parameters[parameter].default is inspect.Parameter.empty:
+            if (
+                field.name == "k"
+                or parameter not in parameters
+                or parameters[parameter].default is inspect.Parameter.empty
+            ):
                 continue
             value = getattr(config, field.name)
-            assert (value * 2**30 if parameter == "memory_bytes" else value) == parameters[parameter].default, (name, field.name)
+            assert (value * 2**30 if parameter == "memory_bytes" else value) == parameters[
+                parameter
+            ].default, (name, field.name)
             checked += 1
     assert checked >= 1
 
@@ -54,8 +75,14 @@ EXACT_COUNTS = {  # overrides under which the plan's count is exact, not a bound
     "trace": ["algorithm.num_matvecs=30", "algorithm.block_size=7"],
     "density": ["algorithm.num_probes=3", "algorithm.num_steps=10"],
     "sketch": ["algorithm.sketch_size=12"],
-    "seigh": ["algorithm.k=3", "algorithm.outer=10", "algorithm.inner=20", "algorithm.block_size=5", "algorithm.refine_tol=null",
-              "algorithm.error_test_vectors=2"],
+    "seigh": [
+        "algorithm.k=3",
+        "algorithm.outer=10",
+        "algorithm.inner=20",
+        "algorithm.block_size=5",
+        "algorithm.refine_tol=null",
+        "algorithm.error_test_vectors=2",
+    ],
     "power": ["algorithm.k=2", "algorithm.max_iter=4", "algorithm.tol=1e-14"],
 }
 
@@ -68,14 +95,28 @@ def test_every_solver_spends_what_the_plan_predicts_and_reports_it(name):
     outcome = job.solver.run(job.algorithm, op, seed=job.seed, problem={"test": name})
     predicted, _ = solver_for(name).matvecs(job.algorithm, op.shape[0])
     assert outcome.matvecs == outcome.record()["matvecs"] == op.matvecs == predicted
-    assert OmegaConf.get_type(cfg.algorithm) is SOLVERS[name].config and type(job.algorithm) is SOLVERS[name].config
+    assert (
+        OmegaConf.get_type(cfg.algorithm) is SOLVERS[name].config
+        and type(job.algorithm) is SOLVERS[name].config
+    )
 
 
 def test_lanczos_block_size_is_auto_or_a_positive_integer():
     from pipeline.errors import InputError
 
     assert compose_overrides(["algorithm=lanczos"]).algorithm.block_size == "auto"
-    solver_for("lanczos").check(compose_overrides(["algorithm=lanczos", "algorithm.block_size=4"]).algorithm)
-    with pytest.raises(InputError, match="algorithm.block_size must be 'auto' or a positive integer, got 'wide'"):
-        solver_for("lanczos").check(compose_overrides(["algorithm=lanczos", "algorithm.block_size=wide"]).algorithm)
-    assert solver_for("lanczos").matvecs(compose_overrides(["algorithm=lanczos", "algorithm.k=10"]).algorithm, 1000)[0] == 3 * 30
+    solver_for("lanczos").check(
+        compose_overrides(["algorithm=lanczos", "algorithm.block_size=4"]).algorithm
+    )
+    with pytest.raises(
+        InputError, match="algorithm.block_size must be 'auto' or a positive integer, got 'wide'"
+    ):
+        solver_for("lanczos").check(
+            compose_overrides(["algorithm=lanczos", "algorithm.block_size=wide"]).algorithm
+        )
+    assert (
+        solver_for("lanczos").matvecs(
+            compose_overrides(["algorithm=lanczos", "algorithm.k=10"]).algorithm, 1000
+        )[0]
+        == 3 * 30
+    )

@@ -7,14 +7,27 @@ import torch
 
 from pipeline.errors import InputError, MissingFileError
 from pipeline.linalg import seigh
-from pipeline.store import MeasurementStore, MemoryStore, RunStore, StoredMatrix, load_eigenpairs, open_store
+from pipeline.store import (
+    MeasurementStore,
+    MemoryStore,
+    RunStore,
+    StoredMatrix,
+    load_eigenpairs,
+    open_store,
+)
 
 from helpers import synthetic
 
 
 def _operator(dim: int = 300):
-    tail = 1e-3 * torch.rand(dim - 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    return synthetic(dim, seed=4, spectrum=torch.cat([torch.tensor([50.0, -30.0, 20.0, 10.0], dtype=torch.float64), tail]))
+    tail = 1e-3 * torch.rand(
+        dim - 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64
+    )
+    return synthetic(
+        dim,
+        seed=4,
+        spectrum=torch.cat([torch.tensor([50.0, -30.0, 20.0, 10.0], dtype=torch.float64), tail]),
+    )
 
 
 OPTIONS = dict(k=4, outer=20, inner=40, block_size=10, seed=1, error_test_vectors=0)
@@ -40,8 +53,11 @@ def test_memory_and_zarr_stores_implement_the_protocol_and_agree(tmp_path):
     on_disk = seigh(op, store=zarr_store, **OPTIONS)
     assert type(in_memory.eigenvectors) is type(on_disk.eigenvectors) is StoredMatrix
     assert in_memory.eigenvectors.shape == on_disk.eigenvectors.shape == (300, 4)
-    np.testing.assert_array_equal(np.asarray(in_memory.eigenvectors), on_disk.eigenvectors[:])  # same numbers, bit for bit
-    truth = torch.linalg.eigh(op.matrix).eigenvectors[:, torch.linalg.eigh(op.matrix).eigenvalues.abs().argsort(descending=True)[:4]]
+    # same numbers, bit for bit
+    np.testing.assert_array_equal(np.asarray(in_memory.eigenvectors), on_disk.eigenvectors[:])
+    truth = torch.linalg.eigh(op.matrix).eigenvectors[
+        :, torch.linalg.eigh(op.matrix).eigenvalues.abs().argsort(descending=True)[:4]
+    ]
     cosines = (on_disk.eigenvectors.tensor() * truth).sum(dim=0).abs()
     assert (cosines > 1 - 1e-6).all()
 

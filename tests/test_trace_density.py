@@ -29,7 +29,9 @@ def test_hutchinson_within_four_standard_errors(op, distribution):
 
 def test_hutchinson_unbiased_over_seeds(op):
     """The mean over independent seeds converges to the trace (unbiasedness, not luck)."""
-    estimates = np.array([hutchinson_trace(op, 10, seed=s, block_size=10).estimate for s in range(60)])
+    estimates = np.array(
+        [hutchinson_trace(op, 10, seed=s, block_size=10).estimate for s in range(60)]
+    )
     stderr = estimates.std(ddof=1) / np.sqrt(len(estimates))
     assert abs(estimates.mean() - exact_trace(op)) < 4 * stderr
 
@@ -89,13 +91,16 @@ def test_sketch_of_identity_has_unit_trace_exactly():
     assert abs(sketch_eigs(op, 16).trace - 64.0) < 1e-10  # Rademacher columns: ||s||^2 = D/d each
 
 
-@pytest.mark.parametrize("call", [
-    lambda op: hutchinson_trace(op, 0),
-    lambda op: hutchpp_trace(op, 3),
-    lambda op: slq_density(op, num_probes=0),
-    lambda op: sketch_eigs(op, 0),
-    lambda op: sketch_eigs(op, 300),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda op: hutchinson_trace(op, 0),
+        lambda op: hutchpp_trace(op, 3),
+        lambda op: slq_density(op, num_probes=0),
+        lambda op: sketch_eigs(op, 0),
+        lambda op: sketch_eigs(op, 300),
+    ],
+)
 def test_bad_arguments(op, call):
     with pytest.raises(ValueError):
         call(op)

@@ -33,11 +33,23 @@ def stop_after_three_blocks(name, columns, seen=[]):  # noqa: B006  (counts bloc
 
 
 try:
-    seigh(op, k=5, outer=40, inner=80, block_size=10, store=RunStore(url), on_block=stop_after_three_blocks, residuals=False)
+    seigh(
+        op,
+        k=5,
+        outer=40,
+        inner=80,
+        block_size=10,
+        store=RunStore(url),
+        on_block=stop_after_three_blocks,
+        residuals=False,
+    )
 except Stop:
     print("stopped after 3 blocks of 10 products")
 resumed = seigh(op, k=5, outer=40, inner=80, block_size=10, store=RunStore(url), residuals=False)
-print(f"resumed: measured {resumed.info['measured_now']} of 120 columns, top eigenvalues {resumed.eigenvalues.numpy().round(4)}")
+print(
+    f"resumed: measured {resumed.info['measured_now']} of 120 columns, top eigenvalues "
+    f"{resumed.eigenvalues.numpy().round(4)}"
+)
 assert resumed.info["measured_now"] == 120 - 30
 grown = seigh(op, k=5, outer=60, inner=120, block_size=10, store=RunStore(url), residuals=False)
 print(f"grown to 60/120: measured only {grown.info['measured_now']} new columns")

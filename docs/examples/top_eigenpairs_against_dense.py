@@ -12,13 +12,20 @@ from pipeline.curvature import HessianOperator
 from pipeline.linalg import lanczos
 
 torch.manual_seed(0)
-model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).double()
+model = torch.nn.Sequential(
+    torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)
+).double()
 x, y = torch.randn(200, 8, dtype=torch.float64), torch.randint(0, 3, (200,))
 loss = torch.nn.functional.cross_entropy
-op = HessianOperator(model, loss, [(x[:100], y[:100]), (x[100:], y[100:])])  # two batches, sample-weighted
+# two batches, sample-weighted
+op = HessianOperator(model, loss, [(x[:100], y[:100]), (x[100:], y[100:])])
 
 top = lanczos(op, k=5, tol=1e-8)
-print("Lanczos:", top.eigenvalues.numpy().round(6), f"({top.matvecs} products, residuals <= {float(top.residuals.max()):.1e})")
+print(
+    "Lanczos:",
+    top.eigenvalues.numpy().round(6),
+    f"({top.matvecs} products, residuals <= {float(top.residuals.max()):.1e})",
+)
 
 params = dict(model.named_parameters())
 flat = torch.cat([p.detach().flatten() for p in params.values()])

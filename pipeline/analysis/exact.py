@@ -1,5 +1,8 @@
-"""Exact reference where D allows: the dense operator and its full eigendecomposition in float64,
-and how far a sketched decomposition is from it."""
+"""Exact reference where D allows.
+
+The dense operator and its full eigendecomposition in float64, and how far a sketched decomposition
+is from it.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,11 @@ from pipeline.linalg.operator import Operator
 
 
 def dense_matrix(op: Operator, block: int = 256) -> torch.Tensor:
-    """A = op @ I (D, D) in float64, built from blocks of ``block`` identity columns and
-    symmetrised ((A + A^T) / 2 removes the rounding asymmetry of the products)."""
+    """The dense operator A = op @ I (D, D) in float64, symmetrised.
+
+    A = op @ I (D, D) in float64, built from blocks of ``block`` identity columns and symmetrised
+    ((A + A^T) / 2 removes the rounding asymmetry of the products).
+    """
     dim = op.shape[0]
     matrix = torch.empty(dim, dim, dtype=torch.float64)
     for start in range(0, dim, block):
@@ -22,18 +28,30 @@ def dense_matrix(op: Operator, block: int = 256) -> torch.Tensor:
 
 
 def exact_eigenpairs(op: Operator, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k eigenpairs of largest |lambda| of the dense operator: eigenvalues (k,) sorted by
-    |lambda| descending and eigenvectors (D, k), from torch.linalg.eigh in float64."""
+    """The k eigenpairs of largest |lambda| of the dense operator.
+
+    Eigenvalues (k,) sorted by |lambda| descending and eigenvectors (D, k), from torch.linalg.eigh
+    in float64.
+    """
     values, vectors = torch.linalg.eigh(dense_matrix(op))
     order = torch.argsort(values.abs(), descending=True)[:k]
     return values[order].numpy(), vectors[:, order].numpy()
 
 
-def compare(exact_values: np.ndarray, exact_vectors: np.ndarray, values: np.ndarray, vectors: np.ndarray, top: int = 10) -> dict:
-    """Errors of approximate eigenpairs (values (K,), vectors (D, K), sorted by |lambda|) against
-    the exact ones, rank by rank: relative eigenvalue errors |lambda_hat - lambda| / |lambda| (all K,
-    and the max and median of the top ``top``), |cos| between matched eigenvectors, and the sine
-    of the largest principal angle between the top-``top`` subspaces, ||(I - U U^T) V_hat||_2."""
+def compare(
+    exact_values: np.ndarray,
+    exact_vectors: np.ndarray,
+    values: np.ndarray,
+    vectors: np.ndarray,
+    top: int = 10,
+) -> dict:
+    """Errors of approximate eigenpairs against the exact ones, rank by rank.
+
+    Errors of approximate eigenpairs (values (K,), vectors (D, K), sorted by |lambda|) against the
+    exact ones, rank by rank: relative eigenvalue errors |lambda_hat - lambda| / |lambda| (all K,
+    and the max and median of the top ``top``), |cos| between matched eigenvectors, and the sine of
+    the largest principal angle between the top-``top`` subspaces, ||(I - U U^T) V_hat||_2.
+    """
     count = min(len(values), len(exact_values))
     errors = np.abs(values[:count] - exact_values[:count]) / np.abs(exact_values[:count])
     top = min(top, count)

@@ -8,8 +8,13 @@ import torch
 from pipeline.curvature import CurvatureOperator
 
 
-def loss_along(op: CurvatureOperator, vectors: torch.Tensor, radius: float, points: int) -> tuple[np.ndarray, np.ndarray]:
-    """steps (points,) and losses (num_vectors, points) of the mean loss at theta + t v_i / ||v_i||."""
+def loss_along(
+    op: CurvatureOperator, vectors: torch.Tensor, radius: float, points: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mean loss along each normalised direction: steps (points,), losses (V, points).
+
+    steps (points,) and losses (num_vectors, points) of the mean loss at theta + t v_i / ||v_i||.
+    """
     steps = np.linspace(-radius, radius, points)
     theta = op.theta
     losses = np.zeros((vectors.shape[1], points))

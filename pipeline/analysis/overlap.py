@@ -26,8 +26,10 @@ def magnitude_mask(theta: np.ndarray, k: int) -> np.ndarray:
 
 
 def mask_overlap(vectors: Any, mask: np.ndarray, k: int) -> float:
-    """||V[mask, :k]||_F^2 / k for V (D, >= k) with orthonormal columns: a numpy array, or a Zarr
-    array of which only the masked rows are read."""
+    """||V[mask, :k]||_F^2 / k for V (D, >= k) with orthonormal columns.
+
+    A numpy array, or a Zarr array of which only the masked rows are read.
+    """
     if k > vectors.shape[1]:
         raise InputError(f"k={k} exceeds the {vectors.shape[1]} eigenvectors available")
     rows = np.sort(mask)
@@ -38,18 +40,35 @@ def mask_overlap(vectors: Any, mask: np.ndarray, k: int) -> float:
     return float((block**2).sum() / k)
 
 
-def overlap_table(vectors: Any, theta: np.ndarray, max_k: int, random_masks: int = 10, seed: int = 0,
-                  row_block: int = 65536) -> dict[str, np.ndarray]:
-    """Every k in 1..max_k: the magnitude-mask overlap, the mean and 5-95% band of ``random_masks``
-    uniformly random masks, the best-mask upper bound and chance k/D; arrays of length max_k.
-    ``vectors`` (D, >= max_k) is a numpy or Zarr array; masks read only their max_k rows, the best
-    mask streams V in ``row_block`` rows keeping the top max_k cumulative row norms per k."""
+def overlap_table(
+    vectors: Any,
+    theta: np.ndarray,
+    max_k: int,
+    random_masks: int = 10,
+    seed: int = 0,
+    row_block: int = 65536,
+) -> dict[str, np.ndarray]:
+    """Overlaps and their baselines for every k in 1..max_k.
+
+    The magnitude-mask overlap, the mean and 5-95% band of ``random_masks`` uniformly random masks,
+    the best-mask upper bound and chance k/D; arrays of length max_k. ``vectors`` (D, >= max_k) is a
+    numpy or Zarr array; masks read only their max_k rows, the best mask streams V in ``row_block``
+    rows keeping the top max_k cumulative row norms per k.
+    """
     dim = theta.shape[0]
     if not 0 < max_k <= min(vectors.shape[1], dim):
         raise InputError(f"max_k must be in 1..{min(vectors.shape[1], dim)}, got {max_k}")
     rng = np.random.default_rng(seed)
-    random = np.stack([_nested_mask_overlaps(vectors, rng.permutation(dim)[:max_k], max_k) for _ in range(random_masks)]) \
-        if random_masks else np.full((1, max_k), np.nan)
+    random = (
+        np.stack(
+            [
+                _nested_mask_overlaps(vectors, rng.permutation(dim)[:max_k], max_k)
+                for _ in range(random_masks)
+            ]
+        )
+        if random_masks
+        else np.full((1, max_k), np.nan)
+    )
     ks = np.arange(1, max_k + 1)
     return {
         "k": ks,
@@ -63,22 +82,28 @@ def overlap_table(vectors: Any, theta: np.ndarray, max_k: int, random_masks: int
 
 
 def _nested_mask_overlaps(vectors: Any, ranked_rows: np.ndarray, max_k: int) -> np.ndarray:
-    """overlap_k for the masks {ranked_rows[:k]}, k = 1..max_k: with S = V[ranked_rows, :max_k]**2,
-    k overlap_k = sum_{i<k} sum_{j<k} S_ij, the k-th diagonal entry of S's 2-D cumulative sum."""
+    """overlap_k for the masks {ranked_rows[:k]}, k = 1..max_k.
+
+    With S = V[ranked_rows, :max_k]**2, k overlap_k = sum_{i<k} sum_{j<k} S_ij, the k-th diagonal
+    entry of S's 2-D cumulative sum.
+    """
     order = np.argsort(ranked_rows, kind="stable")  # Zarr reads rows in increasing order
     rows = ranked_rows[order]
-    block = np.asarray(vectors[rows, :max_k], dtype=np.float64)  # numpy, Zarr and StoredMatrix alike
+    # numpy, Zarr and StoredMatrix alike
+    block = np.asarray(vectors[rows, :max_k], dtype=np.float64)
     squares = np.empty_like(block)
     squares[order] = block**2  # back to rank order
     return np.diagonal(squares.cumsum(axis=0).cumsum(axis=1)) / np.arange(1, max_k + 1)
 
 
 def _best_mask_overlaps(vectors: Any, max_k: int, row_block: int) -> np.ndarray:
-    """max over masks of size k of overlap_k, k = 1..max_k: the k largest row norms of V[:, :k]."""
+    """Max over masks of size k of overlap_k, k = 1..max_k: the k largest row norms of V[:, :k]."""
     dim = vectors.shape[0]
     top = np.zeros((0, max_k))
     for start in range(0, dim, row_block):
-        norms = (np.asarray(vectors[start : start + row_block, :max_k], dtype=np.float64) ** 2).cumsum(axis=1)
+        norms = (
+            np.asarray(vectors[start : start + row_block, :max_k], dtype=np.float64) ** 2
+        ).cumsum(axis=1)
         stacked = np.vstack([top, norms])
         keep = min(max_k, stacked.shape[0])
         top = -np.partition(-stacked, keep - 1, axis=0)[:keep]

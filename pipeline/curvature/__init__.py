@@ -2,7 +2,8 @@
 
 ``CURVATURES`` (curvature.kind -> operator class) holds every ``CurvatureOperator`` subclass with
 a ``KIND`` defined in a module of this package: a new curvature is its module here and its yaml
-in conf/curvature/."""
+in conf/curvature/.
+"""
 
 import sys
 
@@ -17,8 +18,15 @@ from pipeline.registry import modules_of
 
 def discover() -> dict[str, type[CurvatureOperator]]:
     """KIND -> the CurvatureOperator subclass defining it, from every module of this package."""
-    return {cls.KIND: cls for module in modules_of(sys.modules[__name__]) for cls in vars(module).values()
-            if isinstance(cls, type) and issubclass(cls, CurvatureOperator) and cls.__module__ == module.__name__ and "KIND" in vars(cls)}
+    return {
+        cls.KIND: cls
+        for module in modules_of(sys.modules[__name__])
+        for cls in vars(module).values()
+        if isinstance(cls, type)
+        and issubclass(cls, CurvatureOperator)
+        and cls.__module__ == module.__name__
+        and "KIND" in vars(cls)
+    }
 
 
 CURVATURES = discover()

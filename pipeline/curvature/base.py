@@ -1,7 +1,10 @@
-"""``CurvatureOperator``: the curvature of a model's mean loss over a data set, as an operator on
-R^D. Its parts: ``DataPasses`` (batches, sample weighting), ``ProductModes`` (one batch's product
-in the chosen mode), ``OperatorChecks`` (non-finite products, determinism); a subclass (Hessian,
-GGN, empirical Fisher) supplies its ``products``."""
+"""``CurvatureOperator``: the curvature of a mean loss as an operator.
+
+The curvature of a model's mean loss over a data set, as an operator on R^D. Its parts:
+``DataPasses`` (batches, sample weighting), ``ProductModes`` (one batch's product in the chosen
+mode), ``OperatorChecks`` (non-finite products, determinism); a subclass (Hessian, GGN, empirical
+Fisher) supplies its ``products``.
+"""
 
 from __future__ import annotations
 
@@ -28,23 +31,30 @@ __all__ = ["AUTO", "Batch", "BatchProduct", "CurvatureOperator", "LossFn"]
 class CurvatureOperator(DataPasses, ProductModes, OperatorChecks, Operator):
     """Curvature of the mean loss of ``model`` over all samples of ``data``, as an operator on R^D.
 
-    ``data`` is a re-iterable of (inputs, targets) batches (a list, or a DataLoader without
-    shuffling); ``loss_fn(outputs, targets)`` returns the batch MEAN. ``params`` selects the
-    parameters (see :func:`select_parameters`); the others and all buffers stay fixed. ``dtype``
-    casts parameters, buffers and floating inputs (default: the parameters' dtype). The model
-    is put in eval mode. ``vmap_chunk_size`` bounds how many vectors of a block are vmapped at
-    once (memory grows with it).
+    ``op @ V`` for V (D,) or (D, b) is the sample-weighted sum of the batches' products, so it does
+    not depend on how samples are split into batches or workers. The model is put in eval mode. A
+    list of batches is moved to the operator's device and dtype once, on the first pass; the graph a
+    batch's products run through is kept across products while its saved tensors fit in
+    ``graph_cache_gb`` (see ``pipeline.curvature.graph_cache``).
 
-    ``product_mode`` picks how a batch's product is formed: one of the subclass's ``PRODUCT_MODES``,
-    or ``"auto"`` (default): the modes are timed on the first batch once per problem and block
-    width, and the fastest is kept (``mode_choices[b]``; logged; see
-    ``pipeline.curvature.mode_choice``). A list of batches is moved to
-    the operator's device and dtype once, on the first pass, not on every product.
+    Args:
+        model: The network; its parameters theta (selected by ``params``) span R^D.
+        loss_fn: ``loss_fn(outputs, targets)``, the batch MEAN (or sum: then C is the sum).
+        data: A re-iterable of (inputs, targets) batches (a list, or a DataLoader without
+            shuffling).
+        params: Which parameters (see :func:`select_parameters`); the others and all buffers stay
+            fixed. Default: all trainable parameters.
+        dtype: Cast parameters, buffers and floating inputs (default: the parameters' dtype).
+        vmap_chunk_size: How many vectors of a block are vmapped at once (memory grows with it).
+        product_mode: One of the subclass's ``PRODUCT_MODES``, or ``"auto"``: the modes are timed
+            on the first batch once per problem and block width and the fastest is kept
+            (``mode_choices[b]``; see ``pipeline.curvature.mode_choice``).
+        graph_cache_gb: Bytes (GiB) of kept graphs (None: a quarter of the memory available at the
+            first build; 0: never kept).
 
-    For a list of batches, the graph a batch's products run through is built once and kept
-    across products while its saved tensors fit in ``graph_cache_gb`` (None: a quarter of the
-    memory available at the first build; 0: never kept), so later products of that batch cost
-    only their backward passes (see ``pipeline.curvature.graph_cache``).
+    Raises:
+        InputError: An unknown product mode, a loss that is not one number per batch, no
+            trainable parameters or empty data.
     """
 
     def __init__(
@@ -60,12 +70,20 @@ class CurvatureOperator(DataPasses, ProductModes, OperatorChecks, Operator):
     ):
         if product_mode != AUTO and product_mode not in self.PRODUCT_MODES:
             raise InputError(
-                f"product_mode for {type(self).__name__} must be {AUTO!r} or one of {self.PRODUCT_MODES}, got {product_mode!r}"
+                f"product_mode for {type(self).__name__} must be {AUTO!r} or one of "
+                f"{self.PRODUCT_MODES}, got {product_mode!r}"
             )
-        reduction = getattr(loss_fn, "reduction", None) or getattr(loss_fn, "keywords", {}).get("reduction") or "mean"
+        reduction = (
+            getattr(loss_fn, "reduction", None)
+            or getattr(loss_fn, "keywords", {}).get("reduction")
+            or "mean"
+        )
         if reduction not in ("mean", "sum"):
-            raise InputError(f"loss reduction {reduction!r} is not supported: the loss must be one number per batch; use "
-                             "reduction='mean' (or 'sum' for the curvature of the summed loss)")
+            raise InputError(
+                f"loss reduction {reduction!r} is not supported: the loss must be one number per "
+                "batch; use "
+                "reduction='mean' (or 'sum' for the curvature of the summed loss)"
+            )
         self.view, self.theta = flat_parameters(model, params, dtype)
         dtype = self.theta.dtype
         if iter(data) is data:

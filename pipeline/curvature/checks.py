@@ -1,5 +1,7 @@
-"""Checks of a curvature operator's data and model: non-finite products named by their cause,
-the mean loss, and determinism (two passes must agree)."""
+"""Checks of a curvature operator's data and model.
+
+Non-finite products named by their cause, the mean loss, and determinism (two passes must agree).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from pipeline.errors import InputError, OperationError
 
 STOCHASTIC_MODEL = (
     "two passes over the same samples differ: the model is stochastic in eval mode (dropout via "
-    "F.dropout(training=True), BatchNorm forced into train mode, random augmentation inside forward)"
+    "F.dropout(training=True), BatchNorm forced into train mode, random augmentation inside "
+    "forward)"
 )
 
 
@@ -29,11 +32,13 @@ class OperatorChecks:
             loss = self.batch_loss(self.theta, inputs, targets)
         if not torch.isfinite(loss):
             raise InputError(
-                f"loss is {loss.item()} on batch {index}: check the inputs for NaN/inf, the learning "
+                f"loss is {loss.item()} on batch {index}: check the inputs for NaN/inf, the "
+                "learning "
                 "rate of the checkpoint, or use dtype=float64"
             )
         raise InputError(
-            f"curvature product is not finite on batch {index} although the loss ({loss.item():.4g}) is: "
+            f"curvature product is not finite on batch {index} although the loss "
+            f"({loss.item():.4g}) is: "
             "the model overflows in its second derivatives; try dtype=float64"
         )
 
@@ -57,20 +62,27 @@ class OperatorChecks:
         fingerprints = [_fingerprint(self.data), _fingerprint(self.data)]
         if fingerprints[0] != fingerprints[1]:
             raise NondeterminismError(
-                "the data yields different samples on each pass: turn off shuffling (shuffle=False) "
+                "the data yields different samples on each pass: turn off shuffling "
+                "(shuffle=False) "
                 "and random augmentation, or pass a fixed list of batches"
             )
         losses = [self.loss(), self.loss()]
         if abs(losses[0] - losses[1]) > rtol * max(abs(losses[0]), 1e-30):
-            raise NondeterminismError(f"{STOCHASTIC_MODEL} (losses {losses[0]:.8g} vs {losses[1]:.8g})")
+            raise NondeterminismError(
+                f"{STOCHASTIC_MODEL} (losses {losses[0]:.8g} vs {losses[1]:.8g})"
+            )
         gen = torch.Generator().manual_seed(seed)
         v = torch.randn(self.shape[0], generator=gen, dtype=self.dtype).to(self.device)
         products = []
         for _ in range(2):
             self.graphs.clear()  # each product through a graph built anew
             products.append(self @ v)
-        if not torch.allclose(products[0], products[1], rtol=rtol, atol=rtol * float(products[0].abs().max())):
-            raise NondeterminismError(f"{STOCHASTIC_MODEL} (two products of the same vector differ)")
+        if not torch.allclose(
+            products[0], products[1], rtol=rtol, atol=rtol * float(products[0].abs().max())
+        ):
+            raise NondeterminismError(
+                f"{STOCHASTIC_MODEL} (two products of the same vector differ)"
+            )
 
 
 def _fingerprint(data: Iterable[tuple[Any, torch.Tensor]]) -> str:

@@ -20,9 +20,12 @@ Batch = tuple[Any, torch.Tensor]
 
 
 class DataPasses:
-    """The ``CurvatureOperator`` part that walks its ``data``: batches moved to the operator's
-    dtype and device (a list of batches once, kept), the sample count N, and the weighted sum
-    of the batches' products (``batch_product``, from ``ProductModes``)."""
+    """The ``CurvatureOperator`` part that walks its ``data``.
+
+    Batches moved to the operator's dtype and device (a list of batches once, kept), the sample
+    count N, and the weighted sum of the batches' products (``batch_product``, from
+    ``ProductModes``).
+    """
 
     def _prepare(self, batch: Batch) -> tuple[Any, torch.Tensor, int]:
         try:
@@ -35,15 +38,21 @@ class DataPasses:
 
     @property
     def num_samples(self) -> int:
-        """N, the samples in this operator's data (a DataLoader's data set is counted, not loaded)."""
+        """N, the samples in this operator's data.
+
+        N, the samples in this operator's data (a DataLoader's data set is counted, not loaded).
+        """
         dataset = getattr(self.data, "dataset", None)
         if dataset is not None and hasattr(dataset, "__len__"):
             return len(dataset)
         return sum(n for _, _, n in self.batches())
 
     def batches(self) -> Iterator[tuple[Any, torch.Tensor, int]]:
-        """(inputs, targets, n) of every batch on the operator's device and dtype. A list or
-        tuple of batches is converted once and kept; other iterables are converted per pass."""
+        """(inputs, targets, n) of every batch on the operator's device and dtype.
+
+        A list or tuple of batches is converted once and kept; other iterables are converted per
+        pass.
+        """
         if self._prepared is not None:
             yield from self._prepared
             return
@@ -57,16 +66,21 @@ class DataPasses:
         self._prepared = prepared
 
     def _first_batch(self) -> tuple[Any, torch.Tensor, int]:
-        """The first batch as products see it (a list of batches is prepared whole first, so the
-        objects, and the graphs kept for them, are the ones every later pass uses)."""
+        """The first batch as products see it.
+
+        The first batch as products see it (a list of batches is prepared whole first, so the
+        objects, and the graphs kept for them, are the ones every later pass uses).
+        """
         if isinstance(self.data, (list, tuple)) and self._prepared is None:
             for _ in self.batches():
                 pass
         return next(iter(self.batches()))
 
     def weighted_sum(self, V: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """(sum_i w_i C_i V, N): the unnormalised product over this operator's data and its size,
-        w_i = n_i for mean-reduced losses, 1 for summed ones.
+        """(sum_i w_i C_i V, N).
+
+        The unnormalised product over this operator's data and its size, w_i = n_i for mean-reduced
+        losses, 1 for summed ones.
 
         Distributed workers all-reduce both parts; ``normalise`` turns them into C V.
         """
@@ -86,18 +100,25 @@ class DataPasses:
             total += n * product if self.reduction == "mean" else product
             count += n
         if count == 0:
-            raise InputError("data is empty: the data set yielded no samples; check the data config and subset size")
+            raise InputError(
+                "data is empty: the data set yielded no samples; check the data config and subset "
+                "size"
+            )
         return total, count
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         return self.normalise(*self.weighted_sum(V))
 
     def normalise(self, total: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
-        """C V from ``weighted_sum``'s parts (summed over workers): total / N for a mean loss, total for a sum."""
+        """C V from ``weighted_sum``'s parts (summed over workers).
+
+        Total / N for a mean loss, total for a sum.
+        """
         return total / count if self.reduction == "mean" else total
 
 
 def cast_floating(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in ``dtype`` where it is floating point (labels keep their integer type)."""
     return t.to(dtype) if t.is_floating_point() else t
 
 

@@ -1,4 +1,8 @@
-"""Empirical Fisher: F = (1/N) sum_n g_n g_n^T with g_n the gradient of sample n's loss (sum_n g_n g_n^T for a summed loss)."""
+"""Empirical Fisher: F = (1/N) sum_n g_n g_n^T.
+
+F = (1/N) sum_n g_n g_n^T with g_n the gradient of sample n's loss (sum_n g_n g_n^T for a summed
+loss).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,10 @@ from pipeline.curvature.graph import RetainedGraph, leaves_of
 
 
 class EmpiricalFisherOperator(CurvatureOperator):
-    """F v = (1/N) sum_n g_n (g_n . v), computed as J_l^T (J_l v) with J_l (n, D) the Jacobian of
-    the per-sample losses, so per-sample gradients are never stored.
+    """Empirical Fisher products F v without storing per-sample gradients.
+
+    F v = (1/N) sum_n g_n (g_n . v), computed as J_l^T (J_l v) with J_l (n, D) the Jacobian of the
+    per-sample losses, so per-sample gradients are never stored.
 
     The per-sample loss of sample n is ``loss_fn`` on the singleton batch (outputs[n], targets[n]).
     Product modes: ``"forward-over-reverse"`` (functorch: J_l v by forward mode, vmapped) and
@@ -24,12 +30,18 @@ class EmpiricalFisherOperator(CurvatureOperator):
     PRODUCT_MODES = ("forward-over-reverse", "graph-reuse")
 
     def products(self) -> dict[str, BatchProduct]:
-        return {"forward-over-reverse": self._forward_over_reverse, "graph-reuse": self._graph_reuse}
+        """The Fisher's batch products by mode."""
+        return {
+            "forward-over-reverse": self._forward_over_reverse,
+            "graph-reuse": self._graph_reuse,
+        }
 
     def _sample_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return vmap(lambda out, target: self.loss_fn(out[None], target[None]))(outputs, targets)
 
-    def _forward_over_reverse(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    def _forward_over_reverse(
+        self, inputs: Any, targets: torch.Tensor, V: torch.Tensor
+    ) -> torch.Tensor:
         def sample_losses(theta: torch.Tensor) -> torch.Tensor:
             return self._sample_losses(self.forward(theta, inputs), targets)
 
@@ -47,12 +59,22 @@ class EmpiricalFisherOperator(CurvatureOperator):
             return torch.stack([graph.vjp(graph.jvp(v)) for v in V.T.contiguous()], dim=1) / scale
 
     def _build_graph(self, inputs: Any, targets: torch.Tensor) -> tuple[RetainedGraph, int]:
-        """The per-sample losses' graph (J_l), kept across products (``retained``), and the batch scale."""
+        """The per-sample losses' graph (J_l) and the batch scale.
+
+        The per-sample losses' graph (J_l), kept across products (``retained``), and the batch
+        scale.
+        """
         leaves = leaves_of(self.view, self.theta)
         with torch.enable_grad():
             losses = self._sample_losses(self.call_model(leaves, inputs), targets)
-            return RetainedGraph(losses, list(leaves.values()), self.view).prepare_jvp(), self._batch_scale(losses)
+            return RetainedGraph(
+                losses, list(leaves.values()), self.view
+            ).prepare_jvp(), self._batch_scale(losses)
 
     def _batch_scale(self, losses: torch.Tensor) -> int:
-        """The batch's Fisher is the mean of g g^T over its samples for a mean loss, their sum for a summed one."""
+        """The factor turning sum_n g_n g_n^T into the batch's Fisher.
+
+        The batch's Fisher is the mean of g g^T over its samples for a mean loss, their sum for a
+        summed one.
+        """
         return losses.shape[0] if self.reduction == "mean" else 1

@@ -30,9 +30,14 @@ class GGNOperator(CurvatureOperator):
         super().__init__(*args, **kwargs)
         self._closed_form = closed_form_output_hessian(self.loss_fn, self.reduction)
 
-    def _output_hessian(self, outputs: torch.Tensor, targets: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """W -> H_out W at ``outputs`` (detached): closed form where the loss has one, else the
-        loss gradient's graph in the outputs (symmetric: H_out w = J_g^T w)."""
+    def _output_hessian(
+        self, outputs: torch.Tensor, targets: torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """W -> H_out W at ``outputs`` (detached).
+
+        Closed form where the loss has one, else the loss gradient's graph in the outputs
+        (symmetric: H_out w = J_g^T w).
+        """
         closed = self._closed_form(outputs, targets) if self._closed_form is not None else None
         if closed is not None:
             return closed
@@ -43,9 +48,15 @@ class GGNOperator(CurvatureOperator):
         return lambda W: graph.vjp([W]).reshape(outputs.shape)
 
     def products(self) -> dict[str, BatchProduct]:
-        return {"forward-over-reverse": self._forward_over_reverse, "graph-reuse": self._graph_reuse}
+        """The GGN's batch products by mode."""
+        return {
+            "forward-over-reverse": self._forward_over_reverse,
+            "graph-reuse": self._graph_reuse,
+        }
 
-    def _forward_over_reverse(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    def _forward_over_reverse(
+        self, inputs: Any, targets: torch.Tensor, V: torch.Tensor
+    ) -> torch.Tensor:
         def outputs_of(theta: torch.Tensor) -> torch.Tensor:
             return self.forward(theta, inputs)
 
@@ -62,13 +73,20 @@ class GGNOperator(CurvatureOperator):
         return self._vmap(ggn_vector, V)
 
     def _graph_reuse(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        graph, output_hessian = self.retained("outputs", inputs, lambda: self._build_graphs(inputs, targets))
+        graph, output_hessian = self.retained(
+            "outputs", inputs, lambda: self._build_graphs(inputs, targets)
+        )
         with torch.enable_grad():
             columns = [output_hessian(graph.jvp(v)[0]) for v in V.T.contiguous()]
             return torch.stack([graph.vjp([w]) for w in columns], dim=1)
 
-    def _build_graphs(self, inputs: Any, targets: torch.Tensor) -> tuple[RetainedGraph, Callable[[torch.Tensor], torch.Tensor]]:
-        """The outputs' graph (J, ready for J v) and H_out, both kept across products (``retained``)."""
+    def _build_graphs(
+        self, inputs: Any, targets: torch.Tensor
+    ) -> tuple[RetainedGraph, Callable[[torch.Tensor], torch.Tensor]]:
+        """The outputs' graph (J, ready for J v) and H_out, kept across products.
+
+        The outputs' graph (J, ready for J v) and H_out, both kept across products (``retained``).
+        """
         leaves = leaves_of(self.view, self.theta)
         with torch.enable_grad():
             outputs = self.call_model(leaves, inputs)

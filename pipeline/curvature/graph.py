@@ -22,7 +22,12 @@ class RetainedGraph:
     parameters as leaf tensors, in ``view`` order) with a differentiable graph.
     """
 
-    def __init__(self, outputs: torch.Tensor | Sequence[torch.Tensor], leaves: Sequence[torch.Tensor], view: FlatView):
+    def __init__(
+        self,
+        outputs: torch.Tensor | Sequence[torch.Tensor],
+        leaves: Sequence[torch.Tensor],
+        view: FlatView,
+    ):
         self.outputs = (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
         self.leaves, self.view = tuple(leaves), view
         self._transposed: tuple[torch.Tensor, ...] | None = None
@@ -32,40 +37,78 @@ class RetainedGraph:
         """J^T w as a flat (D,) vector for one cotangent ``W`` (shaped like the outputs)."""
         live = [(out, w) for out, w in zip(self.outputs, W) if out.requires_grad]
         if not live:
-            return torch.zeros(self.view.dim, dtype=self.leaves[0].dtype, device=self.leaves[0].device)
-        grads = torch.autograd.grad([o for o, _ in live], self.leaves, [w for _, w in live], retain_graph=True, allow_unused=True)
+            return torch.zeros(
+                self.view.dim, dtype=self.leaves[0].dtype, device=self.leaves[0].device
+            )
+        grads = torch.autograd.grad(
+            [o for o, _ in live],
+            self.leaves,
+            [w for _, w in live],
+            retain_graph=True,
+            allow_unused=True,
+        )
         return _flat(grads, self.leaves)
 
     def vjp_batched(self, W: Sequence[torch.Tensor]) -> torch.Tensor:
-        """J^T W as (D, b) for cotangents with a leading block dimension b, in one batched
-        backward (``is_grads_batched``: autograd vmaps the backward over the block)."""
+        """J^T W as (D, b) for a block of b cotangents, in one batched backward.
+
+        J^T W as (D, b) for cotangents with a leading block dimension b, in one batched backward
+        (``is_grads_batched``: autograd vmaps the backward over the block).
+        """
         live = [(out, w) for out, w in zip(self.outputs, W) if out.requires_grad]
         b = W[0].shape[0]
         if not live:
-            return torch.zeros(self.view.dim, b, dtype=self.leaves[0].dtype, device=self.leaves[0].device)
-        grads = torch.autograd.grad([o for o, _ in live], self.leaves, [w for _, w in live], retain_graph=True,
-                                    allow_unused=True, is_grads_batched=True)
-        pieces = [g.reshape(b, -1) if g is not None else leaf.new_zeros(b, leaf.numel()) for g, leaf in zip(grads, self.leaves)]
+            return torch.zeros(
+                self.view.dim, b, dtype=self.leaves[0].dtype, device=self.leaves[0].device
+            )
+        grads = torch.autograd.grad(
+            [o for o, _ in live],
+            self.leaves,
+            [w for _, w in live],
+            retain_graph=True,
+            allow_unused=True,
+            is_grads_batched=True,
+        )
+        pieces = [
+            g.reshape(b, -1) if g is not None else leaf.new_zeros(b, leaf.numel())
+            for g, leaf in zip(grads, self.leaves)
+        ]
         return torch.cat(pieces, dim=1).T
 
     def prepare_jvp(self) -> RetainedGraph:
-        """Build the graph of J^T u (u a dummy cotangent) that ``jvp`` differentiates; returns self."""
+        """Build the graph of J^T u that ``jvp`` differentiates; returns self.
+
+        Build the graph of J^T u (u a dummy cotangent) that ``jvp`` differentiates; returns self.
+        """
         if self._transposed is None:
             self._dummy = tuple(torch.zeros_like(out, requires_grad=True) for out in self.outputs)
-            grads = torch.autograd.grad(self.outputs, self.leaves, self._dummy, create_graph=True, allow_unused=True)
+            grads = torch.autograd.grad(
+                self.outputs, self.leaves, self._dummy, create_graph=True, allow_unused=True
+            )
             self._transposed = tuple(g for g in grads if g is not None)
             self._used = [g is not None for g in grads]
         return self
 
     def jvp(self, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """J v for a flat (D,) tangent, shaped like the outputs (two backwards: J v = d(J^T u . v)/du)."""
+        """J v for a flat (D,) tangent, shaped like the outputs.
+
+        J v for a flat (D,) tangent, shaped like the outputs (two backwards: J v = d(J^T u . v)/du).
+        """
         self.prepare_jvp()
         pieces = [p for p, used in zip(self.view.unflatten(v).values(), self._used) if used]
         live = [(g, p) for g, p in zip(self._transposed, pieces) if g.requires_grad]
         if not live:
             return tuple(torch.zeros_like(out) for out in self.outputs)
-        result = torch.autograd.grad([g for g, _ in live], self._dummy, [p for _, p in live], retain_graph=True, allow_unused=True)
-        return tuple(r if r is not None else torch.zeros_like(d) for r, d in zip(result, self._dummy))
+        result = torch.autograd.grad(
+            [g for g, _ in live],
+            self._dummy,
+            [p for _, p in live],
+            retain_graph=True,
+            allow_unused=True,
+        )
+        return tuple(
+            r if r is not None else torch.zeros_like(d) for r, d in zip(result, self._dummy)
+        )
 
 
 def leaves_of(view: FlatView, theta: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -74,4 +117,9 @@ def leaves_of(view: FlatView, theta: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def _flat(grads: Sequence[torch.Tensor | None], leaves: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([(g if g is not None else torch.zeros_like(leaf)).reshape(-1) for g, leaf in zip(grads, leaves)])
+    return torch.cat(
+        [
+            (g if g is not None else torch.zeros_like(leaf)).reshape(-1)
+            for g, leaf in zip(grads, leaves)
+        ]
+    )

@@ -38,8 +38,13 @@ class GraphCache:
         self.full = budget_bytes == 0
         self._entries: dict[tuple[str, int], tuple[Any, Any]] = {}
 
-    def get(self, kind: str, inputs: Any, build: Callable[[], Graph], device: torch.device) -> Graph:
-        """The cached graph of ``kind`` for ``inputs``, or ``build()`` it (and keep it if it fits)."""
+    def get(
+        self, kind: str, inputs: Any, build: Callable[[], Graph], device: torch.device
+    ) -> Graph:
+        """The cached graph of ``kind`` for ``inputs``, else a new one.
+
+        The cached graph of ``kind`` for ``inputs``, or ``build()`` it (and keep it if it fits).
+        """
         key = (kind, id(inputs))
         entry = self._entries.get(key)
         if entry is not None and entry[0] is inputs:
@@ -51,9 +56,15 @@ class GraphCache:
         graph, saved = measure_saved_bytes(build)
         if self.used_bytes + saved > self.budget_bytes:
             self.full = True
-            log.info("graph cache: %d batch graphs kept (%.0f MiB); the next (%.0f MiB) would pass the budget of %.0f MiB, "
-                     "so the remaining batches rebuild their graph per product", len(self._entries), self.used_bytes / 2**20,
-                     saved / 2**20, self.budget_bytes / 2**20)
+            log.info(
+                "graph cache: %d batch graphs kept (%.0f MiB); the next (%.0f MiB) would pass the "
+                "budget of %.0f MiB, "
+                "so the remaining batches rebuild their graph per product",
+                len(self._entries),
+                self.used_bytes / 2**20,
+                saved / 2**20,
+                self.budget_bytes / 2**20,
+            )
             return graph
         self._entries[key] = (inputs, graph)
         self.used_bytes += saved
@@ -67,7 +78,10 @@ class GraphCache:
 
 
 def measure_saved_bytes(build: Callable[[], Graph]) -> tuple[Graph, int]:
-    """``build()`` and the bytes of the distinct tensors autograd saved for backward while it ran."""
+    """Run ``build()`` and count the bytes autograd saved for backward.
+
+    ``build()`` and the bytes of the distinct tensors autograd saved for backward while it ran.
+    """
     storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:

@@ -48,11 +48,25 @@ _CHOICES: dict[tuple, dict[int, ModeChoice]] = {}
 
 
 def problem_key(operator: Any, inputs: Any) -> tuple:
-    """What the fastest mode depends on: operator kind, architecture, D, dtype, device, batch
-    shape, and whether product graphs are kept across products."""
-    shapes = tuple(tuple(t.shape) for t in (inputs if isinstance(inputs, (tuple, list)) else (inputs,)) if isinstance(t, torch.Tensor))
-    return (type(operator).__name__, type(operator.model).__qualname__, operator.shape[0], str(operator.dtype),
-            operator.device.type, shapes, not operator.graphs.full)
+    """What the fastest mode depends on.
+
+    Operator kind, architecture, D, dtype, device, batch shape, and whether product graphs are kept
+    across products.
+    """
+    shapes = tuple(
+        tuple(t.shape)
+        for t in (inputs if isinstance(inputs, (tuple, list)) else (inputs,))
+        if isinstance(t, torch.Tensor)
+    )
+    return (
+        type(operator).__name__,
+        type(operator.model).__qualname__,
+        operator.shape[0],
+        str(operator.dtype),
+        operator.device.type,
+        shapes,
+        not operator.graphs.full,
+    )
 
 
 def known_choice(key: tuple, width: int) -> ModeChoice | None:
@@ -88,7 +102,8 @@ def choose_mode(
     if not seconds:
         raise OperationError(f"no product mode works for this model: {failures}")
     fastest = min(seconds.values())
-    for mode in [m for m, t in seconds.items() if t <= CONTENDERS * fastest]:  # a second, warm run of the contenders
+    # a second, warm run of the contenders
+    for mode in [m for m, t in seconds.items() if t <= CONTENDERS * fastest]:
         seconds[mode] = min(seconds[mode], _timed(products[mode], synchronize)[1])
     setup = {}
     if costly and repays(min(seconds.values())):
@@ -97,17 +112,32 @@ def choose_mode(
             seconds[mode] = _timed(costly[mode], synchronize)[1]
             setup[mode] -= seconds[mode]
     best = min(seconds, key=seconds.__getitem__)
-    choice = ModeChoice(best, width, {**seconds, **{f"setup:{m}": t for m, t in setup.items()}}, failures)
+    choice = ModeChoice(
+        best, width, {**seconds, **{f"setup:{m}": t for m, t in setup.items()}}, failures
+    )
     _CHOICES.setdefault(key, {})[width] = choice
-    log.info("product_mode=auto for blocks of %d: %s (ms per batch: %s)%s%s", width, best,
-             ", ".join(f"{m} {1e3 * t:.1f}" for m, t in seconds.items()),
-             "".join(f"; {m} took {t:.1f} s to set up" for m, t in setup.items()), f"; failed: {failures}" if failures else "")
+    log.info(
+        "product_mode=auto for blocks of %d: %s (ms per batch: %s)%s%s",
+        width,
+        best,
+        ", ".join(f"{m} {1e3 * t:.1f}" for m, t in seconds.items()),
+        "".join(f"; {m} took {t:.1f} s to set up" for m, t in setup.items()),
+        f"; failed: {failures}" if failures else "",
+    )
     return choice, outputs[best]
 
 
-def _time_each(products: Mapping[str, Product], synchronize: Callable[[], None], outputs: dict, seconds: dict, failures: dict) -> None:
-    """One timed run of each product into ``outputs`` / ``seconds``; a RuntimeError (other than
-    randomness) is recorded in ``failures``."""
+def _time_each(
+    products: Mapping[str, Product],
+    synchronize: Callable[[], None],
+    outputs: dict,
+    seconds: dict,
+    failures: dict,
+) -> None:
+    """One timed run of each product into ``outputs`` / ``seconds``.
+
+    A RuntimeError (other than randomness) is recorded in ``failures``.
+    """
     for mode, product in products.items():
         try:
             modules = len(sys.modules)

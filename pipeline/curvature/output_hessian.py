@@ -20,18 +20,29 @@ from torch import nn
 OutputHessian = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, W) -> H_out W
 
 
-def closed_form_output_hessian(loss_fn: Any, reduction: str) -> Callable[[torch.Tensor, torch.Tensor], OutputHessian | None]:
-    """A factory ``(outputs, targets) -> H_out`` for plain cross-entropy or MSE ``loss_fn`` (the
+def closed_form_output_hessian(
+    loss_fn: Any, reduction: str
+) -> Callable[[torch.Tensor, torch.Tensor], OutputHessian | None]:
+    """The closed-form output Hessian H_out of a known loss, or None.
+
+    A factory ``(outputs, targets) -> H_out`` for plain cross-entropy or MSE ``loss_fn`` (the
     functions, their modules or partials with only ``reduction`` bound); None for any other loss.
     The factory itself returns None where the batch is not of the closed form's kind (for
-    cross-entropy: 2-D outputs and integer class targets)."""
+    cross-entropy: 2-D outputs and integer class targets).
+    """
     kind = _kind(loss_fn)
     if kind is None:
         return None
     if kind == "mse":
         return lambda outputs, targets: _mse(outputs, reduction)
-    return lambda outputs, targets: (_cross_entropy(outputs, reduction) if outputs.ndim == 2 and not targets.is_floating_point()
-                                     and bool((targets >= 0).all()) else None)  # ignore_index targets change the mean
+    return lambda outputs, targets: (
+        _cross_entropy(outputs, reduction)
+        if outputs.ndim == 2
+        and not targets.is_floating_point()
+        # ignore_index targets change the mean
+        and bool((targets >= 0).all())
+        else None
+    )
 
 
 def _kind(loss_fn: Any) -> str | None:
@@ -40,7 +51,9 @@ def _kind(loss_fn: Any) -> str | None:
             return None
         loss_fn = loss_fn.func
     if loss_fn is nn.functional.cross_entropy or type(loss_fn) is nn.CrossEntropyLoss:
-        module_default = not isinstance(loss_fn, nn.Module) or (loss_fn.weight is None and loss_fn.label_smoothing == 0.0)
+        module_default = not isinstance(loss_fn, nn.Module) or (
+            loss_fn.weight is None and loss_fn.label_smoothing == 0.0
+        )
         return "cross_entropy" if module_default else None
     if loss_fn is nn.functional.mse_loss or type(loss_fn) is nn.MSELoss:
         return "mse"

@@ -21,7 +21,7 @@ ParamSelector = None | str | Sequence[str] | Callable[[str, nn.Parameter], bool]
 
 
 def select_parameters(model: nn.Module, params: ParamSelector = None) -> dict[str, torch.Tensor]:
-    """Return the selected trainable parameters of ``model`` as an ordered name -> tensor dict.
+    r"""Return the selected trainable parameters of ``model`` as an ordered name -> tensor dict.
 
     ``params`` is None (all trainable parameters), a glob or regular expression matched against
     the full parameter name (``"fc.*"``, ``"re:layer[12]\\..*weight"``), a list of exact names or
@@ -48,7 +48,9 @@ def select_parameters(model: nn.Module, params: ParamSelector = None) -> dict[st
     return chosen
 
 
-def flat_parameters(model: nn.Module, params: ParamSelector = None, dtype: torch.dtype | None = None) -> tuple["FlatView", torch.Tensor]:
+def flat_parameters(
+    model: nn.Module, params: ParamSelector = None, dtype: torch.dtype | None = None
+) -> tuple["FlatView", torch.Tensor]:
     """The selected parameters' view and flat copy theta (D,) in ``dtype`` (default: theirs)."""
     selected = select_parameters(model, params)
     dtype = dtype or next(iter(selected.values())).dtype
@@ -78,23 +80,28 @@ class FlatView:
 
     @classmethod
     def of(cls, tensors: dict[str, torch.Tensor]) -> "FlatView":
+        """The view of the named ``tensors`` in their order."""
         return cls(tuple(tensors), tuple(t.shape for t in tensors.values()))
 
     @property
     def numels(self) -> tuple[int, ...]:
+        """Each tensor's number of entries."""
         return tuple(s.numel() for s in self.shapes)
 
     @property
     def dim(self) -> int:
+        """D, the length of the flat vector."""
         return sum(self.numels)
 
     def flatten(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        """dict of tensors -> flat (D,) vector (a copy)."""
+        """Dict of tensors -> flat (D,) vector (a copy)."""
         return torch.cat([tensors[n].reshape(-1) for n in self.names])
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """flat (D,) vector -> dict of views shaped like the parameters."""
+        """Flat (D,) vector -> dict of views shaped like the parameters."""
         if flat.shape != (self.dim,):
-            raise InputError(f"expected a flat vector of shape ({self.dim},), got {tuple(flat.shape)}")
+            raise InputError(
+                f"expected a flat vector of shape ({self.dim},), got {tuple(flat.shape)}"
+            )
         pieces = torch.split(flat, self.numels)
         return {n: piece.view(shape) for n, piece, shape in zip(self.names, pieces, self.shapes)}

@@ -1,7 +1,10 @@
-"""How a curvature operator forms one batch's product: its ``PRODUCT_MODES`` (forward-over-
-reverse, reverse-over-reverse, graph reuse, ...), the ``auto`` choice among them (timed once per
-problem and block width, ``pipeline.curvature.mode_choice``), graphs kept across products
-(``pipeline.curvature.graph_cache``), and the product's own timing for the planner."""
+"""How a curvature operator forms one batch's product.
+
+Its ``PRODUCT_MODES`` (forward-over- reverse, reverse-over-reverse, graph reuse, ...), the ``auto``
+choice among them (timed once per problem and block width, ``pipeline.curvature.mode_choice``),
+graphs kept across products (``pipeline.curvature.graph_cache``), and the product's own timing for
+the planner.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +22,10 @@ from pipeline.curvature.mode_choice import ModeChoice, choose_mode, known_choice
 
 BatchProduct = Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
 AUTO = "auto"
-UNTIMED_MODE = "graph-reuse"  # every curvature has it: PyHessian's product, never far from the fastest
-SETUP_PRIOR_S = 40.0  # a compiled product's one-off set-up before it is measured (16-39 s seen on CPU)
+# every curvature has it: PyHessian's product, never far from the fastest
+UNTIMED_MODE = "graph-reuse"
+# a compiled product's one-off set-up before it is measured (16-39 s seen on CPU)
+SETUP_PRIOR_S = 40.0
 SETUP_REPAY = 5.0  # tried only where the product time ahead is this many set-ups
 
 log = logging.getLogger("pipeline.curvature.base")
@@ -30,22 +35,32 @@ class ProductModes(ABC):
     """The ``CurvatureOperator`` part that makes C_i V for one batch in ``product_mode``."""
 
     PRODUCT_MODES: tuple[str, ...] = ()
-    COSTLY_MODES: tuple[str, ...] = ()  # modes with a one-off set-up, timed by auto only where it repays
+    # modes with a one-off set-up, timed by auto only where it repays
+    COSTLY_MODES: tuple[str, ...] = ()
 
     def retained(self, kind: str, inputs: Any, build: Callable[[], Any]) -> Any:
-        """The product graph ``build()`` of the batch with these ``inputs``, kept across products
-        where the data is a list of batches (the same objects every pass) and the budget allows."""
+        """The product graph of the batch with these ``inputs``, kept where it pays.
+
+        The product graph ``build()`` of the batch with these ``inputs``, kept across products where
+        the data is a list of batches (the same objects every pass) and the budget allows.
+        """
         if not isinstance(self.data, (list, tuple)):
             return build()
         return self.graphs.get(kind, inputs, build, self.device)
 
     @abstractmethod
     def products(self) -> dict[str, BatchProduct]:
-        """mode -> f(inputs, targets, V) giving C_i V (D, b) for the curvature C_i of one
-        batch's MEAN loss; the keys are ``PRODUCT_MODES``."""
+        """The product functions by mode: f(inputs, targets, V) = C_i V (D, b).
+
+        mode -> f(inputs, targets, V) giving C_i V (D, b) for the curvature C_i of one batch's MEAN
+        loss; the keys are ``PRODUCT_MODES``.
+        """
 
     def batch_product(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        """C_i V (D, b) for one batch, in ``product_mode`` (or the mode ``auto`` chose for width b)."""
+        """C_i V (D, b) for one batch in ``product_mode``.
+
+        C_i V (D, b) for one batch, in ``product_mode`` (or the mode ``auto`` chose for width b).
+        """
         if self.product_mode != AUTO:
             return self.products()[self.product_mode](inputs, targets, V)
         width = V.shape[1]
@@ -55,21 +70,37 @@ class ProductModes(ABC):
             choice = known_choice(key, width)
             if choice is None and self._too_little_to_time(width):
                 choice = ModeChoice(UNTIMED_MODE, width, timed=False)
-                log.info("product_mode=auto for blocks of %d: %s, untimed (about %d products ahead cannot repay timing the modes)",
-                         width, UNTIMED_MODE, self.expected_products)
+                log.info(
+                    "product_mode=auto for blocks of %d: %s, untimed (about %d products ahead "
+                    "cannot repay timing the modes)",
+                    width,
+                    UNTIMED_MODE,
+                    self.expected_products,
+                )
             if choice is None:
-                modes = {mode: partial(f, inputs, targets, V) for mode, f in self.products().items()}
+                modes = {
+                    mode: partial(f, inputs, targets, V) for mode, f in self.products().items()
+                }
                 costly = {mode: modes.pop(mode) for mode in self.COSTLY_MODES}
-                choice, product = choose_mode(key, width, modes, self._synchronize, costly,
-                                              repays=lambda seconds: self._repays_setup(seconds, width))
+                choice, product = choose_mode(
+                    key,
+                    width,
+                    modes,
+                    self._synchronize,
+                    costly,
+                    repays=lambda seconds: self._repays_setup(seconds, width),
+                )
                 self.mode_choices[width] = choice
                 return product
             self.mode_choices[width] = choice
         return self.products()[choice.mode](inputs, targets, V)
 
     def _too_little_to_time(self, width: int) -> bool:
-        """Whether the announced work (``expect``) at this width is at most as many passes over the
-        first batch as timing every mode would spend on it."""
+        """Whether the announced work at this width is too little to time the modes.
+
+        Whether the announced work (``expect``) at this width is at most as many passes over the
+        first batch as timing every mode would spend on it.
+        """
         if self.expected_products is None:
             return False
         _, _, n = self._first_batch()
@@ -77,8 +108,11 @@ class ProductModes(ABC):
         return passes <= 2 * len(self.PRODUCT_MODES)
 
     def _repays_setup(self, batch_seconds: float, width: int) -> bool:
-        """Whether the products expected ahead (``expect``), at ``batch_seconds`` a batch, take at
-        least SETUP_REPAY one-off set-ups: only then is a costly mode worth trying."""
+        """Whether the products expected ahead repay a costly mode's set-up.
+
+        Whether the products expected ahead (``expect``), at ``batch_seconds`` a batch, take at
+        least SETUP_REPAY one-off set-ups: only then is a costly mode worth trying.
+        """
         if self.expected_products is None:
             return False
         _, _, n = self._first_batch()
@@ -86,11 +120,19 @@ class ProductModes(ABC):
         return ahead >= SETUP_REPAY * SETUP_PRIOR_S
 
     def pass_seconds(self, width: int) -> float | None:
-        """Seconds of a product at block ``width``, timed on the first batch (after the mode
-        choice, which is kept for the run) and scaled by the samples: t_1 N / n_1."""
+        """Seconds of a product at block ``width``, timed on the first batch.
+
+        Seconds of a product at block ``width``, timed on the first batch (after the mode choice,
+        which is kept for the run) and scaled by the samples: t_1 N / n_1.
+        """
         inputs, targets, n = self._first_batch()
-        V = torch.randn(self.shape[0], width, dtype=self.dtype, device=self.device,
-                        generator=torch.Generator(device=self.device).manual_seed(width))
+        V = torch.randn(
+            self.shape[0],
+            width,
+            dtype=self.dtype,
+            device=self.device,
+            generator=torch.Generator(device=self.device).manual_seed(width),
+        )
         self.batch_product(inputs, targets, V)
         self._synchronize()
         start = time.perf_counter()
@@ -108,8 +150,11 @@ class ProductModes(ABC):
             torch.cuda.synchronize(self.device)
 
     def _vmap(self, fn: Callable[[torch.Tensor], torch.Tensor], V: torch.Tensor) -> torch.Tensor:
-        """Apply a single-vector product to every column of V in one vectorised pass (a single
-        vector skips vmap, whose overhead is measurable on small models)."""
+        """Apply a single-vector product to every column of V in one vectorised pass.
+
+        Apply a single-vector product to every column of V in one vectorised pass (a single vector
+        skips vmap, whose overhead is measurable on small models).
+        """
         if V.shape[1] == 1:
             return fn(V[:, 0])[:, None]
         return torch.func.vmap(fn, in_dims=1, out_dims=1, chunk_size=self.vmap_chunk_size)(V)

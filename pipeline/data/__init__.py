@@ -21,12 +21,19 @@ def _digits(config: dict[str, Any]) -> Any:
 
 
 def _synthetic(config: dict[str, Any]) -> Any:
-    return synthetic(config["samples"], config["input_shape"], config["num_classes"], config.get("seed", 0))
+    return synthetic(
+        config["samples"], config["input_shape"], config["num_classes"], config.get("seed", 0)
+    )
 
 
 def _mnist(config: dict[str, Any]) -> Any:
-    return load_mnist(config["root"], config.get("split", "train"), config.get("image_size", 16), config.get("holdout", 0),
-                      config.get("seed", 0))
+    return load_mnist(
+        config["root"],
+        config.get("split", "train"),
+        config.get("image_size", 16),
+        config.get("holdout", 0),
+        config.get("seed", 0),
+    )
 
 
 def _cifar(classes: int) -> Callable[[dict[str, Any]], Any]:
@@ -34,19 +41,28 @@ def _cifar(classes: int) -> Callable[[dict[str, Any]], Any]:
 
 
 def _imagenet(config: dict[str, Any]) -> Any:
-    return ImageFolder(config["root"], config.get("split", "train"), crop=config.get("image_size") or 224)
+    return ImageFolder(
+        config["root"], config.get("split", "train"), crop=config.get("image_size") or 224
+    )
 
 
 # name -> (loader of a data config, whether it needs data.root): the data group's options
 DATASETS: dict[str, tuple[Callable[[dict[str, Any]], Any], bool]] = {
-    "digits": (_digits, False), "synthetic": (_synthetic, False), "mnist": (_mnist, True), "cifar10": (_cifar(10), True),
-    "cifar100": (_cifar(100), True), "imagenet": (_imagenet, True)}
+    "digits": (_digits, False),
+    "synthetic": (_synthetic, False),
+    "mnist": (_mnist, True),
+    "cifar10": (_cifar(10), True),
+    "cifar100": (_cifar(100), True),
+    "imagenet": (_imagenet, True),
+}
 NAMES = tuple(DATASETS)
 
 
 def build_dataset(config: dict[str, Any]) -> Any:
-    """The (optionally class-balanced ``subset``-sized) data set named by ``config['name']``:
-    an (inputs, targets) pair of tensors, or a lazily loading Dataset for ImageNet."""
+    """The (optionally class-balanced ``subset``-sized) data set named by ``config['name']``.
+
+    An (inputs, targets) pair of tensors, or a lazily loading Dataset for ImageNet.
+    """
     name = config["name"]
     if name not in DATASETS:
         raise InputError(f"unknown data set {name!r} (data.name); choose one of {NAMES}")
@@ -64,4 +80,15 @@ def build_dataset(config: dict[str, Any]) -> Any:
     return data[0][index], data[1][index]
 
 
-__all__ = ["DATASETS", "NAMES", "ImageFolder", "batches", "build_dataset", "class_balanced_indices", "load_cifar", "load_digits", "load_mnist", "synthetic"]
+__all__ = [
+    "DATASETS",
+    "NAMES",
+    "ImageFolder",
+    "batches",
+    "build_dataset",
+    "class_balanced_indices",
+    "load_cifar",
+    "load_digits",
+    "load_mnist",
+    "synthetic",
+]

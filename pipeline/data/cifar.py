@@ -18,12 +18,16 @@ MEAN_STD = {
 
 def _unpickle(path: Path) -> dict:
     if not path.exists():
-        raise MissingFileError(f"{path} not found (data.root): extract the CIFAR python archive there")
+        raise MissingFileError(
+            f"{path} not found (data.root): extract the CIFAR python archive there"
+        )
     with open(path, "rb") as handle:
         return pickle.load(handle, encoding="bytes")
 
 
-def load_cifar(root: str | Path, classes: int = 10, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+def load_cifar(
+    root: str | Path, classes: int = 10, split: str = "train"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 3, 32, 32) normalised per channel and labels (N,) int64 (fine labels for 100)."""
     root = Path(root)
     if classes == 10:
@@ -39,7 +43,10 @@ def load_cifar(root: str | Path, classes: int = 10, split: str = "train") -> tup
     if split not in ("train", "test"):
         raise InputError(f"CIFAR split must be 'train' or 'test', got {split!r}")
     parts = [_unpickle(folder / name) for name in names]
-    data = np.concatenate([p[b"data"] for p in parts]).reshape(-1, 3, 32, 32).astype(np.float32) / 255.0
+    data = (
+        np.concatenate([p[b"data"] for p in parts]).reshape(-1, 3, 32, 32).astype(np.float32)
+        / 255.0
+    )
     labels = np.concatenate([np.asarray(p[label_key]) for p in parts]).astype(np.int64)
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in MEAN_STD[classes])
     return (torch.from_numpy(data) - mean) / std, torch.from_numpy(labels)

@@ -1,4 +1,7 @@
-"""scikit-learn's handwritten digits (1,797 images of 8x8), upsampled like the paper's 16x16 MNIST."""
+"""scikit-learn's handwritten digits, upsampled like the paper's 16x16 MNIST.
+
+scikit-learn's handwritten digits (1,797 images of 8x8), upsampled like the paper's 16x16 MNIST.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,11 @@ SPLITS = ("all", "train", "test")
 
 
 def load_digits(size: int = 16, split: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 1, size, size) float32 scaled to [0, 1] (bilinear upsampling) and labels (N,)
-    int64. ``split``: all 1,797 images, or a fixed split by index (every fifth image is test)."""
+    """The digits as images (N, 1, size, size) float32 and labels (N,) int64.
+
+    Images (N, 1, size, size) float32 scaled to [0, 1] (bilinear upsampling) and labels (N,) int64.
+    ``split``: all 1,797 images, or a fixed split by index (every fifth image is test).
+    """
     from sklearn.datasets import load_digits as sklearn_digits
 
     if split not in SPLITS:

@@ -26,7 +26,10 @@ class ImageFolder(Dataset):
     def __init__(self, root: str | Path, split: str = "train", resize: int = 256, crop: int = 224):
         folder = Path(root) / split
         if not folder.is_dir():
-            raise MissingFileError(f"{folder} is not a directory (data.root, data.split): expected <root>/{split}/<class>/*.JPEG")
+            raise MissingFileError(
+                f"{folder} is not a directory (data.root, data.split): expected "
+                f"<root>/{split}/<class>/*.JPEG"
+            )
         self.classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if not self.classes:
             raise InputError(f"{folder} has no class sub-folders")
@@ -51,7 +54,13 @@ class ImageFolder(Dataset):
         x = torch.from_numpy(array).permute(2, 0, 1)[None]
         height, width = x.shape[-2:]
         scale = self.resize / min(height, width)
-        x = F.interpolate(x, size=(round(height * scale), round(width * scale)), mode="bilinear", align_corners=False, antialias=True)[0]
+        x = F.interpolate(
+            x,
+            size=(round(height * scale), round(width * scale)),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )[0]
         top, left = (x.shape[1] - self.crop) // 2, (x.shape[2] - self.crop) // 2
         x = x[:, top : top + self.crop, left : left + self.crop]
         return (x - MEAN) / STD, label

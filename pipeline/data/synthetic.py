@@ -9,7 +9,9 @@ import torch
 from pipeline.errors import InputError
 
 
-def synthetic(samples: int, input_shape: Sequence[int], classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic(
+    samples: int, input_shape: Sequence[int], classes: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs (N, *input_shape) float32, labels (N,) int64 = argmax of a random linear map)."""
     if samples <= 0:
         raise InputError(f"synthetic data needs a positive number of samples, got {samples}")

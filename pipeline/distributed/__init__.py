@@ -6,7 +6,23 @@ from pipeline.distributed.head_watch import ClusterLost, watching_head
 from pipeline.distributed.operator import RayOperator
 from pipeline.distributed.runtime import init_ray, keep_local_ray, release_ray
 from pipeline.distributed.torch_backend import TorchBackend
-from pipeline.sharding import ProblemSpec, shard_batches, shard_indices  # re-exported: the recipe the workers build
 
-__all__ = ["ActorGroup", "ClusterLost", "ProblemSpec", "RayOperator", "TorchBackend", "WorkerDied", "WorkerGroup", "WorkerHung",
-           "init_ray", "keep_local_ray", "release_ray", "shard_batches", "shard_indices", "watching_head"]
+# re-exported: the recipe the workers build
+from pipeline.sharding import ProblemSpec, shard_batches, shard_indices
+
+__all__ = [
+    "ActorGroup",
+    "ClusterLost",
+    "ProblemSpec",
+    "RayOperator",
+    "TorchBackend",
+    "WorkerDied",
+    "WorkerGroup",
+    "WorkerHung",
+    "init_ray",
+    "keep_local_ray",
+    "release_ray",
+    "shard_batches",
+    "shard_indices",
+    "watching_head",
+]

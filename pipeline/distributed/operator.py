@@ -1,5 +1,8 @@
-"""RayOperator: the operator protocol backed by a WorkerGroup (and ``Measurer``: test
-matrices are generated and measured blocks written on the workers)."""
+"""RayOperator: the operator protocol backed by Ray workers.
+
+The operator protocol backed by a WorkerGroup (and ``Measurer``: test matrices are generated and
+measured blocks written on the workers).
+"""
 
 from __future__ import annotations
 
@@ -17,12 +20,24 @@ from pipeline.store.protocol import ColumnWriter
 
 
 class RayOperator(Operator):
-    """H of the mean loss over the union of the workers' shards: ``op @ V`` ships V once through
-    the object store, every worker computes its sample-weighted partial product, and the
-    all-reduced result comes back from rank 0. Equal to the in-process operator on all samples.
+    """H of the mean loss over the union of the workers' shards.
 
-    ``last_timings`` holds each rank's compute / all-reduce seconds of the latest call. CPUs and
-    GPUs per worker default to automatic (see ``WorkerGroup``).
+    ``op @ V`` ships V once through the object store, every worker computes its sample-weighted
+    partial product, and the all-reduced result comes back from rank 0. Equal to the in-process
+    operator on all samples. ``last_timings`` holds each rank's compute / all-reduce seconds of
+    the latest call.
+
+    Args:
+        spec: The problem (model, loss, data, curvature) each worker builds its shard of.
+        num_workers: Ranks, one data shard each.
+        cpus_per_worker: CPUs per worker (None: the cluster's CPUs divided among them).
+        gpus_per_worker: GPUs per worker (None: one each when the cluster has a GPU for every
+            worker, else none).
+        max_failures: Worker deaths or hangs in a row survived by restarting the group.
+        **group_options: Passed to ``WorkerGroup`` (placement and call timeouts).
+
+    Raises:
+        OperationError: The workers cannot be placed or built, or fail ``max_failures`` times.
     """
 
     def __init__(
@@ -34,14 +49,18 @@ class RayOperator(Operator):
         max_failures: int = 3,
         **group_options,
     ):
-        self.group = WorkerGroup(spec, num_workers, cpus_per_worker, gpus_per_worker, max_failures, **group_options)
+        self.group = WorkerGroup(
+            spec, num_workers, cpus_per_worker, gpus_per_worker, max_failures, **group_options
+        )
         info = self.group.info[0]
         super().__init__(info["dim"], getattr(torch, info["dtype"]), "cpu")
         self.last_timings: list[dict[str, float]] = []
 
     def expect(self, products: int) -> None:
-        """Announced on every worker too: their ``product_mode=auto`` weighs it (a one-off width is
-        not timed)."""
+        """Announced on every worker too.
+
+        Their ``product_mode=auto`` weighs it (a one-off width is not timed).
+        """
         super().expect(products)
         self.group.run(CurvatureWorker.expect, int(products))
 
@@ -49,12 +68,23 @@ class RayOperator(Operator):
         block = ray.put(V.detach().cpu().contiguous().numpy())  # zero-copy reads on the workers
         return self._reduced(CurvatureWorker.matmat, block)
 
-    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None = None,
-                width: int | None = None) -> torch.Tensor | None:
-        """H Omega[:, columns] with Omega generated on the workers, in products of at most
-        ``width`` columns (no D-sized vector passes through the driver when a ``writer`` stores
-        the block from rank 0)."""
-        return self._counted(len(columns), self._reduced, CurvatureWorker.measure, kind, seed, columns, writer, width)
+    def measure(
+        self,
+        kind: str,
+        seed: int,
+        columns: range,
+        writer: ColumnWriter | None = None,
+        width: int | None = None,
+    ) -> torch.Tensor | None:
+        """H Omega[:, columns] with Omega generated on the workers.
+
+        H Omega[:, columns] with Omega generated on the workers, in products of at most ``width``
+        columns (no D-sized vector passes through the driver when a ``writer`` stores the block from
+        rank 0).
+        """
+        return self._counted(
+            len(columns), self._reduced, CurvatureWorker.measure, kind, seed, columns, writer, width
+        )
 
     @property
     def num_samples(self) -> int:
@@ -80,15 +110,19 @@ class RayOperator(Operator):
 
     @property
     def failures(self) -> int:
+        """Worker failures survived so far (deaths and hangs)."""
         return self.group.failures
 
     def close(self, teardown_timeout_s: float = 10.0) -> None:
+        """Shut the workers down (teardown bounded by ``teardown_timeout_s``)."""
         self.group.shutdown(teardown_timeout_s)
 
     def __enter__(self) -> "RayOperator":
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *exc) -> None:
-        """A signal or an exit (not an Exception) is leaving: Ray's own processes may be stopping
-        too, so the workers get 2 s to tear down instead of 10."""
+        """A signal or an exit (not an Exception) is leaving.
+
+        Ray's own processes may be stopping too, so the workers get 2 s to tear down instead of 10.
+        """
         self.close(10.0 if kind is None or issubclass(kind, Exception) else 2.0)

@@ -18,14 +18,19 @@ def free_port() -> int:
 
 
 def node_address() -> str:
+    """This node's IP address as Ray sees it."""
     import ray
 
     return ray.util.get_node_ip_address()
 
 
-def init_process_group(address: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float) -> None:
-    """Join the group at tcp://address:port (NCCL on GPU, gloo on CPU). NCCL gets asynchronous
-    error handling, so a collective that times out aborts instead of hanging."""
+def init_process_group(
+    address: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float
+) -> None:
+    """Join the group at tcp://address:port (NCCL on GPU, gloo on CPU).
+
+    NCCL gets asynchronous error handling, so a collective that times out aborts instead of hanging.
+    """
     if dist.is_initialized():
         dist.destroy_process_group()
     if backend == "nccl":

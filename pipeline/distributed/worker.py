@@ -26,13 +26,28 @@ from pipeline.store.protocol import ColumnWriter
 
 
 class CurvatureWorker(TorchRank):
-    """Rank ``rank`` of ``world_size``: builds its shard's operator, joins the process group and
-    returns sum-reduced, sample-weighted products (rank 0 returns them, the others None)."""
+    """Rank ``rank`` of ``world_size``.
 
-    def __init__(self, spec: ProblemSpec, rank: int, world_size: int, threads: int | None = None, device: str = "cpu"):
-        """``device``: chosen by the driver from the resources it gave the workers (cuda when each has a GPU)."""
+    Builds its shard's operator, joins the process group and returns sum-reduced, sample-weighted
+    products (rank 0 returns them, the others None).
+    """
+
+    def __init__(
+        self,
+        spec: ProblemSpec,
+        rank: int,
+        world_size: int,
+        threads: int | None = None,
+        device: str = "cpu",
+    ):
+        """One rank's operator on its data shard, on ``device``.
+
+        ``device`` is chosen by the driver from the resources it gave the workers (cuda when each
+        has a GPU).
+        """
         self.spec, self.rank, self.world_size = spec, rank, world_size
-        _log_to_stderr()  # Ray forwards a worker's stderr to the driver: choices such as product_mode=auto show there
+        # Ray forwards a worker's stderr to the driver: choices such as product_mode=auto show there
+        _log_to_stderr()
         sys.unraisablehook = _quiet_on_exit
         self.device = torch.device(device)
         if threads:
@@ -45,9 +60,16 @@ class CurvatureWorker(TorchRank):
     def build(self) -> dict[str, Any]:
         """Build the model replica and the shard's operator; report what the driver needs."""
         self.op = self.spec.build(self.world_size, self.rank, self.device)
-        return {"dim": self.op.shape[0], "dtype": str(self.op.dtype).removeprefix("torch."), "pid": os.getpid(),
-                "device": str(self.device), "weights": self.op.weights_digest(), "node": ray.get_runtime_context().get_node_id(),
-                "samples": self.op.num_samples, "memory_available": available_bytes(torch.device("cpu"))}
+        return {
+            "dim": self.op.shape[0],
+            "dtype": str(self.op.dtype).removeprefix("torch."),
+            "pid": os.getpid(),
+            "device": str(self.device),
+            "weights": self.op.weights_digest(),
+            "node": ray.get_runtime_context().get_node_id(),
+            "samples": self.op.num_samples,
+            "memory_available": available_bytes(torch.device("cpu")),
+        }
 
     @ray.method(concurrency_group=PROBE)
     def phase(self) -> tuple[str, float]:
@@ -60,19 +82,37 @@ class CurvatureWorker(TorchRank):
 
     # ---- products ---------------------------------------------------------------------------
     def matmat(self, V: np.ndarray) -> tuple[torch.Tensor | None, dict[str, float]]:
-        """(H V on rank 0 else None, timings) for V (D, b), a read-only view into the object store."""
+        """(H V on rank 0 else None, timings) for V (D, b).
+
+        (H V on rank 0 else None, timings) for V (D, b), a read-only view into the object store.
+        """
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # the view is read-only; it is never written
+            # the view is read-only; it is never written
+            warnings.simplefilter("ignore", UserWarning)
             block = torch.from_numpy(V)
         return self._reduced_product(block.to(self.device, self.op.dtype))
 
-    def measure(self, kind: str, seed: int, columns: range, writer: ColumnWriter | None,
-                width: int | None = None) -> tuple[torch.Tensor | None, dict[str, float]]:
-        """H Omega[:, columns] with Omega generated here, in products of at most ``width`` columns;
-        rank 0 writes it in the background while the next block is computed (``wait_for_writes``
-        waits for it), or returns it."""
-        parts = [self._reduced_product(random_columns(kind, seed, self.op.shape[0], part, dtype=self.op.dtype, device=self.device))
-                 for part in split_columns(columns, width)]
+    def measure(
+        self,
+        kind: str,
+        seed: int,
+        columns: range,
+        writer: ColumnWriter | None,
+        width: int | None = None,
+    ) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """H Omega[:, columns] with Omega generated here, in products of at most ``width`` columns.
+
+        Rank 0 writes it in the background while the next block is computed (``wait_for_writes``
+        waits for it), or returns it.
+        """
+        parts = [
+            self._reduced_product(
+                random_columns(
+                    kind, seed, self.op.shape[0], part, dtype=self.op.dtype, device=self.device
+                )
+            )
+            for part in split_columns(columns, width)
+        ]
         product = None if parts[0][0] is None else torch.cat([part for part, _ in parts], dim=1)
         timings = {key: sum(t[key] for _, t in parts) for key in parts[0][1]}
         if writer is not None and product is not None:
@@ -83,10 +123,14 @@ class CurvatureWorker(TorchRank):
         return product, timings
 
     def expect(self, products: int) -> None:
-        """The products the driver's algorithm announces (``Operator.expect``): this shard's mode choice weighs them."""
+        """The products the driver's algorithm announces (``Operator.expect``).
+
+        This shard's mode choice weighs them.
+        """
         self.op.expect(products)
 
     def wait_for_writes(self) -> None:
+        """Wait until this rank's background writes are done."""
         self.writes.wait()
 
     def peak_rss(self) -> int:
@@ -94,9 +138,12 @@ class CurvatureWorker(TorchRank):
         return peak_rss_bytes()
 
     def _reduced_product(self, V: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, float]]:
-        """All-reduce (sum_i w_i C_i V, N) over the ranks (see ``CurvatureOperator.weighted_sum``). A rank whose shard fails (NaN loss,
-        bad data) still joins the collectives, so no peer is left blocked: every rank learns of
-        the failure from the reduced flag, the failing one raises its error, the others PeerFailed."""
+        """All-reduce (sum_i w_i C_i V, N) over the ranks (see ``CurvatureOperator.weighted_sum``).
+
+        A rank whose shard fails (NaN loss, bad data) still joins the collectives, so no peer is
+        left blocked: every rank learns of the failure from the reduced flag, the failing one raises
+        its error, the others PeerFailed.
+        """
         start = time.perf_counter()
         error = None
         self._enter("computing its partial product")
@@ -107,7 +154,9 @@ class CurvatureWorker(TorchRank):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         computed = time.perf_counter()
-        status = torch.tensor([float(count), float(error is not None)], dtype=torch.float64, device=self.device)
+        status = torch.tensor(
+            [float(count), float(error is not None)], dtype=torch.float64, device=self.device
+        )
         self._enter("waiting in the all-reduce")
         try:
             process_group.all_reduce_sum(status)
@@ -125,13 +174,17 @@ class CurvatureWorker(TorchRank):
         return self.op.normalise(total, status[0].to(total.dtype)).cpu(), timings
 
     def pid(self) -> int:
+        """This worker's process id."""
         return os.getpid()
 
 
 def _quiet_on_exit(unraisable: Any) -> None:
-    """Ray stops a worker by raising SystemExit from its SIGTERM handler; raised inside a weakref
-    or garbage-collector callback (a write-behind thread pool's), Python would print it to the
-    driver's log as an "Exception ignored" traceback. Anything else is reported as usual."""
+    """Ray stops a worker by raising SystemExit from its SIGTERM handler.
+
+    Raised inside a weakref or garbage-collector callback (a write-behind thread pool's), Python
+    would print it to the driver's log as an "Exception ignored" traceback. Anything else is
+    reported as usual.
+    """
     if not isinstance(unraisable.exc_value, SystemExit):
         sys.__unraisablehook__(unraisable)
 

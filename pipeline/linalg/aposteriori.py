@@ -14,9 +14,14 @@ from pipeline.linalg.probes import apply_in_blocks
 from pipeline.linalg.random_matrices import random_columns
 
 
-def pair_residuals(op: Operator, values: torch.Tensor, vectors: torch.Tensor, block_size: int) -> torch.Tensor:
-    """||H v_i - lambda_i v_i|| / |lambda_i| for unit columns v_i of ``vectors`` (k products,
-    announced: a one-off width is not worth timing the product modes for)."""
+def pair_residuals(
+    op: Operator, values: torch.Tensor, vectors: torch.Tensor, block_size: int
+) -> torch.Tensor:
+    """Relative residuals ||H v_i - lambda_i v_i|| / |lambda_i| (k products).
+
+    ||H v_i - lambda_i v_i|| / |lambda_i| for unit columns v_i of ``vectors`` (k products,
+    announced: a one-off width is not worth timing the product modes for).
+    """
     op.expect(vectors.shape[1])
     V = vectors.to(torch.float64)
     HV = apply_in_blocks(op, V, block_size)
@@ -42,6 +47,7 @@ class FrobeniusErrorEstimate:
 
 def chernoff_ratio(q: int, failure: float, upper: bool) -> float:
     """The t with (t e^(1-t))^(q/2) = failure on the upper (t > 1) or lower (t < 1) side."""
+
     def gap(t: float) -> float:
         return (q / 2) * (math.log(t) + 1 - t) - math.log(failure)
 
@@ -49,10 +55,19 @@ def chernoff_ratio(q: int, failure: float, upper: bool) -> float:
 
 
 def frobenius_error(
-    op: Operator, values: torch.Tensor, vectors: torch.Tensor, test_vectors: int, seed: int, block_size: int, failure: float = 0.05
+    op: Operator,
+    values: torch.Tensor,
+    vectors: torch.Tensor,
+    test_vectors: int,
+    seed: int,
+    block_size: int,
+    failure: float = 0.05,
 ) -> FrobeniusErrorEstimate:
-    """Estimate ||H - V diag(values) V^T||_F with ``test_vectors`` Gaussian probes (that many
-    products, announced as for ``pair_residuals``)."""
+    """Estimate ||H - V diag(values) V^T||_F with Gaussian probes.
+
+    Estimate ||H - V diag(values) V^T||_F with ``test_vectors`` Gaussian probes (that many products,
+    announced as for ``pair_residuals``).
+    """
     op.expect(test_vectors)
     G = random_columns("gaussian", seed, op.shape[0], range(test_vectors), device=op.device)
     HG = apply_in_blocks(op, G, block_size)
@@ -61,7 +76,8 @@ def frobenius_error(
     est2 = float((residual**2).sum()) / test_vectors
     norm2 = float((HG**2).sum()) / test_vectors
     est = math.sqrt(est2)
-    high_ratio = chernoff_ratio(test_vectors, failure, upper=False)  # est^2 / err^2 >= this w.p. 1 - failure
+    # est^2 / err^2 >= this w.p. 1 - failure
+    high_ratio = chernoff_ratio(test_vectors, failure, upper=False)
     low_ratio = chernoff_ratio(test_vectors, failure, upper=True)
     return FrobeniusErrorEstimate(
         estimate=est,
@@ -74,4 +90,8 @@ def frobenius_error(
 
 
 def as_dict(estimate: FrobeniusErrorEstimate) -> dict[str, float]:
-    return {k: float(v) if isinstance(v, (float, np.floating)) else v for k, v in estimate.__dict__.items()}
+    """The estimate as a JSON-ready dict of plain floats."""
+    return {
+        k: float(v) if isinstance(v, (float, np.floating)) else v
+        for k, v in estimate.__dict__.items()
+    }

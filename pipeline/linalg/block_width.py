@@ -26,10 +26,12 @@ def expected_products_ratio(width: int, k: int) -> float:
 
 
 def choose_block_width(op: Operator, k: int) -> int:
-    """The width in ``CANDIDATES`` (at most k) minimising P(b) t(b) / b, from the operator's own
-    timing (``op.pass_seconds``); 1 where the operator cannot time itself or the work is too
-    small to repay timing the wider blocks (timing a width costs ``op.probe_share()`` of a pass
-    at that width)."""
+    """The block width in ``CANDIDATES`` (at most k) that takes least time per vector.
+
+    The width in ``CANDIDATES`` (at most k) minimising P(b) t(b) / b, from the operator's own timing
+    (``op.pass_seconds``); 1 where the operator cannot time itself or the work is too small to repay
+    timing the wider blocks (timing a width costs ``op.probe_share()`` of a pass at that width).
+    """
     candidates = [b for b in CANDIDATES if b <= k]
     single = op.pass_seconds(1)
     if single is None or len(candidates) == 1:
@@ -37,11 +39,18 @@ def choose_block_width(op: Operator, k: int) -> int:
     work = 3 * k * single
     timing_cost = single * op.probe_share() * sum(candidates[1:])
     if work < REPAY * timing_cost:
-        log.info("block_size=auto: 1 (about %.3g s of products ahead, too little to repay timing wider blocks)", work)
+        log.info(
+            "block_size=auto: 1 (about %.3g s of products ahead, too little to repay timing wider "
+            "blocks)",
+            work,
+        )
         return 1
     per_vector = {b: (op.pass_seconds(b) if b > 1 else single) / b for b in candidates}
     expected = {b: expected_products_ratio(b, k) * per_vector[b] for b in candidates}
     best = min(expected, key=expected.__getitem__)
-    log.info("block_size=auto: %d (expected seconds per single-vector product's worth of work: %s)", best,
-             ", ".join(f"b={b} {expected[b]:.3g}" for b in candidates))
+    log.info(
+        "block_size=auto: %d (expected seconds per single-vector product's worth of work: %s)",
+        best,
+        ", ".join(f"b={b} {expected[b]:.3g}" for b in candidates),
+    )
     return best

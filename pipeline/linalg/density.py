@@ -1,4 +1,7 @@
-"""Spectral density by stochastic Lanczos quadrature (Ubaru, Chen, Saad 2017; Ghorbani et al. 2019)."""
+"""Spectral density by stochastic Lanczos quadrature.
+
+Spectral density by stochastic Lanczos quadrature (Ubaru, Chen, Saad 2017; Ghorbani et al. 2019).
+"""
 
 from __future__ import annotations
 
@@ -14,16 +17,27 @@ from pipeline.linalg.result import SpectralDensity
 from pipeline.linalg.validation import check_positive
 
 
-def lanczos_quadrature(op: Operator, starts: torch.Tensor, steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss quadrature rules of the spectral measures of the P columns of ``starts`` (D, P):
-    ``steps`` Lanczos steps from each (one ``KrylovBasis`` per probe, their products made as one
-    (D, P) block per step); nodes (P, m) = eigenvalues of each projected matrix T, weights (P, m)
-    = squared first components of its eigenvectors; m = min(steps, D)."""
+def lanczos_quadrature(
+    op: Operator, starts: torch.Tensor, steps: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss quadrature rules of the spectral measures of the P columns of ``starts`` (D, P).
+
+    ``steps`` Lanczos steps from each (one ``KrylovBasis`` per probe, their products made as one (D,
+    P) block per step); nodes (P, m) = eigenvalues of each projected matrix T, weights (P, m) =
+    squared first components of its eigenvectors; m = min(steps, D).
+    """
     dim, probes = starts.shape
     steps = min(steps, dim)
-    bases = [KrylovBasis(op, starts[:, [p]], capacity=min(dim, steps + 1), seed=seed + p) for p in range(probes)]
-    while blocks := [(basis, columns) for basis in bases if (columns := basis.next_block(steps)) is not None]:
-        products = op @ torch.cat([basis.rows[columns].T for basis, columns in blocks], dim=1).to(op.dtype)
+    bases = [
+        KrylovBasis(op, starts[:, [p]], capacity=min(dim, steps + 1), seed=seed + p)
+        for p in range(probes)
+    ]
+    while blocks := [
+        (basis, columns) for basis in bases if (columns := basis.next_block(steps)) is not None
+    ]:
+        products = op @ torch.cat([basis.rows[columns].T for basis, columns in blocks], dim=1).to(
+            op.dtype
+        )
         for index, (basis, columns) in enumerate(blocks):
             basis.accept(columns, products[:, index : index + 1])
     nodes, weights = zip(*((theta, S[0] ** 2) for theta, S, _ in (basis.ritz() for basis in bases)))
@@ -40,12 +54,28 @@ def slq_density(
     probes_per_pass: int | None = None,
     seed: int = 0,
 ) -> SpectralDensity:
-    """phi(x) ~ (1/P) sum_p sum_i w_pi N(x; theta_pi, sigma^2), the Gaussian-smoothed spectral
-    density from P Rademacher probes and ``num_steps`` Lanczos steps each.
+    """The Gaussian-smoothed spectral density phi(x) by stochastic Lanczos quadrature.
 
-    The probes run side by side, ``probes_per_pass`` (default all) per block product; memory is
-    num_steps x D x probes_per_pass doubles. ``sigma`` defaults to 1% of the spectral range; the
-    default grid spans the range plus 5 sigma on each side, so the density integrates to ~1.
+    phi(x) ~ (1/P) sum_p sum_i w_pi N(x; theta_pi, sigma^2) from P Rademacher probes and
+    ``num_steps`` Lanczos steps each; the probes run side by side, so memory is
+    num_steps x D x probes_per_pass doubles.
+
+    Args:
+        op: The symmetric operator H (D, D).
+        num_probes: P, the probes.
+        num_steps: Lanczos steps (products) per probe.
+        num_grid: Points of the default grid.
+        sigma: Gaussian width (default: 1% of the spectral range).
+        grid: Points to evaluate phi at (default: the range plus 5 sigma on each side, so the
+            density integrates to about 1).
+        probes_per_pass: Probes per block product (default: all).
+        seed: Seed of the probes.
+
+    Returns:
+        SpectralDensity: grid, density, the quadrature nodes and weights (P, num_steps) and matvecs.
+
+    Raises:
+        InputError: A count not a positive integer.
     """
     check_positive(num_probes, "num_probes")
     check_positive(num_steps, "num_steps")
@@ -56,7 +86,13 @@ def slq_density(
     before = op.matvecs
     rules = []
     for first in range(0, num_probes, per_pass):
-        starts = random_columns("rademacher", seed, op.shape[0], range(first, min(first + per_pass, num_probes)), device=op.device)
+        starts = random_columns(
+            "rademacher",
+            seed,
+            op.shape[0],
+            range(first, min(first + per_pass, num_probes)),
+            device=op.device,
+        )
         rules.append(lanczos_quadrature(op, starts, num_steps, seed=seed))
     nodes = np.concatenate([r[0] for r in rules])
     weights = np.concatenate([r[1] for r in rules])
@@ -65,6 +101,10 @@ def slq_density(
         sigma = max(0.01 * (high - low), 1e-12 * max(abs(low), abs(high), 1.0))
     if grid is None:
         grid = np.linspace(low - 5 * sigma, high + 5 * sigma, num_grid)
-    kernel = np.exp(-((grid[:, None, None] - nodes[None]) ** 2) / (2 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))
+    kernel = np.exp(-((grid[:, None, None] - nodes[None]) ** 2) / (2 * sigma**2)) / (
+        sigma * math.sqrt(2 * math.pi)
+    )
     density = (kernel * weights[None]).sum(axis=2).mean(axis=1)
-    return SpectralDensity(np.asarray(grid), density, nodes, weights, float(sigma), op.matvecs - before)
+    return SpectralDensity(
+        np.asarray(grid), density, nodes, weights, float(sigma), op.matvecs - before
+    )

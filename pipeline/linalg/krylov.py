@@ -21,10 +21,18 @@ class KrylovBasis:
     """Expand, Rayleigh-Ritz and thick-restart a block Krylov basis of an operator."""
 
     def __init__(
-        self, op: Operator, start: torch.Tensor, capacity: int, seed: int = 0, basis_dtype: torch.dtype = torch.float64
+        self,
+        op: Operator,
+        start: torch.Tensor,
+        capacity: int,
+        seed: int = 0,
+        basis_dtype: torch.dtype = torch.float64,
     ):
-        """``start`` (D, b): the starting block; ``capacity``: basis vectors to allocate (at most D);
-        ``seed`` draws replacement directions after an invariant subspace is found."""
+        """``start`` (D, b): the starting block; ``capacity``.
+
+        Basis vectors to allocate (at most D); ``seed`` draws replacement directions after an
+        invariant subspace is found.
+        """
         dim = op.shape[0]
         self.op = op
         self.capacity = min(capacity, dim)
@@ -39,14 +47,19 @@ class KrylovBasis:
 
     # ---- expansion ---------------------------------------------------------------------------
     def next_block(self, until: int) -> slice | None:
-        """The basis vectors whose products come next (at most up to ``until``), None when done;
-        their products go to ``accept`` (several bases can share one block product this way)."""
+        """The basis vectors whose products come next (at most up to ``until``), None when done.
+
+        Their products go to ``accept`` (several bases can share one block product this way).
+        """
         until = min(until, self.capacity)
         return slice(self.n, min(self.nb, until)) if self.n < min(until, self.nb) else None
 
     def accept(self, columns: slice, products: torch.Tensor) -> None:
-        """Take H V[:, columns] (D, b): orthogonalise it against the basis, record the
-        coefficients in T and append the new directions."""
+        """Take H V[:, columns] (D, b).
+
+        Orthogonalise it against the basis, record the coefficients in T and append the new
+        directions.
+        """
         W = products.to(self.rows.dtype).T.contiguous()  # (b, D)
         self.norm_estimate = max(self.norm_estimate, float(W.norm(dim=1).max()))
         coeffs = self._orthogonalize(W, self.rows[: self.nb])
@@ -56,9 +69,12 @@ class KrylovBasis:
 
     @staticmethod
     def _orthogonalize(W: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-        """W <- (I - B^T B) W in place for the rows W (b, D) and orthonormal rows B; returns the
-        coefficients (nb, b). A second pass runs only where the first cancelled more than
-        half the norm (Daniel-Gragg-Kaufman-Stewart), so most steps read the basis twice, not four times."""
+        """W <- (I - B^T B) W in place for the rows W (b, D) and orthonormal rows B.
+
+        Returns the coefficients (nb, b). A second pass runs only where the first cancelled more
+        than half the norm (Daniel-Gragg-Kaufman-Stewart), so most steps read the basis twice, not
+        four times.
+        """
         before = W.norm(dim=1)
         coeffs = basis @ W.T
         W -= coeffs.T @ basis
@@ -69,9 +85,12 @@ class KrylovBasis:
         return coeffs
 
     def _append(self, W: torch.Tensor, coupling: slice | None) -> None:
-        """Orthonormalise the rows of W (b, D), already orthogonal to the basis, against the basis
-        and each other, append them, and record W^T = Q R in T[new rows, coupling]. A direction
-        already in the span (an invariant subspace) is replaced by a random one, coupling zero."""
+        """Orthonormalise the rows of W (b, D) against the basis and append them.
+
+        Orthonormalise the rows of W (b, D), already orthogonal to the basis, against the basis and
+        each other, append them, and record W^T = Q R in T[new rows, coupling]. A direction already
+        in the span (an invariant subspace) is replaced by a random one, coupling zero.
+        """
         R = torch.zeros(W.shape[0], W.shape[0], dtype=torch.float64)
         threshold = 10 * self._eps * self.norm_estimate
         added = 0
@@ -81,9 +100,17 @@ class KrylovBasis:
             w = W[i].clone()[None]
             # W is orthogonal to the old basis already: project out this block's new rows, and
             # the whole basis again only if that cancels (a nearly dependent block)
-            R[:added, i] = self._orthogonalize(w, self.rows[self.nb : self.nb + added])[:, 0].to(torch.float64).cpu()
+            R[:added, i] = (
+                self._orthogonalize(w, self.rows[self.nb : self.nb + added])[:, 0]
+                .to(torch.float64)
+                .cpu()
+            )
             if float(w.norm()) < 0.5 * float(W[i].norm()):
-                R[:added, i] += self._orthogonalize(w, self.rows[: self.nb + added])[self.nb :, 0].to(torch.float64).cpu()
+                R[:added, i] += (
+                    self._orthogonalize(w, self.rows[: self.nb + added])[self.nb :, 0]
+                    .to(torch.float64)
+                    .cpu()
+                )
             w = w[0]
             norm = float(w.norm())
             if norm <= threshold:
@@ -106,7 +133,11 @@ class KrylovBasis:
 
     # ---- Rayleigh-Ritz and restart -------------------------------------------------------------
     def ritz(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Ritz values theta (n,), coordinates S (n, n) and residual norms ||H y_i - theta_i y_i|| (n,)."""
+        """Ritz values theta (n,), coordinates S (n, n) and residual norms (n,).
+
+        Ritz values theta (n,), coordinates S (n, n) and residual norms ||H y_i - theta_i y_i||
+        (n,).
+        """
         n = self.n
         Tn = self.T[:n, :n]
         theta, S = torch.linalg.eigh((Tn + Tn.T) / 2)

@@ -1,4 +1,7 @@
-"""Thick-restart (block) Lanczos with full reorthogonalisation, converged to a residual tolerance."""
+"""Thick-restart (block) Lanczos with full reorthogonalisation.
+
+Thick-restart (block) Lanczos with full reorthogonalisation, converged to a residual tolerance.
+"""
 
 from __future__ import annotations
 
@@ -38,27 +41,46 @@ def lanczos(
 ) -> EigResult:
     """Top-k eigenpairs of the symmetric operator ``op`` by thick-restart block Lanczos.
 
-    The basis (at most ``ncv`` columns, default max(2k + 2b, k + 20)) is kept orthonormal in
-    float64 by two Gram-Schmidt passes; the projected matrix T = V^T H V comes from the
-    coefficients, so the Ritz residuals ||H v - theta v|| are exact up to rounding and need no
-    extra products. They are checked after every block product (an eigh of the small projected
-    matrix), so no product is spent once every requested pair has ||H v - lambda v|| / |lambda|
-    <= tol; when the basis is full, a restart keeps the best k + (ncv - k)/2 Ritz vectors. It
-    stops there or when ``max_matvecs`` are spent (then ``converged`` says which pairs met tol).
-    ``block_size`` b > 1 computes b products per pass over the data; ``"auto"`` picks b where
-    the operator's timed block products repay the extra products a block needs
-    (``pipeline.linalg.block_width``), else 1 (or the width of ``start``). ``start`` (D,) or
-    (D, b) replaces the seeded Gaussian starting block.
+    The basis is kept orthonormal in float64 by two Gram-Schmidt passes; the projected matrix
+    T = V^T H V comes from the coefficients, so the Ritz residuals ||H v - theta v|| are exact up to
+    rounding and need no extra products. They are checked after every block product, so no product
+    is spent once every requested pair has ||H v - lambda v|| / |lambda| <= tol; when the basis is
+    full, a restart keeps the best k + (ncv - k)/2 Ritz vectors.
 
-    Over 60 lines: the settings, then the restart loop with its stopping rule, read as the algorithm.
+    Args:
+        op: The symmetric operator H (D, D).
+        k: How many eigenpairs, 1 <= k < D.
+        tol: Relative residual ||H v - lambda v|| / |lambda| every pair must meet.
+        which: ``"LM"`` (largest magnitude), ``"LA"`` (largest) or ``"SA"`` (smallest algebraic).
+        ncv: Basis size before a restart (default max(2k + 2b, k + 20)).
+        block_size: Products b per pass over the data; ``"auto"`` picks b where the operator's
+            timed block products repay the extra products a block needs
+            (``pipeline.linalg.block_width``), else 1 (or the width of ``start``).
+        max_matvecs: Product budget (default: unbounded up to the basis limits).
+        seed: Seed of the Gaussian starting block.
+        start: Starting vector (D,) or block (D, b) in place of the seeded one.
+
+    Returns:
+        EigResult: eigenvalues (k,) in ``which`` order, eigenvectors (D, k), residuals (k,),
+        matvecs and ``converged`` per pair (False where the budget ran out first).
+
+    Raises:
+        InputError: k, tol, which or block_size out of range.
+
+    Over 60 lines: the settings, then the restart loop with its stopping rule, read as the
+    algorithm.
     """
     check_k(op, k)
     check_tol(tol)
     check_which(which)
     dim = op.shape[0]
-    op.expect(3 * k)  # about what the top k take to tol 1e-3 (BENCHMARKS.md): a low estimate, so one-off costs stay rare
+    # about what the top k take to tol 1e-3 (BENCHMARKS.md): a low estimate, so one-off costs stay
+    # rare
+    op.expect(3 * k)
     if block_size == "auto":
-        block_size = start.reshape(dim, -1).shape[1] if start is not None else choose_block_width(op, k)
+        block_size = (
+            start.reshape(dim, -1).shape[1] if start is not None else choose_block_width(op, k)
+        )
     check_positive(block_size, "block_size")
     ncv = min(dim, ncv if ncv is not None else max(2 * k + 2 * block_size, k + 20))
     if ncv < k + block_size and ncv < dim:
@@ -73,15 +95,28 @@ def lanczos(
     restarts = 0
     history = []
     while True:
-        theta, S, relative, order = _expand_until_converged(basis, ncv, k, which, tol, budget=matvecs_before + max_matvecs)
+        theta, S, relative, order = _expand_until_converged(
+            basis, ncv, k, which, tol, budget=matvecs_before + max_matvecs
+        )
         wanted = order[:k]
         spent = op.matvecs - matvecs_before
         converged = relative[wanted] <= tol
         history.append((spent, float(relative[wanted].max())))
         elapsed = time.monotonic() - started
-        log.info("lanczos restart %d: %d of at most %d products (%.3g/s, %.0f s), %d of %d pairs converged, worst residual %.2e "
-                 "(tol %.0e)", restarts, spent, max_matvecs, spent / max(elapsed, 1e-9), elapsed, int(converged.sum()), k,
-                 history[-1][1], tol)
+        log.info(
+            "lanczos restart %d: %d of at most %d products (%.3g/s, %.0f s), %d of %d pairs "
+            "converged, worst residual %.2e "
+            "(tol %.0e)",
+            restarts,
+            spent,
+            max_matvecs,
+            spent / max(elapsed, 1e-9),
+            elapsed,
+            int(converged.sum()),
+            k,
+            history[-1][1],
+            tol,
+        )
         tracking.scalar("lanczos/worst_residual", history[-1][1], step=spent)
         tracking.scalar("lanczos/converged_pairs", int(converged.sum()), step=spent)
         if bool(converged.all()) or basis.n >= dim or spent >= max_matvecs:
@@ -96,18 +131,29 @@ def lanczos(
         residuals=relative[wanted].clone(),
         matvecs=spent,
         converged=converged,
-        info={"history": history, "restarts": restarts, "ncv": ncv, "block_size": block_size, "which": which, "tol": tol},
+        info={
+            "history": history,
+            "restarts": restarts,
+            "ncv": ncv,
+            "block_size": block_size,
+            "which": which,
+            "tol": tol,
+        },
     )
-    result.warn_unconverged("lanczos", tol, f"the budget of {spent} products was spent: raise max_matvecs or ncv")
+    result.warn_unconverged(
+        "lanczos", tol, f"the budget of {spent} products was spent: raise max_matvecs or ncv"
+    )
     return result
 
 
 def _expand_until_converged(
     basis: KrylovBasis, ncv: int, k: int, which: str, tol: float, budget: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Expand ``basis`` block by block up to ``ncv`` vectors, checking the Ritz residuals after
-    every block (an eigh of the small projected matrix), and stop as soon as the top k pairs in
-    ``which`` order meet ``tol`` or the operator's product count reaches ``budget``.
+    """Expand ``basis`` block by block until the top k pairs converge.
+
+    Expand ``basis`` block by block up to ``ncv`` vectors, checking the Ritz residuals after every
+    block (an eigh of the small projected matrix), and stop as soon as the top k pairs in ``which``
+    order meet ``tol`` or the operator's product count reaches ``budget``.
 
     Returns (theta, S, relative residuals, order) of the last Rayleigh-Ritz step.
     """
@@ -120,7 +166,9 @@ def _expand_until_converged(
                 continue
         theta, S, residual_norms = basis.ritz()
         order = order_by(theta, which)
-        scale = torch.clamp(theta.abs(), min=max(torch.finfo(torch.float64).eps * float(theta.abs().max()), 1e-300))
+        scale = torch.clamp(
+            theta.abs(), min=max(torch.finfo(torch.float64).eps * float(theta.abs().max()), 1e-300)
+        )
         relative = residual_norms / scale
         if columns is None or op.matvecs >= budget or bool((relative[order[:k]] <= tol).all()):
             return theta, S, relative, order

@@ -36,8 +36,11 @@ class Operator(ABC):
         self.expected_products: int | None = None
 
     def expect(self, products: int) -> None:
-        """Tell the operator about how many products the work ahead needs (an algorithm's
-        estimate), so that one-off costs (a compiled product) are paid only where they repay."""
+        """Tell the operator how many products the work ahead needs.
+
+        Tell the operator about how many products the work ahead needs (an algorithm's estimate), so
+        that one-off costs (a compiled product) are paid only where they repay.
+        """
         self.expected_products = int(products)
 
     @abstractmethod
@@ -50,19 +53,28 @@ class Operator(ABC):
         return out[:, 0] if v.ndim == 1 else out
 
     def _counted(self, products: int, compute: Callable[..., Any], *args: Any) -> Any:
-        """``compute(*args)``, which makes ``products`` matrix-vector products, counted in ``matvecs``
-        once it returns (the one place products are counted)."""
+        """Run ``compute(*args)`` and count its ``products`` in ``matvecs``.
+
+        ``compute(*args)``, which makes ``products`` matrix-vector products, counted in ``matvecs``
+        once it returns (the one place products are counted).
+        """
         out = compute(*args)
         self.matvecs += products
         return out
 
     def pass_seconds(self, width: int) -> float | None:
-        """Seconds one product of a (D, ``width``) block takes, where the operator can time itself
-        cheaply (``probe_share``); None where it cannot (then solvers assume blocks do not pay)."""
+        """Seconds one product of a (D, ``width``) block takes, or None.
+
+        Seconds one product of a (D, ``width``) block takes, where the operator can time itself
+        cheaply (``probe_share``); None where it cannot (then solvers assume blocks do not pay).
+        """
         return None
 
     def probe_share(self) -> float:
-        """What one ``pass_seconds`` call at a new width costs, as a share of a product at that width."""
+        """What one ``pass_seconds`` call at a new width costs, in products.
+
+        What one ``pass_seconds`` call at a new width costs, as a share of a product at that width.
+        """
         return 0.0
 
     def _check_vectors(self, v: torch.Tensor) -> torch.Tensor:
@@ -72,10 +84,14 @@ class Operator(ABC):
         dim = self.shape[0]
         if v.ndim not in (1, 2) or v.shape[0] != dim or (v.ndim == 2 and v.shape[1] == 0):
             raise InputError(
-                f"vector shape {tuple(v.shape)} does not match the operator: expected ({dim},) or ({dim}, b) with b >= 1"
+                f"vector shape {tuple(v.shape)} does not match the operator: expected ({dim},) or "
+                f"({dim}, b) with b >= 1"
             )
         if v.dtype != self.dtype:
-            raise InputError(f"vector dtype {v.dtype} does not match the operator dtype {self.dtype}; cast with v.to({self.dtype})")
+            raise InputError(
+                f"vector dtype {v.dtype} does not match the operator dtype {self.dtype}; cast with "
+                f"v.to({self.dtype})"
+            )
         if v.device.type != self.device.type:
             raise InputError(f"vector is on {v.device}, the operator on {self.device}")
         return v if v.ndim == 2 else v[:, None]

@@ -10,14 +10,29 @@ from pipeline.linalg.result import EigResult
 from pipeline.linalg.validation import check_k, check_positive, check_tol
 
 
-def power_iteration(op: Operator, k: int = 1, tol: float = 1e-3, max_iter: int = 100, seed: int = 0) -> EigResult:
+def power_iteration(
+    op: Operator, k: int = 1, tol: float = 1e-3, max_iter: int = 100, seed: int = 0
+) -> EigResult:
     """Top-k eigenpairs by |lambda|, one at a time, as PyHessian computes them.
 
     Each pair iterates v <- H v / ||H v|| with v kept orthogonal to the pairs already found,
     stopping when the Rayleigh quotient changes by less than ``tol`` relatively (PyHessian's
-    criterion) or after ``max_iter`` products. Residuals ||H v - lambda v|| / |lambda| are those
-    of the last iterate, and ``converged`` compares them with ``tol`` (the stopping rule
-    itself says little: the Rayleigh quotient settles long before the vector does).
+    criterion) or after ``max_iter`` products.
+
+    Args:
+        op: The symmetric operator H (D, D).
+        k: How many eigenpairs.
+        tol: Relative change of the Rayleigh quotient that stops a pair's iteration.
+        max_iter: Products per pair at most.
+        seed: Seed of the Gaussian starting vectors.
+
+    Returns:
+        EigResult: eigenvalues (k,), eigenvectors (D, k), the last iterates' residuals
+        ||H v - lambda v|| / |lambda| (k,) and ``converged`` comparing them with ``tol`` (the
+        stopping rule says little: the Rayleigh quotient settles long before the vector does).
+
+    Raises:
+        InputError: k, tol or max_iter out of range.
     """
     check_k(op, k)
     check_tol(tol)
@@ -49,7 +64,14 @@ def power_iteration(op: Operator, k: int = 1, tol: float = 1e-3, max_iter: int =
         residuals=residuals,
         matvecs=op.matvecs - before,
         converged=residuals <= tol,
-        info={"tol": tol, "criterion": "relative change of the Rayleigh quotient; converged: residual <= tol"},
+        info={
+            "tol": tol,
+            "criterion": "relative change of the Rayleigh quotient; converged: residual <= tol",
+        },
     )
-    result.warn_unconverged("power iteration", tol, "use algorithm=lanczos (converges to tol in far fewer products) or raise max_iter")
+    result.warn_unconverged(
+        "power iteration",
+        tol,
+        "use algorithm=lanczos (converges to tol in far fewer products) or raise max_iter",
+    )
     return result

@@ -9,8 +9,11 @@ from pipeline.linalg.random_matrices import random_columns
 
 
 def even_blocks(count: int, block_size: int) -> list[slice]:
-    """``count`` columns in ceil(count / block_size) blocks of nearly equal width (at most
-    ``block_size``): no ragged one-off width at the end (33 in blocks of at most 8: 7, 6, 7, 6, 7)."""
+    """``count`` columns in blocks of nearly equal width (at most ``block_size``).
+
+    ``count`` columns in ceil(count / block_size) blocks of nearly equal width (at most
+    ``block_size``): no ragged one-off width at the end (33 in blocks of at most 8: 7, 6, 7, 6, 7).
+    """
     blocks = -(-count // block_size)
     edges = [round(i * count / blocks) for i in range(blocks + 1)]
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
@@ -18,14 +21,28 @@ def even_blocks(count: int, block_size: int) -> list[slice]:
 
 def apply_in_blocks(op: Operator, X: torch.Tensor, block_size: int) -> torch.Tensor:
     """H X (D, m) in passes of at most ``block_size`` columns (``even_blocks``), in float64."""
-    return torch.cat([(op @ X[:, block].to(op.dtype)).to(torch.float64) for block in even_blocks(X.shape[1], block_size)], dim=1)
+    return torch.cat(
+        [
+            (op @ X[:, block].to(op.dtype)).to(torch.float64)
+            for block in even_blocks(X.shape[1], block_size)
+        ],
+        dim=1,
+    )
 
 
 def probe_quadratic_forms(
-    op: Operator, columns: range, seed: int, kind: str, block_size: int, project_out: torch.Tensor | None = None
+    op: Operator,
+    columns: range,
+    seed: int,
+    kind: str,
+    block_size: int,
+    project_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """z_j^T H z_j for the seeded probes z_j (columns of ``random_columns``), optionally with
-    z_j replaced by (I - Q Q^T) z_j for an orthonormal ``project_out`` = Q. Shape (len(columns),)."""
+    """z_j^T H z_j for the seeded probes z_j: shape (len(columns),).
+
+    z_j^T H z_j for the seeded probes z_j (columns of ``random_columns``), optionally with z_j
+    replaced by (I - Q Q^T) z_j for an orthonormal ``project_out`` = Q. Shape (len(columns),).
+    """
     out = []
     for block in even_blocks(len(columns), block_size):
         Z = random_columns(kind, seed, op.shape[0], columns[block], device=op.device)

@@ -39,7 +39,10 @@ def _mix(z: np.ndarray) -> np.ndarray:
 def _bits(seed: int, rows: range, columns: np.ndarray, stream: int = 0) -> np.ndarray:
     """(len(rows), len(columns)) uint64 random bits for entry (i, j) of ``seed``."""
     with np.errstate(over="ignore"):
-        base = _mix(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) + np.uint64(stream) * _GOLDEN)
+        base = _mix(
+            np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)
+            + np.uint64(stream) * _GOLDEN
+        )
         keys = _mix(base + columns.astype(np.uint64) * _GOLDEN)
         row_ids = np.arange(rows.start, rows.stop, dtype=np.uint64)
         return _mix(keys[None, :] ^ _mix(row_ids * _GOLDEN + np.uint64(1))[:, None])
@@ -58,7 +61,8 @@ def random_block(kind: str, seed: int, rows: range, columns: Iterable[int]) -> n
     step = max(1, _CHUNK_ENTRIES // max(columns.size, 1))  # bound the uint64 temporaries
     for start in range(0, len(rows), step):
         bits = _bits(seed, rows[start : start + step], columns)
-        u1 = ((bits >> np.uint64(32)).astype(np.float64) + 1.0) * 2.0**-32  # Box-Muller on the two 32-bit halves
+        # Box-Muller on the two 32-bit halves
+        u1 = ((bits >> np.uint64(32)).astype(np.float64) + 1.0) * 2.0**-32
         u2 = (bits & np.uint64(0xFFFFFFFF)).astype(np.float64) * 2.0**-32
         out[start : start + len(bits)] = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
     return out
@@ -72,12 +76,14 @@ def _rademacher(seed: int, rows: range, columns: np.ndarray) -> np.ndarray:
     words = np.arange(first_word, int(columns.max()) // 64 + 1, dtype=np.int64)
     offsets = columns - 64 * first_word
     if np.array_equal(offsets, np.arange(offsets[0], offsets[0] + offsets.size)):
-        offsets = slice(int(offsets[0]), int(offsets[0]) + offsets.size)  # contiguous columns: a view, no gather
+        # contiguous columns: a view, no gather
+        offsets = slice(int(offsets[0]), int(offsets[0]) + offsets.size)
     out = np.empty((len(rows), columns.size))
     step = max(1, _CHUNK_ENTRIES // (64 * words.size))
     for start in range(0, len(rows), step):
         bits = _bits(seed, rows[start : start + step], words)  # (m, words) uint64
-        unpacked = np.unpackbits(bits.astype("<u8").view(np.uint8), axis=1, bitorder="little")  # (m, 64 words)
+        # (m, 64 words)
+        unpacked = np.unpackbits(bits.astype("<u8").view(np.uint8), axis=1, bitorder="little")
         out[start : start + len(bits)] = _SIGNS[unpacked[:, offsets]]
     return out
 
@@ -90,11 +96,18 @@ def random_columns(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Columns ``columns`` of the (dim x inf) test matrix ``kind`` with ``seed``: shape (dim, len)."""
+    """Columns ``columns`` of the seeded test matrix ``kind``: shape (dim, len).
+
+    Columns ``columns`` of the (dim x inf) test matrix ``kind`` with ``seed``: shape (dim, len).
+    """
     columns = list(columns)
     if kind not in KINDS:
         raise InputError(f"unknown test matrix kind {kind!r}; choose one of {KINDS}")
-    block = _ssrft_columns(seed, dim, columns) if kind == "ssrft" else random_block(kind, seed, range(dim), columns)
+    block = (
+        _ssrft_columns(seed, dim, columns)
+        if kind == "ssrft"
+        else random_block(kind, seed, range(dim), columns)
+    )
     return torch.from_numpy(block).to(device=device, dtype=dtype)
 
 
@@ -111,8 +124,11 @@ def _ssrft_plan(seed: int, dim: int) -> tuple[np.ndarray, ...]:
 
 
 def _ssrft_columns(seed: int, dim: int, columns: list[int]) -> np.ndarray:
-    """Columns of Omega = sqrt(D) T^T R^T with T = F P2 S2 F P1 S1 (F orthonormal DCT-II, P
-    permutations, S random signs) and R selecting rows; column j reads row rows[j] of T."""
+    """Columns of the SSRFT test matrix Omega = sqrt(D) T^T R^T.
+
+    Columns of Omega = sqrt(D) T^T R^T with T = F P2 S2 F P1 S1 (F orthonormal DCT-II, P
+    permutations, S random signs) and R selecting rows; column j reads row rows[j] of T.
+    """
     if columns and (min(columns) < 0 or max(columns) >= dim):
         raise InputError(f"an SSRFT test matrix has columns 0..{dim - 1}")
     rows, perm2, signs2, perm1, signs1 = _ssrft_plan(seed, dim)

@@ -28,7 +28,8 @@ from pipeline.progress import tracked
 from pipeline.store.protocol import BlockedColumns
 
 log = logging.getLogger(__name__)
-_WELL_CONDITIONED = 1e-10  # smallest / largest eigenvalue of a Gram matrix CholeskyQR2 factors (cond(Y) <= 1e5)
+# smallest / largest eigenvalue of a Gram matrix CholeskyQR2 factors (cond(Y) <= 1e5)
+_WELL_CONDITIONED = 1e-10
 
 
 @dataclass
@@ -44,13 +45,17 @@ class Measurements:
 
     @property
     def inner(self) -> int:
+        """nI, the inner sketch size."""
         return self.inner_array.shape[1]
 
 
 @dataclass
 class Recovered:
-    """Eigenvalues (nO,) of the core in ascending order, its eigenvectors U (nO, nO), and the
-    basis Q (D x nO) they are coordinates in; ``method`` is "cholesky" or "householder"."""
+    """The core's eigenpairs and the basis Q (D x nO) they are coordinates in.
+
+    Eigenvalues (nO,) of the core in ascending order, its eigenvectors U (nO, nO), and the basis Q
+    (D x nO) they are coordinates in; ``method`` is "cholesky" or "householder".
+    """
 
     values: torch.Tensor
     U: torch.Tensor
@@ -72,7 +77,9 @@ def row_blocks(dim: int, min_rows: int, target_rows: int) -> list[range]:
     return [range(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def recover(meas: Measurements, rows: list[range], store, device: torch.device, progress: bool | None) -> Recovered:
+def recover(
+    meas: Measurements, rows: list[range], store, device: torch.device, progress: bool | None
+) -> Recovered:
     """Steps 1-3 above: the core eigendecomposition and the basis it lives in."""
     gram, psi_y, Z = _first_pass(meas, rows, device, progress)
     R, steps = _cholesky_factor(meas, rows, gram, device, progress)
@@ -81,19 +88,30 @@ def recover(meas: Measurements, rows: list[range], store, device: torch.device, 
         psi_q = torch.linalg.solve_triangular(R, psi_y, upper=True, left=False)
         method = "cholesky"
     else:
-        log.info("Y is too ill-conditioned for CholeskyQR2 (cond > 1e5) or rank-deficient; using Householder TSQR (Q kept in the store)")
+        log.info(
+            "Y is too ill-conditioned for CholeskyQR2 (cond > 1e5) or rank-deficient; using "
+            "Householder TSQR (Q kept in the store)"
+        )
         basis, psi_q = _householder(meas, rows, store, device, progress)
         method = "householder"
     values, U = core_eigh(psi_q, Z)
     return Recovered(values, U, basis, method, steps)
 
 
-def write_eigenvectors(rows: list[range], recovered: Recovered, columns: torch.Tensor, target, device: torch.device,
-                       progress: bool | None) -> None:
+def write_eigenvectors(
+    rows: list[range],
+    recovered: Recovered,
+    columns: torch.Tensor,
+    target,
+    device: torch.device,
+    progress: bool | None,
+) -> None:
     """target[rows] = Q U[:, columns] for every row block (step 4)."""
     coefficients = recovered.basis.coefficients(recovered.U[:, columns])
     blocks = prefetched(rows, recovered.basis.loader(device))
-    for index, (block, data) in enumerate(tracked(blocks, total=len(rows), desc="V = Q U", unit="rows", progress=progress)):
+    for index, (block, data) in enumerate(
+        tracked(blocks, total=len(rows), desc="V = Q U", unit="rows", progress=progress)
+    ):
         target[block.start : block.stop] = (data @ coefficients(index)).cpu().numpy()
 
 
@@ -107,28 +125,42 @@ def core_eigh(psi_q: torch.Tensor, Z: torch.Tensor) -> tuple[torch.Tensor, torch
 
 
 # ---- passes ---------------------------------------------------------------------------------
-def _first_pass(meas: Measurements, rows: list[range], device: torch.device, progress) -> tuple[torch.Tensor, ...]:
+def _first_pass(
+    meas: Measurements, rows: list[range], device: torch.device, progress
+) -> tuple[torch.Tensor, ...]:
     """G = Y^T Y (nO, nO), Psi Y (nI, nO) and Z = Psi W (nI, nI), symmetrised."""
     outer, inner = meas.outer, meas.inner
     gram = torch.zeros(outer, outer, dtype=torch.float64, device=device)
     Z = torch.zeros(inner, inner, dtype=torch.float64, device=device)
     psi_y = None if meas.recycled else torch.zeros(inner, outer, dtype=torch.float64, device=device)
     load = _loader(meas, device, outer=not meas.recycled, inner=True, psi=True)
-    for _, loaded in tracked(prefetched(rows, load), total=len(rows), desc="Gram, Psi Y, Z", unit="rows", progress=progress):
+    for _, loaded in tracked(
+        prefetched(rows, load),
+        total=len(rows),
+        desc="Gram, Psi Y, Z",
+        unit="rows",
+        progress=progress,
+    ):
         W, psi_t = loaded[-2], loaded[-1]
         Y = W[:, :outer] if meas.recycled else loaded[0]
         gram.addmm_(Y.T, Y)
         Z.addmm_(psi_t.T, W)
         if psi_y is not None:
             psi_y.addmm_(psi_t.T, Y)
-    psi_y = Z[:, :outer].clone() if psi_y is None else psi_y  # recycled: Psi Y is the first nO columns of Psi W
+    # recycled: Psi Y is the first nO columns of Psi W
+    psi_y = Z[:, :outer].clone() if psi_y is None else psi_y
     return gram, psi_y, (Z + Z.T) / 2
 
 
-def _cholesky_factor(meas: Measurements, rows: list[range], gram: torch.Tensor, device, progress) -> tuple[torch.Tensor | None, int]:
-    """CholeskyQR2: upper R = R2 R1 with R1 = chol(Y^T Y), R2 = chol(Q1^T Q1) for Q1 = Y R1^-1
-    (one more pass over Y), so that Y R^-1 is orthonormal to rounding. None where Y^T Y is too
-    ill-conditioned for that (cond(Y) > 1e5): the caller falls back to Householder."""
+def _cholesky_factor(
+    meas: Measurements, rows: list[range], gram: torch.Tensor, device, progress
+) -> tuple[torch.Tensor | None, int]:
+    """CholeskyQR2.
+
+    Upper R = R2 R1 with R1 = chol(Y^T Y), R2 = chol(Q1^T Q1) for Q1 = Y R1^-1 (one more pass over
+    Y), so that Y R^-1 is orthonormal to rounding. None where Y^T Y is too ill-conditioned for that
+    (cond(Y) > 1e5): the caller falls back to Householder.
+    """
     R = torch.eye(gram.shape[0], dtype=torch.float64, device=device)
     for step in range(2):
         eigenvalues = torch.linalg.eigvalsh(gram)
@@ -143,26 +175,47 @@ def _cholesky_factor(meas: Measurements, rows: list[range], gram: torch.Tensor, 
     return R, 2
 
 
-def _gram_of_basis(meas: Measurements, rows: list[range], R: torch.Tensor, device, progress) -> torch.Tensor:
-    """Gram matrix of Q1 = Y R^-1, with R^-1 formed once (a GEMM per block is several times
-    faster than a triangular solve on tall blocks; cond(R) <= 1e5 here)."""
+def _gram_of_basis(
+    meas: Measurements, rows: list[range], R: torch.Tensor, device, progress
+) -> torch.Tensor:
+    """Gram matrix of Q1 = Y R^-1, with R^-1 formed once.
+
+    Gram matrix of Q1 = Y R^-1, with R^-1 formed once (a GEMM per block is several times faster than
+    a triangular solve on tall blocks; cond(R) <= 1e5 here).
+    """
     gram = torch.zeros_like(R)
-    inverse = torch.linalg.solve_triangular(R, torch.eye(*R.shape, dtype=R.dtype, device=device), upper=True)
-    for _, (Y,) in tracked(prefetched(rows, _loader(meas, device, outer=True)), total=len(rows), desc="CholeskyQR2 second pass",
-                           unit="rows", progress=progress):
+    inverse = torch.linalg.solve_triangular(
+        R, torch.eye(*R.shape, dtype=R.dtype, device=device), upper=True
+    )
+    for _, (Y,) in tracked(
+        prefetched(rows, _loader(meas, device, outer=True)),
+        total=len(rows),
+        desc="CholeskyQR2 second pass",
+        unit="rows",
+        progress=progress,
+    ):
         Q = Y @ inverse
         gram.addmm_(Q.T, Q)
     return gram
 
 
-def _householder(meas: Measurements, rows: list[range], store, device, progress) -> tuple[_HouseholderBasis, torch.Tensor]:
-    """Two-level TSQR: Q_i R_i = Y_i per row block (Q_i kept in the store), Q2 R = [R_1; ...];
-    Q = diag(Q_i) Q2. Returns the basis and Psi Q accumulated over the row blocks."""
+def _householder(
+    meas: Measurements, rows: list[range], store, device, progress
+) -> tuple[_HouseholderBasis, torch.Tensor]:
+    """Two-level TSQR: Q_i R_i = Y_i per row block (Q_i kept in the store), Q2 R = [R_1; ...].
+
+    Q = diag(Q_i) Q2. Returns the basis and Psi Q accumulated over the row blocks.
+    """
     outer = meas.outer
     stored = store.matrix("Q", (meas.outer_array.shape[0], outer), rows[0].stop, np.float64)
     factors = []
-    for block, (Y,) in tracked(prefetched(rows, _loader(meas, device, outer=True)), total=len(rows), desc="Householder TSQR",
-                               unit="rows", progress=progress):
+    for block, (Y,) in tracked(
+        prefetched(rows, _loader(meas, device, outer=True)),
+        total=len(rows),
+        desc="Householder TSQR",
+        unit="rows",
+        progress=progress,
+    ):
         q, r = torch.linalg.qr(Y)
         stored[block.start : block.stop] = q.cpu().numpy()
         factors.append(r)
@@ -175,7 +228,9 @@ def _householder(meas: Measurements, rows: list[range], store, device, progress)
         return stored_rows(block), _psi_rows(meas, block, device)
 
     blocks = prefetched(rows, load)
-    for index, (_, (q, psi_t)) in enumerate(tracked(blocks, total=len(rows), desc="Psi Q", unit="rows", progress=progress)):
+    for index, (_, (q, psi_t)) in enumerate(
+        tracked(blocks, total=len(rows), desc="Psi Q", unit="rows", progress=progress)
+    ):
         psi_q.addmm_(psi_t.T, q @ basis.rotations[index])
     return basis, psi_q
 
@@ -187,10 +242,12 @@ class _CholeskyBasis:
         self.meas, self.R = meas, R
 
     def loader(self, device: torch.device) -> Callable[[range], torch.Tensor]:
-        return lambda block: _device(checked_rows(self.meas.outer_array, block, self.meas.outer, "outer"), device)
+        return lambda block: _device(
+            checked_rows(self.meas.outer_array, block, self.meas.outer, "outer"), device
+        )
 
     def coefficients(self, right: torch.Tensor) -> Callable[[int], torch.Tensor]:
-        """index -> C_i with Q_i right = data_i C_i (here R^-1 right for every block)."""
+        """Index -> C_i with Q_i right = data_i C_i (here R^-1 right for every block)."""
         mapping = torch.linalg.solve_triangular(self.R, right, upper=True)
         return lambda index: mapping
 
@@ -209,8 +266,13 @@ class _HouseholderBasis:
 
 
 # ---- loading ----------------------------------------------------------------------------------
-def _loader(meas: Measurements, device: torch.device, outer: bool = False, inner: bool = False, psi: bool = False
-            ) -> Callable[[range], tuple[torch.Tensor, ...]]:
+def _loader(
+    meas: Measurements,
+    device: torch.device,
+    outer: bool = False,
+    inner: bool = False,
+    psi: bool = False,
+) -> Callable[[range], tuple[torch.Tensor, ...]]:
     """A function block -> the requested row blocks (Y, W, Psi^T rows) as float64 on ``device``."""
 
     def load(block: range) -> tuple[torch.Tensor, ...]:
@@ -227,11 +289,14 @@ def _loader(meas: Measurements, device: torch.device, outer: bool = False, inner
 
 
 def _psi_rows(meas: Measurements, block: range, device: torch.device) -> torch.Tensor:
-    return _device(random_block(meas.inner_kind, meas.inner_seed, block, range(meas.inner)), device)  # rows of Psi^T
+    # rows of Psi^T
+    return _device(random_block(meas.inner_kind, meas.inner_seed, block, range(meas.inner)), device)
 
 
 def _device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64)).to(device, non_blocking=True)
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64)).to(
+        device, non_blocking=True
+    )
 
 
 class DamagedMeasurements(RuntimeError):
@@ -239,28 +304,41 @@ class DamagedMeasurements(RuntimeError):
 
 
 def checked_rows(array: BlockedColumns, block: range, ncols: int, name: str) -> np.ndarray:
-    """Rows ``block`` of the first ``ncols`` columns. Column blocks whose chunks fail their
-    checksum, are truncated, lost (fill value) or non-finite are unmarked and reported by
-    DamagedMeasurements, naming the array and the columns."""
+    """Rows ``block`` of the first ``ncols`` columns.
+
+    Column blocks whose chunks fail their checksum, are truncated, lost (fill value) or non-finite
+    are unmarked and reported by DamagedMeasurements, naming the array and the columns.
+    """
     try:
         values = array.read_rows(block, ncols)
         bad = ~np.isfinite(values).all(axis=0)
         damaged = sorted({int(c) // array.block for c in np.flatnonzero(bad)})
     except (ValueError, OSError):  # a chunk that does not decode: find which column blocks
-        values, damaged = None, [index for index, cols in enumerate(array.blocks()) if cols.start < ncols
-                                 and not _readable(array, block, range(cols.start, min(cols.stop, ncols)))]
+        values, damaged = (
+            None,
+            [
+                index
+                for index, cols in enumerate(array.blocks())
+                if cols.start < ncols
+                and not _readable(array, block, range(cols.start, min(cols.stop, ncols)))
+            ],
+        )
     if not damaged:
         return values
     spans = [array.blocks()[index] for index in damaged]
     for columns in spans:
         array.unmark(columns)
-    raise DamagedMeasurements(f"the store's {name} measurements are damaged (checksum mismatch, truncated, missing or "
-                              f"non-finite chunks) in columns {', '.join(f'{c.start}..{c.stop - 1}' for c in spans)}; "
-                              "those blocks were unmarked")
+    raise DamagedMeasurements(
+        f"the store's {name} measurements are damaged (checksum mismatch, truncated, missing or "
+        f"non-finite chunks) in columns {', '.join(f'{c.start}..{c.stop - 1}' for c in spans)}; "
+        "those blocks were unmarked"
+    )
 
 
 def _readable(array: BlockedColumns, rows: range, columns: range) -> bool:
     try:
-        return bool(np.isfinite(array.data[rows.start : rows.stop, columns.start : columns.stop]).all())
+        return bool(
+            np.isfinite(array.data[rows.start : rows.stop, columns.start : columns.stop]).all()
+        )
     except (ValueError, OSError):
         return False

@@ -30,18 +30,37 @@ class EigResult:
     info: dict[str, Any] = field(default_factory=dict)
 
     def warn_unconverged(self, algorithm: str, tol: float, advice: str) -> None:
-        """Log one WARNING sentence for the pairs whose residual misses ``tol`` (or was not computed):
-        how many, the worst, the cause and the fix (``advice``); the per-pair residuals at DEBUG."""
+        """Log one WARNING sentence for the pairs whose residual misses ``tol``.
+
+        Log one WARNING sentence for the pairs whose residual misses ``tol`` (or was not computed):
+        how many, the worst, the cause and the fix (``advice``); the per-pair residuals at DEBUG.
+        """
         residuals, converged = self.residuals.tolist(), self.converged.tolist()
         missed = [(i, r) for i, (r, ok) in enumerate(zip(residuals, converged)) if not ok]
         if not missed:
             return
         computed = [(r, i) for i, r in missed if r == r]
-        worst = f"worst {max(computed)[0]:.2g} at #{max(computed)[1]}" if computed else "residuals not computed"
+        worst = (
+            f"worst {max(computed)[0]:.2g} at #{max(computed)[1]}"
+            if computed
+            else "residuals not computed"
+        )
         unknown = len(missed) - len(computed)
-        log.warning("%s: %d of %d eigenpairs missed the relative residual tol=%g (%s%s); %s", algorithm, len(missed), len(converged),
-                    tol, worst, f", {unknown} not computed" if computed and unknown else "", advice)
-        log.debug("%s residuals by pair: %s", algorithm, ", ".join(f"#{i} {r:.3g}" for i, r in enumerate(residuals)))
+        log.warning(
+            "%s: %d of %d eigenpairs missed the relative residual tol=%g (%s%s); %s",
+            algorithm,
+            len(missed),
+            len(converged),
+            tol,
+            worst,
+            f", {unknown} not computed" if computed and unknown else "",
+            advice,
+        )
+        log.debug(
+            "%s residuals by pair: %s",
+            algorithm,
+            ", ".join(f"#{i} {r:.3g}" for i, r in enumerate(residuals)),
+        )
 
 
 @dataclass
@@ -71,7 +90,10 @@ class SpectralDensity:
 
 @dataclass
 class SketchResult:
-    """Eigenvalues (sorted by |lambda|) of the sketch S^T H S and its trace (an estimate of tr H)."""
+    """Eigenvalues of the sketch S^T H S and its trace.
+
+    Eigenvalues (sorted by |lambda|) of the sketch S^T H S and its trace (an estimate of tr H).
+    """
 
     eigenvalues: torch.Tensor
     trace: float

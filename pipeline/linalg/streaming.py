@@ -11,10 +11,13 @@ T = TypeVar("T")
 
 
 def prefetched(blocks: Sequence[range], load: Callable[[range], T]) -> Iterator[tuple[range, T]]:
-    """Yield (block, load(block)) in order while a background thread already loads the next
-    block, so reading (Zarr, numpy, host-to-device copies: all release the GIL) overlaps the
-    caller's compute. At most two loaded blocks are alive at a time; an error in ``load`` is
-    raised here, at the block it belongs to."""
+    """Yield (block, load(block)) in order while the next block loads.
+
+    Yield (block, load(block)) in order while a background thread already loads the next block, so
+    reading (Zarr, numpy, host-to-device copies: all release the GIL) overlaps the caller's compute.
+    At most two loaded blocks are alive at a time; an error in ``load`` is raised here, at the block
+    it belongs to.
+    """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
         pending = pool.submit(load, blocks[0]) if blocks else None
         for index, block in enumerate(blocks):
@@ -24,9 +27,12 @@ def prefetched(blocks: Sequence[range], load: Callable[[range], T]) -> Iterator[
 
 
 class WriteBehind:
-    """One write at a time in a background thread, so the caller computes the next block while
-    the last one is written. ``submit`` first waits for the previous write (raising its error);
-    ``wait`` waits for the last one. Nothing is dropped: every submitted write finishes or raises."""
+    """One write at a time in a background thread.
+
+    One write at a time in a background thread, so the caller computes the next block while the last
+    one is written. ``submit`` first waits for the previous write (raising its error); ``wait``
+    waits for the last one. Nothing is dropped: every submitted write finishes or raises.
+    """
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None

@@ -10,7 +10,10 @@ from pipeline.errors import InputError
 
 
 def tanh_mlp(widths: Sequence[int] = (256, 20, 20, 20, 20, 20, 10)) -> nn.Sequential:
-    """Flatten, then Linear layers of the given widths with tanh between them (none after the last)."""
+    """Flatten, then Linear layers of the given widths with tanh between them.
+
+    Flatten, then Linear layers of the given widths with tanh between them (none after the last).
+    """
     if len(widths) < 2:
         raise InputError(f"an MLP needs at least input and output widths, got {list(widths)}")
     layers: list[nn.Module] = [nn.Flatten()]

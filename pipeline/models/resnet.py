@@ -1,5 +1,8 @@
-"""ResNet-18 with torchvision's layout and parameter names (11,689,512 parameters for 1000
-classes), in plain torch so that it runs where torchvision does not."""
+"""ResNet-18 with torchvision's layout and parameter names, in plain torch.
+
+ResNet-18 with torchvision's layout and parameter names (11,689,512 parameters for 1000 classes), in
+plain torch so that it runs where torchvision does not.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +22,13 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(channels_out)
         self.downsample = None
         if stride != 1 or channels_in != channels_out:
-            self.downsample = nn.Sequential(nn.Conv2d(channels_in, channels_out, 1, stride, bias=False), nn.BatchNorm2d(channels_out))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(channels_in, channels_out, 1, stride, bias=False),
+                nn.BatchNorm2d(channels_out),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))."""
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         return self.relu(self.bn2(self.conv2(out)) + identity)
@@ -38,7 +45,10 @@ class ResNet18(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         widths = (64, 128, 256, 512)
         self.layer1, self.layer2, self.layer3, self.layer4 = (
-            nn.Sequential(BasicBlock(widths[max(i - 1, 0)], width, 1 if i == 0 else 2), BasicBlock(width, width))
+            nn.Sequential(
+                BasicBlock(widths[max(i - 1, 0)], width, 1 if i == 0 else 2),
+                BasicBlock(width, width),
+            )
             for i, width in enumerate(widths)
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -48,6 +58,7 @@ class ResNet18(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes) for images x (N, 3, H, W)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))

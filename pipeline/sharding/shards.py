@@ -15,7 +15,10 @@ def shard_indices(num_samples: int, num_shards: int, rank: int) -> range:
     if num_shards <= 0:
         raise InputError(f"number of shards must be positive, got {num_shards}")
     if num_shards > num_samples:
-        raise InputError(f"cannot split {num_samples} samples into {num_shards} non-empty shards; use at most {num_samples} workers")
+        raise InputError(
+            f"cannot split {num_samples} samples into {num_shards} non-empty shards; use at most "
+            f"{num_samples} workers"
+        )
     base, extra = divmod(num_samples, num_shards)
     start = rank * base + min(rank, extra)
     return range(start, start + base + (1 if rank < extra else 0))
@@ -32,7 +35,10 @@ def shard_batches(dataset: Any, num_shards: int, rank: int, batch_size: int) -> 
     if isinstance(dataset, tuple) and len(dataset) == 2:
         dataset = TensorDataset(*dataset)
     if not isinstance(dataset, Dataset) or not hasattr(dataset, "__len__"):
-        raise InputError(f"a data set must be an (inputs, targets) pair or a sized map-style Dataset, got {type(dataset).__name__}")
+        raise InputError(
+            "a data set must be an (inputs, targets) pair or a sized map-style Dataset, got "
+            f"{type(dataset).__name__}"
+        )
     shard = shard_indices(len(dataset), num_shards, rank)
     if isinstance(dataset, TensorDataset):
         inputs, targets = (t[shard.start : shard.stop] for t in dataset.tensors)

@@ -17,8 +17,11 @@ from pipeline.sharding.shards import shard_batches
 
 @dataclass(frozen=True)
 class Preview:
-    """The problem as the driver sees it before workers start: N samples, dimension D, the dtype
-    of theta and the SHA-1 of theta (``pipeline.curvature.params.weights_digest``)."""
+    """The problem as the driver sees it before workers start.
+
+    N samples, dimension D, the dtype of theta and the SHA-1 of theta
+    (``pipeline.curvature.params.weights_digest``).
+    """
 
     num_samples: int
     dim: int
@@ -44,36 +47,54 @@ class ProblemSpec:
     dtype: str | None = None
     operator_options: dict[str, Any] = field(default_factory=dict)
     _preview: Preview | None = field(default=None, init=False, repr=False)
-    _dataset: Any = field(default=None, init=False, repr=False, compare=False)  # the preview's, reused by an in-process build
+    # the preview's, reused by an in-process build
+    _dataset: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.curvature not in CURVATURES:
-            raise InputError(f"unknown curvature {self.curvature!r}; choose one of {sorted(CURVATURES)}")
+            raise InputError(
+                f"unknown curvature {self.curvature!r}; choose one of {sorted(CURVATURES)}"
+            )
         if self.batch_size <= 0:
-            raise InputError(f"batch_size (data.batch_size) must be positive, got {self.batch_size}")
+            raise InputError(
+                f"batch_size (data.batch_size) must be positive, got {self.batch_size}"
+            )
 
     def num_samples(self) -> int:
         """Size of the whole data set (see ``preview``)."""
         return self.preview().num_samples
 
     def preview(self) -> Preview:
-        """What the driver learns of the problem before any worker (or Ray) starts, after checking
-        that the first sample goes through the model and the loss: sample count, D, dtype and the
-        weights digest. The model and the data are built here once, then cached."""
+        """What the driver learns of the problem before any worker starts.
+
+        What the driver learns of the problem before any worker (or Ray) starts, after checking that
+        the first sample goes through the model and the loss: sample count, D, dtype and the weights
+        digest. The model and the data are built here once, then cached.
+        """
         if self._preview is None:
             dataset = self.dataset_factory()
-            inputs, targets = (dataset[0][:1], dataset[1][:1]) if isinstance(dataset, tuple) else next(iter(
-                torch.utils.data.DataLoader(dataset, batch_size=1)))
+            inputs, targets = (
+                (dataset[0][:1], dataset[1][:1])
+                if isinstance(dataset, tuple)
+                else next(iter(torch.utils.data.DataLoader(dataset, batch_size=1)))
+            )
             model = self.model_factory().eval()
             view, theta = flat_parameters(model, self.params, self.torch_dtype)
             if self.torch_dtype is not None:
-                model, inputs = model.to(self.torch_dtype), inputs.to(self.torch_dtype) if inputs.is_floating_point() else inputs
+                model, inputs = (
+                    model.to(self.torch_dtype),
+                    inputs.to(self.torch_dtype) if inputs.is_floating_point() else inputs,
+                )
             try:
                 with torch.no_grad():
                     self.loss_fn(model(inputs), targets)
             except (RuntimeError, IndexError, ValueError, TypeError) as error:
-                raise InputError(f"the model does not accept the data: {str(error).splitlines()[0]}; check the model "
-                                 "(input size, channels, num_classes) against the data (image_size, input_shape, classes)") from None
+                raise InputError(
+                    f"the model does not accept the data: {str(error).splitlines()[0]}; check the "
+                    "model "
+                    "(input size, channels, num_classes) against the data (image_size, "
+                    "input_shape, classes)"
+                ) from None
             count = int(dataset[0].shape[0]) if isinstance(dataset, tuple) else len(dataset)
             self._preview = Preview(count, view.dim, theta.dtype, weights_digest(theta))
             self._dataset = dataset
@@ -83,13 +104,26 @@ class ProblemSpec:
         """Pickled for workers without the driver's data: each builds (and shards) its own."""
         return {**self.__dict__, "_dataset": None}
 
-    def build(self, num_shards: int = 1, rank: int = 0, device: str | torch.device = "cpu") -> CurvatureOperator:
-        """The curvature operator on shard ``rank`` of ``num_shards`` (the whole data for 1 shard)."""
+    def build(
+        self, num_shards: int = 1, rank: int = 0, device: str | torch.device = "cpu"
+    ) -> CurvatureOperator:
+        """The curvature operator on shard ``rank`` of ``num_shards``.
+
+        The curvature operator on shard ``rank`` of ``num_shards`` (the whole data for 1 shard).
+        """
         model = self.model_factory().to(device)
         dataset = self._dataset if self._dataset is not None else self.dataset_factory()
         batches = shard_batches(dataset, num_shards, rank, self.batch_size)
-        return CURVATURES[self.curvature](model, self.loss_fn, batches, params=self.params, dtype=self.torch_dtype, **self.operator_options)
+        return CURVATURES[self.curvature](
+            model,
+            self.loss_fn,
+            batches,
+            params=self.params,
+            dtype=self.torch_dtype,
+            **self.operator_options,
+        )
 
     @property
     def torch_dtype(self) -> torch.dtype | None:
+        """The dtype the operator computes in, as a torch dtype (None: the model's)."""
         return getattr(torch, self.dtype) if isinstance(self.dtype, str) else self.dtype

@@ -1,6 +1,9 @@
-"""The algorithm registry: one module per solver, each exporting a ``Solver`` as ``SOLVER`` (its
-typed Hydra schema, run function, product count, checks and whether it needs the run store).
-A new solver is its module here and its yaml in conf/algorithm/: the registry finds the module."""
+"""The algorithm registry.
+
+One module per solver, each exporting a ``Solver`` as ``SOLVER`` (its typed Hydra schema, run
+function, product count, checks and whether it needs the run store). A new solver is its module here
+and its yaml in conf/algorithm/: the registry finds the module.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pipeline.solvers.base import Solver
 
 
 def discover() -> dict[str, Solver]:
-    """name -> ``SOLVER`` of every module of this package that defines one, in module-name order."""
+    """Name -> ``SOLVER`` of every module of this package that defines one, in module-name order."""
     found = (getattr(module, "SOLVER", None) for module in modules_of(sys.modules[__name__]))
     return {solver.name: solver for solver in found if isinstance(solver, Solver)}
 

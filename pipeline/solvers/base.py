@@ -22,7 +22,8 @@ class Solver:
 
     ``config``: the dataclass schema registered in Hydra's algorithm group as ``<name>_schema``
     (a foreign or ill-typed key fails at composition); ``run(a, op, seed=, store=, problem=)``
-    returns its ``Outcome`` (``pipeline.solvers.outcomes``); ``matvecs(a, D)`` the products it will spend and what that
+    returns its ``Outcome`` (``pipeline.solvers.outcomes``); ``matvecs(a, D)`` the products it will
+    spend and what that
     figure means (for the plan); ``check(a)`` refuses bad values before anything starts;
     ``needs_store``: the run keeps its measurements in the Zarr run store; ``cost(a, D, itemsize)``
     its post-processing seconds, store and driver bytes (None: no post-processing, no store);
@@ -37,7 +38,9 @@ class Solver:
     check: Callable[[Any], None] = lambda a: None
     needs_store: bool = False
     cost: Callable[[Any, int, int], dict[str, float]] | None = None
-    preflight: Callable[..., None] = lambda a, shape, **_: check_k(shape, a.k) if hasattr(a, "k") else None
+    preflight: Callable[..., None] = lambda a, shape, **_: (
+        check_k(shape, a.k) if hasattr(a, "k") else None
+    )
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,11 @@ class OperatorShape:
 
 
 def default_of(function: Callable, parameter: str) -> Any:
-    """The default of ``function``'s ``parameter``: a config field taking a library argument takes
-    its default from the signature, so the two cannot disagree."""
+    """The default of ``function``'s ``parameter``.
+
+    A config field taking a library argument takes its default from the signature, so the two cannot
+    disagree.
+    """
     return inspect.signature(function).parameters[parameter].default
 
 

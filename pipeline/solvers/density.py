@@ -1,4 +1,7 @@
-"""``algorithm=density``: spectral density by stochastic Lanczos quadrature (``pipeline.linalg.density``)."""
+"""``algorithm=density``.
+
+Spectral density by stochastic Lanczos quadrature (``pipeline.linalg.density``).
+"""
 
 from __future__ import annotations
 
@@ -15,12 +18,16 @@ from pipeline.solvers.outcomes import DensityOutcome
 
 @dataclass
 class DensityConfig:
+    """``algorithm=density``: SLQ probes and Lanczos steps."""
+
     name: str = "density"
     num_probes: int = default_of(slq_density, "num_probes")
     num_steps: int = default_of(slq_density, "num_steps")
 
 
-def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None) -> DensityOutcome:
+def run(
+    a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | None = None
+) -> DensityOutcome:
     """The density, and tr H = D * integral of x phi(x) dx from it."""
     density = slq_density(op, a.num_probes, a.num_steps, seed=seed)
     trace = float(trapezoid(density.grid * density.density, density.grid)) * op.shape[0]
@@ -28,6 +35,7 @@ def run(a: Any, op: Operator, *, seed: int, store: Any = None, problem: dict | N
 
 
 def matvecs(a: Any, dim: int) -> tuple[int, str]:
+    """The products the solver makes: probes x steps."""
     return a.num_probes * a.num_steps, "num_probes x num_steps"
 
 

@@ -18,7 +18,8 @@ from pipeline.linalg.result import EigResult, SpectralDensity
 from pipeline.store.protocol import StoredMatrix
 
 log = logging.getLogger("pipeline.solvers")
-VECTORS_NPY_MAX_BYTES = 1 << 30  # a stored (D, k) eigenvector matrix up to 1 GiB is also written as eigenvectors.npy
+# a stored (D, k) eigenvector matrix up to 1 GiB is also written as eigenvectors.npy
+VECTORS_NPY_MAX_BYTES = 1 << 30
 
 
 @dataclass
@@ -48,8 +49,11 @@ class Outcome:
 
 @dataclass
 class EigenOutcome(Outcome):
-    """Top-k eigenpairs: eigenvalues (k,), relative residuals (k,), converged flags (k,), the
-    eigenvectors (D, k) as a tensor or a stored matrix, and the solver's ``extra`` details."""
+    """Top-k eigenpairs.
+
+    Eigenvalues (k,), relative residuals (k,), converged flags (k,), the eigenvectors (D, k) as a
+    tensor or a stored matrix, and the solver's ``extra`` details.
+    """
 
     eigenvalues: list[float] = field(default_factory=list)
     residuals: list[float] = field(default_factory=list)
@@ -62,24 +66,42 @@ class EigenOutcome(Outcome):
         """The outcome of an eigensolver's result (its top eigenvalues and residuals logged)."""
         log.info("top eigenvalues %s", np.array2string(result.eigenvalues.numpy(), precision=5))
         log.info("relative residuals %s", np.array2string(result.residuals.numpy(), precision=2))
-        return cls(result.matvecs, result.eigenvalues.tolist(), result.residuals.tolist(), result.converged.tolist(),
-                   result.eigenvectors, extra)
+        return cls(
+            result.matvecs,
+            result.eigenvalues.tolist(),
+            result.residuals.tolist(),
+            result.converged.tolist(),
+            result.eigenvectors,
+            extra,
+        )
 
     def record(self) -> dict[str, Any]:
-        return {"eigenvalues": self.eigenvalues, "residuals": self.residuals, "converged": self.converged,
-                "all_converged": all(self.converged), "matvecs": self.matvecs, "extra": self.extra}
+        """The outcome's entries in results.json."""
+        return {
+            "eigenvalues": self.eigenvalues,
+            "residuals": self.residuals,
+            "converged": self.converged,
+            "all_converged": all(self.converged),
+            "matvecs": self.matvecs,
+            "extra": self.extra,
+        }
 
     def artifacts(self) -> dict[str, Any]:
+        """The arrays written beside results.json (eigenvectors where they fit)."""
         arrays: dict[str, Any] = {"eigenvalues.npy": np.asarray(self.eigenvalues)}
         vectors = self.eigenvectors
         if isinstance(vectors, torch.Tensor):
             arrays["eigenvectors.npy"] = vectors.cpu().numpy()
-        elif isinstance(vectors, StoredMatrix) and int(np.prod(vectors.shape)) * vectors.dtype.itemsize <= VECTORS_NPY_MAX_BYTES:
+        elif (
+            isinstance(vectors, StoredMatrix)
+            and int(np.prod(vectors.shape)) * vectors.dtype.itemsize <= VECTORS_NPY_MAX_BYTES
+        ):
             arrays["eigenvectors.npy"] = np.asarray(vectors)
         return arrays
 
     @property
     def spectrum(self) -> tuple[list[float], list[float], Any]:
+        """Eigenvalues, residuals and the convergence history, for the plots."""
         return self.eigenvalues, self.residuals, self.extra.get("history")
 
 
@@ -91,6 +113,7 @@ class TraceOutcome(Outcome):
     trace_stderr: float = 0.0
 
     def record(self) -> dict[str, Any]:
+        """The outcome's entries in results.json."""
         return {"trace": self.trace, "trace_stderr": self.trace_stderr, "matvecs": self.matvecs}
 
 
@@ -102,14 +125,24 @@ class DensityOutcome(Outcome):
     trace: float = 0.0
 
     def record(self) -> dict[str, Any]:
+        """The outcome's entries in results.json."""
         return {"matvecs": self.matvecs, "trace": self.trace}
 
     def artifacts(self) -> dict[str, Any]:
+        """density.npz: the grid and the density, and the nodes and weights."""
         d = self.density
-        return {"density.npz": {"grid": d.grid, "density": d.density, "nodes": d.nodes, "weights": d.weights}}
+        return {
+            "density.npz": {
+                "grid": d.grid,
+                "density": d.density,
+                "nodes": d.nodes,
+                "weights": d.weights,
+            }
+        }
 
     @property
     def curve(self) -> SpectralDensity | None:
+        """The density, for the plots."""
         return self.density
 
 
@@ -121,7 +154,9 @@ class SketchOutcome(Outcome):
     trace: float = 0.0
 
     def record(self) -> dict[str, Any]:
+        """The outcome's entries in results.json."""
         return {"eigenvalues": self.eigenvalues, "trace": self.trace, "matvecs": self.matvecs}
 
     def artifacts(self) -> dict[str, Any]:
+        """eigenvalues.npy: the sketch's eigenvalues."""
         return {"eigenvalues.npy": np.asarray(self.eigenvalues)}

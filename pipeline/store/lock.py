@@ -29,33 +29,49 @@ class StoreLock:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.holder = {"host": socket.gethostname(), "pid": os.getpid(),
-                       "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        self.holder = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
         self._acquire()
         self._finalizer = weakref.finalize(self, _remove_if_ours, self.path, self.holder["pid"])
 
     def release(self) -> None:
+        """Release the lock (idempotent)."""
         self._finalizer()
 
     def _acquire(self) -> None:
         for _ in range(2):
             try:
-                with os.fdopen(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "w") as handle:
+                with os.fdopen(
+                    os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "w"
+                ) as handle:
                     json.dump(self.holder, handle)
                 return
             except FileExistsError:
                 other = _read(self.path)
-                if other.get("host") == self.holder["host"] and other.get("pid") == self.holder["pid"]:
+                if (
+                    other.get("host") == self.holder["host"]
+                    and other.get("pid") == self.holder["pid"]
+                ):
                     return  # this process already holds it
                 if other.get("host") == self.holder["host"] and not _alive(other.get("pid")):
-                    log.warning("taking over the stale lock %s of pid %s (no longer running)", self.path, other.get("pid"))
+                    log.warning(
+                        "taking over the stale lock %s of pid %s (no longer running)",
+                        self.path,
+                        other.get("pid"),
+                    )
                     self.path.unlink(missing_ok=True)
                     continue
                 raise StoreLockedError(
-                    f"the store {self.path.with_suffix('')} is in use by pid {other.get('pid')} on {other.get('host')} since "
+                    f"the store {self.path.with_suffix('')} is in use by pid {other.get('pid')} on "
+                    f"{other.get('host')} since "
                     f"{other.get('since')}: wait for that run, or if it is gone, delete {self.path}"
                 ) from None
-        raise StoreLockedError(f"cannot take the lock {self.path}: another driver keeps recreating it")
+        raise StoreLockedError(
+            f"cannot take the lock {self.path}: another driver keeps recreating it"
+        )
 
 
 def _read(path: Path) -> dict:

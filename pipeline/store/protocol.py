@@ -1,6 +1,8 @@
-"""What SEIGH needs of a store: column-blocked arrays with completion marks (``BlockedColumns``),
-the ``MeasurementStore`` protocol, the ``ColumnWriter`` that workers write blocks through, and
-``StoredMatrix``, a matrix read back by row blocks.
+"""What SEIGH needs of a store.
+
+Column-blocked arrays with completion marks (``BlockedColumns``), the ``MeasurementStore`` protocol,
+the ``ColumnWriter`` that workers write blocks through, and ``StoredMatrix``, a matrix read back by
+row blocks.
 
 ``BlockedColumns`` works on anything sliceable like numpy (numpy arrays in ``MemoryStore``, Zarr
 arrays in ``RunStore``): a block's mark is set only after its data is written, so a run killed at
@@ -18,7 +20,8 @@ import torch
 class ColumnWriter(Protocol):
     """Receives measured column blocks (e.g. a Zarr array writer); must be picklable to travel."""
 
-    def write(self, columns: range, block: torch.Tensor) -> None: ...
+    def write(self, columns: range, block: torch.Tensor) -> None:
+        """Write ``block`` (D, len(columns)) as ``columns`` and mark them complete."""
 
 
 class BlockedColumns:
@@ -30,28 +33,49 @@ class BlockedColumns:
     write blocks themselves.
     """
 
-    def __init__(self, data: Any, done: Any, block: int, writer: ColumnWriter | None = None, ncols: int | None = None):
+    def __init__(
+        self,
+        data: Any,
+        done: Any,
+        block: int,
+        writer: ColumnWriter | None = None,
+        ncols: int | None = None,
+    ):
         self.data, self.done, self.block, self.writer = data, done, block, writer
         self.shape = (data.shape[0], data.shape[1] if ncols is None else ncols)
 
     def blocks(self) -> list[range]:
+        """The column ranges of the blocks, the last one possibly partial."""
         stored = self.data.shape[1]
-        return [range(start, min(start + self.block, stored)) for start in range(0, self.shape[1], self.block)]
+        return [
+            range(start, min(start + self.block, stored))
+            for start in range(0, self.shape[1], self.block)
+        ]
 
     def missing_blocks(self) -> list[range]:
+        """The blocks not yet marked complete."""
         marks = np.asarray(self.done[:])
         return [cols for index, cols in enumerate(self.blocks()) if not marks[index]]
 
     def write(self, columns: range, values: torch.Tensor | np.ndarray) -> None:
         """Store columns ``columns`` (aligned to one block), then mark the block complete."""
-        if columns.start % self.block or len(columns) != len(self.blocks()[columns.start // self.block]):
+        if columns.start % self.block or len(columns) != len(
+            self.blocks()[columns.start // self.block]
+        ):
             raise ValueError(f"columns {columns} are not one whole block of {self.block}")
-        array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        array = (
+            values.detach().cpu().numpy()
+            if isinstance(values, torch.Tensor)
+            else np.asarray(values)
+        )
         self.data[:, columns.start : columns.stop] = array.astype(self.data.dtype, copy=False)
         self.done[columns.start // self.block] = 1
 
     def unmark(self, columns: range) -> None:
-        """Forget the blocks overlapping ``columns`` (their data is damaged); they are remeasured."""
+        """Forget the blocks overlapping ``columns``: they are remeasured.
+
+        Forget the blocks overlapping ``columns`` (their data is damaged); they are remeasured.
+        """
         for index in range(columns.start // self.block, (columns.stop - 1) // self.block + 1):
             self.done[index] = 0
 
@@ -63,8 +87,10 @@ class BlockedColumns:
 
 @runtime_checkable
 class MeasurementStore(Protocol):
-    """Where a sketch lives: column-blocked measurements with completion marks, matrices written
-    and read by row blocks, small saved arrays, the completed run's record and a fingerprint.
+    """Where a sketch lives.
+
+    Column-blocked measurements with completion marks, matrices written and read by row blocks,
+    small saved arrays, the completed run's record and a fingerprint.
 
     Arrays are numpy-sliceable: ``a[rows]`` reads a row block as numpy (a Zarr array verifies
     its chunks' checksums on the way).
@@ -76,16 +102,25 @@ class MeasurementStore(Protocol):
     def adopt(self) -> None:
         """Record the bound fingerprint (once the first block is complete)."""
 
-    def columns(self, name: str, dim: int, ncols: int, block: int, dtype: torch.dtype, row_chunk: int) -> BlockedColumns:
-        """The (dim, ncols) measurements ``name`` in blocks of ``block`` columns (created, grown or viewed)."""
+    def columns(
+        self, name: str, dim: int, ncols: int, block: int, dtype: torch.dtype, row_chunk: int
+    ) -> BlockedColumns:
+        """The (dim, ncols) measurements ``name`` in blocks of ``block`` columns.
 
-    def matrix(self, name: str, shape: tuple[int, int], chunk_rows: int, dtype: Any = np.float64) -> Any:
+        The (dim, ncols) measurements ``name`` in blocks of ``block`` columns (created, grown or
+        viewed).
+        """
+
+    def matrix(
+        self, name: str, shape: tuple[int, int], chunk_rows: int, dtype: Any = np.float64
+    ) -> Any:
         """A fresh (rows, cols) array written and read by row blocks of ``chunk_rows``."""
 
     def stored_matrix(self, name: str) -> Any:
         """An array written by ``matrix`` (KeyError if absent)."""
 
-    def save(self, name: str, value: np.ndarray) -> None: ...
+    def save(self, name: str, value: np.ndarray) -> None:
+        """Keep the array ``value`` as ``name``."""
 
     def load(self, name: str) -> np.ndarray:
         """A whole saved array (KeyError if absent, ValueError if damaged)."""
@@ -93,20 +128,26 @@ class MeasurementStore(Protocol):
     def save_result(self, record: dict[str, Any]) -> None:
         """Mark the run complete (written last, after every result array)."""
 
-    def saved_result(self) -> dict[str, Any] | None: ...
+    def saved_result(self) -> dict[str, Any] | None:
+        """The completed run's result record, or None."""
 
-    def forget_result(self) -> None: ...
+    def forget_result(self) -> None:
+        """Drop the completed run's result record."""
 
     def note(self, key: str, value: Any) -> None:
         """Keep a small JSON-able record with the measurements (e.g. adaptive SEIGH's steps)."""
 
-    def noted(self, key: str) -> Any: ...
+    def noted(self, key: str) -> Any:
+        """The value kept under ``key``, or None."""
 
 
 class StoredMatrix:
-    """A (D, k) matrix kept in a measurement store (a numpy array in memory, a Zarr array on disk),
-    read by row blocks: ``m[a:b]`` is a numpy (b - a, k) array (chunk checksums verified on
-    disk); ``np.asarray(m)`` and ``m.tensor()`` read all of it (D k 8 bytes)."""
+    """A (D, k) matrix kept in a measurement store, read by row blocks.
+
+    A (D, k) matrix kept in a measurement store (a numpy array in memory, a Zarr array on disk),
+    read by row blocks: ``m[a:b]`` is a numpy (b - a, k) array (chunk checksums verified on disk);
+    ``np.asarray(m)`` and ``m.tensor()`` read all of it (D k 8 bytes).
+    """
 
     def __init__(self, array: Any):
         self.array = array
@@ -125,4 +166,8 @@ class StoredMatrix:
         return torch.from_numpy(np.array(self))
 
     def __repr__(self) -> str:
-        return f"StoredMatrix(shape={self.shape}, dtype={self.dtype}, in {type(self.array).__module__}.{type(self.array).__name__})"
+        kind = type(self.array)
+        return (
+            f"StoredMatrix(shape={self.shape}, dtype={self.dtype}, "
+            f"in {kind.__module__}.{kind.__name__})"
+        )

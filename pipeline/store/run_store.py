@@ -44,19 +44,26 @@ class ZarrBlockWriter:
         self.url, self.name, self.block = url, name, block
 
     def write(self, columns: range, values: torch.Tensor) -> None:
+        """Write ``values`` (D, len(columns)) as ``columns`` and mark them complete."""
         group = zarr.open_group(self.url, mode="r+")
-        BlockedColumns(group[self.name], group[self.name + "_done"], self.block).write(columns, values)
+        BlockedColumns(group[self.name], group[self.name + "_done"], self.block).write(
+            columns, values
+        )
 
 
 class RunStore:
     """A Zarr group holding one SEIGH run (a ``MeasurementStore``); reopening it resumes the run."""
 
     def __init__(self, url: str):
-        """A local store is locked for this process (see ``pipeline.store.lock``) until ``close``."""
+        """Open the store at ``path``, locked for this process until ``close``.
+
+        A local store is locked for this process (see ``pipeline.store.lock``) until ``close``.
+        """
         self.url = str(url)
         self.group = zarr.open_group(self.url, mode="a")
         local = "://" not in self.url or self.url.startswith("file://")
-        self.lock = StoreLock(Path(self.url.removeprefix("file://") + ".lock")) if local else None  # beside the group
+        # beside the group
+        self.lock = StoreLock(Path(self.url.removeprefix("file://") + ".lock")) if local else None
 
     def close(self) -> None:
         """Release the lock (also done when the store is garbage-collected or the process exits)."""
@@ -71,13 +78,19 @@ class RunStore:
 
     @property
     def attrs(self) -> dict[str, Any]:
+        """The store's attributes (fingerprint, notes, result)."""
         return dict(self.group.attrs)
 
     def bind(self, fingerprint: dict[str, Any]) -> None:
-        """Refuse a store made for another configuration. A store without a fingerprint (a run
-        that failed before its first block was complete) holds nothing worth keeping: its arrays
-        are removed. The fingerprint itself is written by ``adopt``, after the first block."""
-        check_fingerprint(self.group.attrs.get("fingerprint"), fingerprint, f"the store at {self.url}")
+        """Refuse a store made for another configuration.
+
+        A store without a fingerprint (a run that failed before its first block was complete) holds
+        nothing worth keeping: its arrays are removed. The fingerprint itself is written by
+        ``adopt``, after the first block.
+        """
+        check_fingerprint(
+            self.group.attrs.get("fingerprint"), fingerprint, f"the store at {self.url}"
+        )
         if "fingerprint" not in self.group.attrs:
             for name in list(self.group.keys()):
                 del self.group[name]
@@ -89,24 +102,45 @@ class RunStore:
         """Record the bound fingerprint, creation time and versions (once a block is complete)."""
         fingerprint = self.pending
         if "fingerprint" not in self.group.attrs:
-            self.group.attrs.update({
-                "fingerprint": fingerprint,
-                "fingerprint_hash": fingerprint_hash(fingerprint),
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                "versions": {name: _version(name) for name in ("hessian-pipeline", "torch", "zarr", "numpy")},
-            })
+            self.group.attrs.update(
+                {
+                    "fingerprint": fingerprint,
+                    "fingerprint_hash": fingerprint_hash(fingerprint),
+                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                    "versions": {
+                        name: _version(name)
+                        for name in ("hessian-pipeline", "torch", "zarr", "numpy")
+                    },
+                }
+            )
 
-    def columns(self, name: str, dim: int, ncols: int, block: int, dtype: torch.dtype, row_chunk: int) -> BlockedColumns:
-        """The (dim, ncols) measurements ``name``: created with chunks of ``row_chunk`` rows x
-        ``block`` columns; grown when the store holds fewer columns (the new ones unmarked, a
-        partial last block unmarked to be measured whole); or, when it holds more, a view of the
-        first ncols (no products)."""
+    def columns(
+        self, name: str, dim: int, ncols: int, block: int, dtype: torch.dtype, row_chunk: int
+    ) -> BlockedColumns:
+        """The (dim, ncols) measurements ``name``.
+
+        Created with chunks of ``row_chunk`` rows x ``block`` columns; grown when the store holds
+        fewer columns (the new ones unmarked, a partial last block unmarked to be measured whole);
+        or, when it holds more, a view of the first ncols (no products).
+        """
         if name not in self.group:
             row_chunk = min(dim, row_chunk)
-            self.group.create_array(name, shape=(dim, ncols), chunks=(row_chunk, block), dtype=numpy_dtype(dtype),
-                                    fill_value=np.nan, compressors=_CHECKSUM)
-            self.group.create_array(name + "_done", shape=(-(-ncols // block),), chunks=(1,), dtype=np.uint8, fill_value=0,
-                                    compressors=_CHECKSUM)
+            self.group.create_array(
+                name,
+                shape=(dim, ncols),
+                chunks=(row_chunk, block),
+                dtype=numpy_dtype(dtype),
+                fill_value=np.nan,
+                compressors=_CHECKSUM,
+            )
+            self.group.create_array(
+                name + "_done",
+                shape=(-(-ncols // block),),
+                chunks=(1,),
+                dtype=np.uint8,
+                fill_value=0,
+                compressors=_CHECKSUM,
+            )
         data, done = self.group[name], self.group[name + "_done"]
         stored = data.shape[1]
         if ncols > stored:
@@ -114,16 +148,33 @@ class RunStore:
             if stored % block:
                 done[stored // block] = 0
             data.resize((dim, ncols))
-        return BlockedColumns(data, done, block, ZarrBlockWriter(self.url, name, block), ncols=ncols)
+        return BlockedColumns(
+            data, done, block, ZarrBlockWriter(self.url, name, block), ncols=ncols
+        )
 
-    def matrix(self, name: str, shape: tuple[int, int], chunk_rows: int, dtype: Any = np.float64) -> zarr.Array:
-        """A fresh (rows, cols) array written by row blocks of ``chunk_rows`` (replaces an old one)."""
-        return self.group.create_array(name, shape=shape, chunks=(min(chunk_rows, shape[0]), shape[1]), dtype=dtype,
-                                       fill_value=np.nan, compressors=_CHECKSUM, overwrite=True)
+    def matrix(
+        self, name: str, shape: tuple[int, int], chunk_rows: int, dtype: Any = np.float64
+    ) -> zarr.Array:
+        """A fresh (rows, cols) array written by row blocks of ``chunk_rows``.
+
+        A fresh (rows, cols) array written by row blocks of ``chunk_rows`` (replaces an old one).
+        """
+        return self.group.create_array(
+            name,
+            shape=shape,
+            chunks=(min(chunk_rows, shape[0]), shape[1]),
+            dtype=dtype,
+            fill_value=np.nan,
+            compressors=_CHECKSUM,
+            overwrite=True,
+        )
 
     def save(self, name: str, value: np.ndarray) -> None:
+        """Write the array ``value`` as ``name`` (checksummed, replacing an old one)."""
         value = np.asarray(value)
-        array = self.group.create_array(name, shape=value.shape, dtype=value.dtype, overwrite=True, compressors=_CHECKSUM)
+        array = self.group.create_array(
+            name, shape=value.shape, dtype=value.dtype, overwrite=True, compressors=_CHECKSUM
+        )
         array[...] = value
 
     def load(self, name: str) -> np.ndarray:
@@ -139,6 +190,7 @@ class RunStore:
         self.group.attrs["result"] = record
 
     def saved_result(self) -> dict[str, Any] | None:
+        """The completed run's result record, or None."""
         return self.group.attrs.get("result")
 
     def forget_result(self) -> None:
@@ -151,24 +203,30 @@ class RunStore:
         self.group.attrs["notes"] = {**self.group.attrs.get("notes", {}), key: value}
 
     def noted(self, key: str) -> Any:
+        """The value kept under ``key``, or None."""
         return self.group.attrs.get("notes", {}).get(key)
 
 
 def load_eigenpairs(url: str | Path) -> tuple[np.ndarray, StoredMatrix]:
-    """The eigenvalues (k,) and eigenvectors (D, k, read lazily by row blocks) of the completed
-    run stored at ``url``, opened read-only (no lock: readers do not disturb a writer)."""
+    """The eigenvalues and eigenvectors of the completed run stored at ``url``.
+
+    The eigenvalues (k,) and eigenvectors (D, k, read lazily by row blocks) of the completed run
+    stored at ``url``, opened read-only (no lock: readers do not disturb a writer).
+    """
     try:
         group = zarr.open_group(str(url), mode="r")
     except FileNotFoundError as error:
-        raise MissingFileError(f"no run store at {url}: run the eigen task with algorithm=seigh there first") from error
+        raise MissingFileError(
+            f"no run store at {url}: run the eigen task with algorithm=seigh there first"
+        ) from error
     if "result" not in group.attrs:
-        raise InputError(f"the run store at {url} holds no completed run: rerun its command to finish it")
+        raise InputError(
+            f"the run store at {url} holds no completed run: rerun its command to finish it"
+        )
     return np.asarray(group["eigenvalues"][...]), StoredMatrix(group["eigenvectors"])
 
 
 _CHECKSUM = [Crc32cCodec()]
-
-
 
 
 def _version(distribution: str) -> str:
