@@ -145,7 +145,7 @@ def fake_slurm(tmp_path):
         bin_dir,
         "sbatch",
         f'printf "%s\\n" "$@" > {record}/sbatch; test -d logs || {{ echo "logs/ missing" >&2; exit '
-        "1; }}\n",
+        "1; }\n",
     )
     env = {
         **os.environ,
