@@ -8,8 +8,10 @@ reads any run directory back (``pipeline.run_dir``).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+IMPORTED_AT = time.perf_counter()  # the command line's start, as near as the package sees it
 __version__ = "0.1.0"
 __all__ = ["load_run"]
 

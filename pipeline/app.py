@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -14,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+import pipeline
 from pipeline.config import register
 from pipeline.disk import disk_failure
 from pipeline.errors import PipelineError
@@ -24,6 +26,7 @@ from pipeline.runner import plan_only, run_job
 from pipeline.tracking import tracking
 
 log = logging.getLogger("pipeline")
+_JOBS_STARTED: list[float] = []  # the jobs this command has started (a multirun runs several)
 register()
 # The configs ship inside the package (pipeline/conf; conf/ at the repository root links to it),
 # so wheel and editable installs find them alike; Hydra's --config-dir adds a directory of your own.
@@ -38,13 +41,19 @@ def main(cfg: DictConfig) -> None:
         from pipeline.distributed import keep_local_ray
 
         keep_local_ray()  # the sweep's jobs share one local Ray: started once, not once per job
-    code = execute(cfg, Path(HydraConfig.get().runtime.output_dir))
+    # the first job of a command counts its start-up from the command's start (imports, Hydra)
+    started = pipeline.IMPORTED_AT if not _JOBS_STARTED else None
+    _JOBS_STARTED.append(time.perf_counter())
+    code = execute(cfg, Path(HydraConfig.get().runtime.output_dir), started)
     if code:
         sys.exit(code)
 
 
-def execute(cfg: DictConfig, run_dir: Path) -> int:
+def execute(cfg: DictConfig, run_dir: Path, started: float | None = None) -> int:
     """Run ``cfg.task`` in ``run_dir``; returns the exit code.
+
+    ``started``: when the job began (``time.perf_counter()``; default: now), for its plan's
+    start-up and its wall time.
 
     0 done, 2 a user error or a missing setting (one line naming the fix; the run dir's records kept
     as they were), 143 / 130 stopped by SIGTERM / SIGINT (workers shut down, every completed block
@@ -60,9 +69,9 @@ def execute(cfg: DictConfig, run_dir: Path) -> int:
             if job.task == "reproduce":
                 reproduce(job, run_dir)
             elif job.task == "plan":
-                plan_only(job, run_dir)
+                plan_only(job, run_dir, started)
             else:
-                run_job(job, run_dir)
+                run_job(job, run_dir, started)
         log.info("done: results in %s", run_dir)
         log.debug(OmegaConf.to_yaml(cfg))
         return 0

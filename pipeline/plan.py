@@ -5,15 +5,21 @@ workers, and flag what will not fit (disk, RAM, a SLURM time limit).
 
 ``hessian-pipeline task=plan ...`` writes ``plan.json`` and logs it; every real run logs the same
 prediction at its start and records it next to the actual figures in results.json.
-Model: wall time = products x (seconds per product at the algorithm's block width) + the
-solver's post-processing (its ``cost``: for SEIGH, its flops at the measured matmul rate).
+Model: wall time = start-up (measured: the job's seconds up to the end of the plan, Ray and the
+workers and the product-mode timing included) + products x (seconds per product at the
+algorithm's block width) + the solver's post-processing (its ``cost``: for SEIGH, its flops at
+the measured matmul rate). Once a tenth of the products are done, the run re-predicts its end from
+their own rate (``calibrating``) and logs it; results.json keeps both.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,14 +35,20 @@ if TYPE_CHECKING:
     from pipeline.job import Job
 
 log = logging.getLogger(__name__)
+CALIBRATE_AT = 0.1  # of the planned products: then the rate seen so far re-predicts the end
+CALIBRATE_POLL_S = 0.5
 
 
 def seconds_per_matvec(op: Operator, width: int, repeats: int = 2) -> float:
-    """Seconds per column of the best of ``repeats`` timed products.
+    """Seconds per column of a product on a (D, width) block.
 
-    Best of ``repeats`` timed products on a (D, width) block (after one untimed: auto mode selection
-    and caches), per column.
+    Where the operator times itself on its first batch (``op.pass_seconds``: a few batches of
+    work, and the product mode it settles is kept for the run), that time per column; else the
+    best of ``repeats`` timed products after an untimed one.
     """
+    estimate = op.pass_seconds(width)
+    if estimate is not None:
+        return estimate / width
     V = torch.randn(
         op.shape[0],
         width,
@@ -54,9 +66,17 @@ def seconds_per_matvec(op: Operator, width: int, repeats: int = 2) -> float:
 
 
 def make_plan(
-    job: Job, op: Operator, run_dir: Path, worker_rss: int | None = None
+    job: Job,
+    op: Operator,
+    run_dir: Path,
+    worker_rss: int | None = None,
+    started: float | None = None,
 ) -> dict[str, Any]:
-    """The prediction for this job on this operator (see the module docstring)."""
+    """The prediction for this job on this operator (see the module docstring).
+
+    ``started`` is the job's start (``time.perf_counter()``); the seconds from it to the end of
+    the plan are the prediction's ``startup_s`` (0 without it).
+    """
     a, solver = job.algorithm, job.solver
     dim = op.shape[0]
     matvecs, meaning = solver.matvecs(a, dim)
@@ -81,7 +101,8 @@ def make_plan(
         )
     plan["driver_bytes"] += peak_rss_bytes()
     plan["worker_bytes"] = worker_rss if worker_rss is not None else peak_rss_bytes()
-    plan["wall_s"] = plan["measurement_s"] + plan["postprocess_s"]
+    plan["startup_s"] = time.perf_counter() - started if started is not None else 0.0
+    plan["wall_s"] = plan["startup_s"] + plan["measurement_s"] + plan["postprocess_s"]
     plan["fits"] = _fits(plan, run_dir, job.plan.time_limit)
     return plan
 
@@ -89,8 +110,10 @@ def make_plan(
 def log_plan(plan: dict[str, Any]) -> None:
     """One INFO line with the prediction, a WARNING per thing that will not fit."""
     log.info(
-        "plan: %d products (%s) at %.3g s each = %s, post-processing %s, store %s, driver %s, "
-        "worker %s",
+        "plan: %s in all: start-up %s so far, %d products (%s) at %.3g s each = %s, "
+        "post-processing %s; store %s, driver %s, worker %s",
+        clock(plan["wall_s"]),
+        clock(plan["startup_s"]),
         plan["matvecs"],
         plan["matvecs_are"],
         plan["seconds_per_matvec"],
@@ -106,15 +129,62 @@ def log_plan(plan: dict[str, Any]) -> None:
 
 
 def compare_with_actual(plan: dict[str, Any], actual: dict[str, Any]) -> None:
-    """Log the plan next to what the run took (wall time, products)."""
+    """Log the plan (and its calibration) next to what the run took (wall time, products)."""
+    calibrated = plan.get("calibrated")
     log.info(
-        "plan vs actual: wall time %s predicted, %s taken (%.2fx); %d products predicted, %d spent",
+        "plan vs actual: wall time %s predicted, %s taken (%.2fx)%s; %d products predicted, "
+        "%d spent",
         clock(plan["wall_s"]),
         clock(actual["wall_s"]),
         actual["wall_s"] / max(plan["wall_s"], 1e-9),
+        f"; {clock(calibrated['wall_s'])} once calibrated "
+        f"({actual['wall_s'] / max(calibrated['wall_s'], 1e-9):.2f}x)"
+        if calibrated
+        else "",
         plan["matvecs"],
         actual["matvecs"],
     )
+
+
+@contextmanager
+def calibrating(plan: dict[str, Any], op: Operator, started: float) -> Iterator[None]:
+    """While the body runs the solver, re-predict the job's end from its own product rate.
+
+    Once ``CALIBRATE_AT`` of the planned products are done (``op.matvecs`` since the body began),
+    the rest are predicted at the rate seen so far (their blocks' generation, all-reduce and
+    writes included) plus the post-processing; logged once and kept as ``plan["calibrated"]``
+    (``wall_s`` from ``started``, the job's start, and the products it was calibrated on).
+    """
+    done = threading.Event()
+    before, began = op.matvecs, time.perf_counter()
+    planned = max(int(plan["matvecs"]), 1)
+
+    def watch() -> None:
+        while not done.wait(CALIBRATE_POLL_S):
+            spent = op.matvecs - before
+            if spent >= CALIBRATE_AT * planned:
+                elapsed = time.perf_counter() - began
+                rest = max(planned - spent, 0) * elapsed / spent + plan["postprocess_s"]
+                wall = time.perf_counter() - started + rest
+                plan["calibrated"] = {"wall_s": wall, "on_matvecs": spent}
+                log.info(
+                    "plan, calibrated on the first %d of %d products: %s in all, %s to go "
+                    "(%.2fx the plan)",
+                    spent,
+                    planned,
+                    clock(wall),
+                    clock(rest),
+                    wall / max(plan["wall_s"], 1e-9),
+                )
+                return
+
+    thread = threading.Thread(target=watch, daemon=True, name="plan calibration")
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _fits(plan: dict[str, Any], run_dir: Path, time_limit: str | None) -> dict[str, dict[str, Any]]:

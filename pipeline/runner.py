@@ -20,7 +20,7 @@ from pipeline.disk import check_store_fits, disk_failure, size_on_disk
 from pipeline.errors import InputError
 from pipeline.job import Job, compile_job
 from pipeline.outputs import write_results
-from pipeline.plan import compare_with_actual, log_plan, make_plan
+from pipeline.plan import calibrating, compare_with_actual, log_plan, make_plan
 from pipeline.problem import ProblemOperator, open_operator
 from pipeline.solvers.base import OperatorShape
 from pipeline.solvers.outcomes import EigenOutcome, Outcome
@@ -48,7 +48,7 @@ def run(job: Job | DictConfig, run_dir: Path) -> dict:
     return run_job(job if isinstance(job, Job) else compile_job(job), run_dir)[0]
 
 
-def run_job(job: Job, run_dir: Path) -> tuple[dict, Outcome]:
+def run_job(job: Job, run_dir: Path, started: float | None = None) -> tuple[dict, Outcome]:
     """Run one job in ``run_dir``: the results record and the solver's outcome.
 
     Build the operator, predict the cost (logged), run the algorithm, write the outputs with the
@@ -58,6 +58,8 @@ def run_job(job: Job, run_dir: Path) -> tuple[dict, Outcome]:
     Args:
         job: The compiled job (``pipeline.job.compile_job``).
         run_dir: Where results.json, the store and the plots go (created by the caller).
+        started: When the job began (``time.perf_counter()``; default: now): its plan's start-up
+            and its wall time count from there (the command line passes its own start).
 
     Returns:
         tuple[dict, Outcome]: the results record and the solver's outcome (its eigenvectors a
@@ -67,10 +69,10 @@ def run_job(job: Job, run_dir: Path) -> tuple[dict, Outcome]:
         InputError: A setting that needs D or the store (named), before any worker starts.
         OperationError: A failure the user can act on (a lost cluster, a full disk, ...).
     """
-    start = time.perf_counter()
+    start = time.perf_counter() if started is None else started
     store_path = run_dir / job.output.store
     with RunStore(store_path) if job.solver.needs_store else contextlib.nullcontext() as store:
-        outcome, about = _solve(job, run_dir, store, store_path)
+        outcome, about = _solve(job, run_dir, store, store_path, start)
     output, landscape = job.output, None
     if output.landscape and isinstance(outcome, EigenOutcome):
         count = min(output.landscape_vectors, len(outcome.eigenvalues))
@@ -94,7 +96,7 @@ def run_job(job: Job, run_dir: Path) -> tuple[dict, Outcome]:
 
 
 def _solve(
-    job: Job, run_dir: Path, store: RunStore | None, store_path: Path
+    job: Job, run_dir: Path, store: RunStore | None, store_path: Path, started: float
 ) -> tuple[Outcome, dict]:
     """Check, open the operator, plan and run the solver.
 
@@ -122,17 +124,18 @@ def _solve(
                 "must be the same "
                 "on every node"
             )
-        prediction = plan(job, op, run_dir)
-        before, began = op.matvecs, time.perf_counter()
+        prediction = plan(job, op, run_dir, started)
+        before = op.matvecs
         try:
-            outcome = solver.run(a, op, seed=job.seed, store=store, problem=problem)
+            with calibrating(prediction, op, started):
+                outcome = solver.run(a, op, seed=job.seed, store=store, problem=problem)
         except OSError as error:
             failure = disk_failure(error, store_path if store else None, store_bytes)
             if failure is None:
                 raise
             raise failure from None
         actual = {
-            "wall_s": time.perf_counter() - began,
+            "wall_s": time.perf_counter() - started,
             "matvecs": op.matvecs - before,
             "store_bytes": size_on_disk(store_path) if store else 0,
             "driver_bytes": peak_rss_bytes(),
@@ -160,18 +163,19 @@ def _track(record: dict, run_dir: Path) -> None:
         tracker_artifact(run_dir / name)
 
 
-def plan(job: Job, op: ProblemOperator, run_dir: Path) -> dict:
+def plan(job: Job, op: ProblemOperator, run_dir: Path, started: float | None = None) -> dict:
     """The cost prediction for this run (``pipeline.plan``), logged."""
-    prediction = make_plan(job, op, run_dir, op.worker_peak_rss())
+    prediction = make_plan(job, op, run_dir, op.worker_peak_rss(), started)
     log_plan(prediction)
     return prediction
 
 
-def plan_only(job: Job | DictConfig, run_dir: Path) -> dict:
+def plan_only(job: Job | DictConfig, run_dir: Path, started: float | None = None) -> dict:
     """task=plan: time a few products on the workers, write plan.json, run nothing else."""
+    started = time.perf_counter() if started is None else started
     job = job if isinstance(job, Job) else compile_job(job)
     with open_operator(job) as op:
-        prediction = plan(job, op, run_dir)
+        prediction = plan(job, op, run_dir, started)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "plan.json").write_text(json.dumps(prediction, indent=2))
     return prediction

@@ -3,8 +3,10 @@ sizes from the configuration, and flags for what will not fit."""
 
 import json
 import logging
+import time
 
 import pytest
+import torch
 
 from pipeline.job import compile_job
 from pipeline.linalg import DenseOperator
@@ -32,8 +34,9 @@ def test_plan_task_predicts_without_running(tmp_path):
     assert json.loads((tmp_path / "plan.json").read_text()) == json.loads(json.dumps(plan))
     assert plan["matvecs"] == 20 + 40 + 4 + 3  # measurements, residuals, test vectors
     assert plan["store_bytes"] == 7030 * (20 + 40) * 8 + 7030 * 4 * 8
-    assert plan["seconds_per_matvec"] > 0 and plan["wall_s"] == pytest.approx(
-        plan["measurement_s"] + plan["postprocess_s"]
+    assert plan["seconds_per_matvec"] > 0 and plan["startup_s"] > 0
+    assert plan["wall_s"] == pytest.approx(
+        plan["startup_s"] + plan["measurement_s"] + plan["postprocess_s"]
     )
     assert plan["fits"]["disk"]["fits"] and plan["fits"]["driver memory"]["fits"]
     assert not (tmp_path / "store.zarr").exists()  # nothing measured
@@ -62,8 +65,6 @@ def test_an_in_process_run_builds_its_data_once_and_records_its_size(tmp_path, m
 
 
 def test_what_will_not_fit_is_flagged(tmp_path, monkeypatch, caplog):
-    import torch
-
     from pipeline.plan import log_plan
 
     cfg = compose_overrides([*SMALL, "plan.time_limit=0:1"])  # one second
@@ -92,3 +93,55 @@ def test_what_will_not_fit_is_flagged(tmp_path, monkeypatch, caplog):
 )
 def test_slurm_time_limits(limit, seconds):
     assert slurm_seconds(limit) == seconds
+
+
+def test_the_plan_times_one_batch_and_its_product_mode_serves_the_run(
+    tmp_path, caplog, monkeypatch
+):
+    """The plan's timing is the first batch's product-mode choice (no pass over the data, no
+    product counted), and the run reuses that choice instead of timing the modes again."""
+    monkeypatch.setattr("pipeline.curvature.mode_choice._CHOICES", {})  # none from other tests
+    job = compile_job(compose_overrides([*SMALL, "curvature.product_mode=auto"]))
+    op = job.problem.build(1, 0)
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        plan = make_plan(job, op, tmp_path)
+        assert op.matvecs == 0 and 10 in op.mode_choices and op.mode_choices[10].timed
+        timed = caplog.text.count("product_mode=auto for blocks of 10:")
+        op @ torch.ones(op.shape[0], 10, dtype=op.dtype)
+    assert timed == 1 and caplog.text.count("product_mode=auto for blocks of 10:") == 1
+    choice = op.mode_choices[10]
+    n = op._first_batch()[2]
+    assert plan["seconds_per_matvec"] == pytest.approx(
+        choice.seconds[choice.mode] * op.num_samples / n / 10
+    )
+
+
+class _SteadyOperator(DenseOperator):
+    """A dense operator whose every product takes ``seconds``."""
+
+    def __init__(self, matrix, seconds: float):
+        super().__init__(matrix)
+        self.seconds = seconds
+
+    def _matmat(self, V):
+        time.sleep(self.seconds)
+        return super()._matmat(V)
+
+
+def test_a_run_recalibrates_its_plan_on_its_first_products(caplog, monkeypatch):
+    """Planned at 0.01 s a product, run at 0.05 s: the re-prediction after a tenth of the products
+    is about 5x the plan, within the run's actual time."""
+    from pipeline.plan import calibrating
+
+    monkeypatch.setattr("pipeline.plan.CALIBRATE_POLL_S", 0.01)
+    op = _SteadyOperator(torch.eye(50, dtype=torch.float64), 0.05)
+    plan = {"matvecs": 40, "postprocess_s": 0.0, "wall_s": 40 * 0.01}
+    started = time.perf_counter()
+    with caplog.at_level(logging.INFO, logger="pipeline.plan"), calibrating(plan, op, started):
+        for _ in range(40):
+            op @ torch.ones(50, dtype=torch.float64)
+    wall = time.perf_counter() - started
+    calibrated = plan["calibrated"]
+    assert 4 <= calibrated["on_matvecs"] <= 6
+    assert wall / 1.3 <= calibrated["wall_s"] <= wall * 1.3
+    assert "plan, calibrated on the first" in caplog.text

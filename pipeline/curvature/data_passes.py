@@ -97,7 +97,7 @@ class DataPasses:
                 raise
             if not torch.isfinite(product).all():
                 self._raise_nonfinite(index, inputs, targets)
-            total += n * product if self.reduction == "mean" else product
+            total.add_(product, alpha=n if self.reduction == "mean" else 1)  # no n * product copy
             count += n
         if count == 0:
             raise InputError(
@@ -114,7 +114,7 @@ class DataPasses:
 
         Total / N for a mean loss, total for a sum.
         """
-        return total / count if self.reduction == "mean" else total
+        return total.div_(count) if self.reduction == "mean" else total  # in place: no copy
 
 
 def cast_floating(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

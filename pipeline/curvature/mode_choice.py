@@ -97,19 +97,18 @@ def choose_mode(
     mode's product. A mode that raises a RuntimeError (an op functorch cannot transform) is
     skipped and named; randomness errors propagate.
     """
-    outputs, seconds, failures = {}, {}, {}
-    _time_each(products, synchronize, outputs, seconds, failures)
+    fastest, seconds, failures = _Fastest(), {}, {}
+    _time_each(products, synchronize, fastest, seconds, failures)
     if not seconds:
         raise OperationError(f"no product mode works for this model: {failures}")
-    fastest = min(seconds.values())
     # a second, warm run of the contenders
-    for mode in [m for m, t in seconds.items() if t <= CONTENDERS * fastest]:
-        seconds[mode] = min(seconds[mode], _timed(products[mode], synchronize)[1])
+    for mode in [m for m, t in seconds.items() if t <= CONTENDERS * fastest.seconds]:
+        seconds[mode] = min(seconds[mode], fastest.offer(*_timed(products[mode], synchronize)))
     setup = {}
-    if costly and repays(min(seconds.values())):
-        _time_each(costly, synchronize, outputs, setup, failures)  # the first run pays the set-up
+    if costly and repays(fastest.seconds):
+        _time_each(costly, synchronize, fastest, setup, failures)  # the first run pays the set-up
         for mode in setup:
-            seconds[mode] = _timed(costly[mode], synchronize)[1]
+            seconds[mode] = fastest.offer(*_timed(costly[mode], synchronize))
             setup[mode] -= seconds[mode]
     best = min(seconds, key=seconds.__getitem__)
     choice = ModeChoice(
@@ -124,26 +123,43 @@ def choose_mode(
         "".join(f"; {m} took {t:.1f} s to set up" for m, t in setup.items()),
         f"; failed: {failures}" if failures else "",
     )
-    return choice, outputs[best]
+    return choice, fastest.output
+
+
+class _Fastest:
+    """The output of the fastest run so far; every other run's output is dropped at once.
+
+    Each output is a (D, b) block: keeping one per mode held three blocks more than a product
+    needs while the modes were timed.
+    """
+
+    def __init__(self) -> None:
+        self.seconds, self.output = math.inf, None
+
+    def offer(self, output: torch.Tensor, seconds: float) -> float:
+        """Keep ``output`` if its run was the fastest yet; returns ``seconds``."""
+        if seconds < self.seconds:
+            self.seconds, self.output = seconds, output
+        return seconds
 
 
 def _time_each(
     products: Mapping[str, Product],
     synchronize: Callable[[], None],
-    outputs: dict,
+    fastest: _Fastest,
     seconds: dict,
     failures: dict,
 ) -> None:
-    """One timed run of each product into ``outputs`` / ``seconds``.
+    """One timed run of each product into ``seconds`` (its output offered to ``fastest``).
 
     A RuntimeError (other than randomness) is recorded in ``failures``.
     """
     for mode, product in products.items():
         try:
             modules = len(sys.modules)
-            outputs[mode], seconds[mode] = _timed(product, synchronize)
+            seconds[mode] = fastest.offer(*_timed(product, synchronize))
             if len(sys.modules) > modules:  # one-off imports: not this mode's cost per product
-                seconds[mode] = _timed(product, synchronize)[1]
+                seconds[mode] = fastest.offer(*_timed(product, synchronize))
         except RuntimeError as error:
             if "randomness" in str(error):
                 raise

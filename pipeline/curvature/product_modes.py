@@ -120,10 +120,11 @@ class ProductModes(ABC):
         return ahead >= SETUP_REPAY * SETUP_PRIOR_S
 
     def pass_seconds(self, width: int) -> float | None:
-        """Seconds of a product at block ``width``, timed on the first batch.
+        """Seconds of a product at block ``width``, timed on the first batch: t_1 N / n_1.
 
-        Seconds of a product at block ``width``, timed on the first batch (after the mode choice,
-        which is kept for the run) and scaled by the samples: t_1 N / n_1.
+        The first call at a width settles its product mode (kept for the run); where ``auto``
+        timed the modes at this width, the chosen mode's warm time on the first batch is t_1 and
+        no further product is run; else one more product on the first batch is timed.
         """
         inputs, targets, n = self._first_batch()
         V = torch.randn(
@@ -133,7 +134,11 @@ class ProductModes(ABC):
             device=self.device,
             generator=torch.Generator(device=self.device).manual_seed(width),
         )
+        fresh = width not in self.mode_choices
         self.batch_product(inputs, targets, V)
+        choice = self.mode_choices.get(width)
+        if fresh and choice is not None and choice.timed and not choice.borrowed:
+            return choice.seconds[choice.mode] * self.num_samples / max(n, 1)
         self._synchronize()
         start = time.perf_counter()
         self.batch_product(inputs, targets, V)

@@ -64,6 +64,18 @@ class RayOperator(Operator):
         super().expect(products)
         self.group.run(CurvatureWorker.expect, int(products))
 
+    def pass_seconds(self, width: int) -> float:
+        """Seconds of one product of a (D, ``width``) block on the workers.
+
+        The slowest rank's share, timed on its first batch and scaled by its samples, plus a timed
+        all-reduce of the block: a few batches of work, not a pass over the data.
+        """
+        return max(self.group.run(CurvatureWorker.pass_seconds, int(width)))
+
+    def probe_share(self) -> float:
+        """What one ``pass_seconds`` call at a new width costs, in products (the largest share)."""
+        return max(self.group.run(CurvatureWorker.probe_share))
+
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         block = ray.put(V.detach().cpu().contiguous().numpy())  # zero-copy reads on the workers
         return self._reduced(CurvatureWorker.matmat, block)

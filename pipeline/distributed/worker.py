@@ -105,16 +105,27 @@ class CurvatureWorker(TorchRank):
         Rank 0 writes it in the background while the next block is computed (``wait_for_writes``
         waits for it), or returns it.
         """
-        parts = [
-            self._reduced_product(
+        product, timings = None, {}
+        for part in split_columns(columns, width):
+            reduced, part_timings = self._reduced_product(
                 random_columns(
                     kind, seed, self.op.shape[0], part, dtype=self.op.dtype, device=self.device
                 )
             )
-            for part in split_columns(columns, width)
-        ]
-        product = None if parts[0][0] is None else torch.cat([part for part, _ in parts], dim=1)
-        timings = {key: sum(t[key] for _, t in parts) for key in parts[0][1]}
+            for key, value in part_timings.items():
+                timings[key] = timings.get(key, 0.0) + value
+            if reduced is None:  # not rank 0
+                continue
+            if len(part) == len(columns):
+                product = reduced
+                continue
+            # the parts go straight into the block: no list of parts and no concatenated copy
+            product = (
+                product
+                if product is not None
+                else reduced.new_empty(reduced.shape[0], len(columns))
+            )
+            product[:, part.start - columns.start : part.stop - columns.start] = reduced
         if writer is not None and product is not None:
             self._enter("waiting for its previous block to be written to the store")
             timings["write_wait_s"] = self.writes.submit(writer.write, columns, product)
@@ -128,6 +139,26 @@ class CurvatureWorker(TorchRank):
         This shard's mode choice weighs them.
         """
         self.op.expect(products)
+
+    def pass_seconds(self, width: int) -> float:
+        """Seconds of this rank's share of one product of a (D, ``width``) block.
+
+        This shard's product, timed on its first batch and scaled by its samples
+        (``CurvatureOperator.pass_seconds``; it settles the block's product mode, kept for the
+        run), plus a measurement block's test columns generated and all-reduced, timed: every
+        rank must call it.
+        """
+        seconds = self.op.pass_seconds(width) or 0.0
+        start = time.perf_counter()
+        block = random_columns(
+            "rademacher", 0, self.op.shape[0], range(width), dtype=self.op.dtype, device=self.device
+        )
+        process_group.all_reduce_sum(block)
+        return seconds + time.perf_counter() - start
+
+    def probe_share(self) -> float:
+        """What this rank's ``pass_seconds`` at a new width costs, in products of its shard."""
+        return self.op.probe_share()
 
     def wait_for_writes(self) -> None:
         """Wait until this rank's background writes are done."""

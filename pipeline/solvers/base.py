@@ -70,6 +70,10 @@ class EigenConfig:
 
 
 def block_width(a: Any) -> int:
-    """The product width a solver config asks for (``block_size``; ``"auto"`` plans as 1)."""
-    width = getattr(a, "block_size", 1)
+    """The product width a solver config asks for.
+
+    ``product_width`` where set (SEIGH's products split its store blocks), else ``block_size``
+    (``"auto"`` plans as 1).
+    """
+    width = getattr(a, "product_width", None) or getattr(a, "block_size", 1)
     return 1 if width == "auto" else width
