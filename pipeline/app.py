@@ -120,6 +120,7 @@ def cli() -> None:
     """
     # a log file on a full disk: no "--- Logging error ---" traceback per line
     logging.raiseExceptions = False
+    logging.getLogger("asyncio").addFilter(_zarr_io_left_by_a_signal)
     for arg in sys.argv[1:]:
         key, _, value = arg.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir") and value:
@@ -175,6 +176,17 @@ class Terminated(KeyboardInterrupt):
 
 # SIGTERM received during this execute (Ray re-raises Terminated as a plain KeyboardInterrupt)
 _TERMINATED: list[int] = []
+
+
+def _zarr_io_left_by_a_signal(record: logging.LogRecord) -> bool:
+    """False for asyncio's "Task was destroyed but it is pending" about zarr's I/O loop at exit.
+
+    A signal that stops the run inside a zarr call leaves zarr's task pending; zarr writes are
+    atomic renames, so nothing half-written counts, and the one line the run ends with stays the
+    only ERROR.
+    """
+    message = record.getMessage()
+    return not ("Task was destroyed but it is pending" in message and "zarr" in message)
 
 
 def _terminate(signum: int, frame: object) -> None:

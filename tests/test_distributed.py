@@ -319,6 +319,22 @@ def test_a_hung_worker_is_replaced_and_the_product_redone_and_one_that_always_ha
         assert op.group.actors == []  # nothing is left running
 
 
+def test_the_first_call_on_replacement_workers_is_given_the_time_of_a_first_call():
+    """A replacement group repeats the first call's one-off work (imports, mode timing): its
+    first call is hung only past COLD_HANG_FACTOR x the slowest first call, later ones past
+    HANG_FACTOR x the slowest warm call (at least call_timeout_s)."""
+    from pipeline.distributed.actor_group import COLD_HANG_FACTOR, HANG_FACTOR, ActorGroup
+
+    group = ActorGroup.__new__(ActorGroup)  # the bound alone: no actors
+    group.call_timeout_s, group.slowest_call_s, group.slowest_first_call_s = 2.0, 0.1, 5.0
+    group._warm = False
+    assert group.hang_bound_s() == COLD_HANG_FACTOR * 5.0
+    group._warm = True
+    assert group.hang_bound_s() == 2.0
+    group.slowest_call_s = 1.0
+    assert group.hang_bound_s() == HANG_FACTOR * 1.0
+
+
 def test_a_block_that_kills_its_workers_twice_stops_naming_the_batch_size_and_the_rerun_resumes(
     ray_session, tmp_path
 ):

@@ -42,6 +42,9 @@ class WorkerHung(WorkerDied):
 
 DEATHS = (RayActorError, OutOfMemoryError, NodeDiedError, WorkerCrashedError)
 HANG_FACTOR = 10.0  # a call slower than this many times the slowest one answered is hung
+# the first call on new actors (imports, product-mode timing) is hung past this many times the
+# slowest first call seen: a replacement group repeats that one-off work
+COLD_HANG_FACTOR = 3.0
 PROBE = "probe"  # the actors' concurrency group for ``phase``, which answers while a call runs
 PROBE_TIMEOUT_S = 5.0
 QUEUED_LOG_S = 60.0  # while waiting for resources other jobs hold, a line this often
@@ -119,6 +122,7 @@ class ActorGroup:
         self.failures = 0  # deaths and hangs survived over the group's life
         # of the calls after the first on each set of actors (which pays one-off costs)
         self.slowest_call_s = 0.0
+        self.slowest_first_call_s = 0.0
         self._warm = False
         self.actors: list[Any] = []
         self._placement = None
@@ -244,9 +248,11 @@ class ActorGroup:
         """A call not answered within this is hung.
 
         ``HANG_FACTOR`` x the slowest call answered so far (not counting the first on new actors:
-        lazy imports, mode choice), at least ``call_timeout_s``.
+        lazy imports, mode choice), at least ``call_timeout_s``; for the first call on new actors
+        (a replacement group's), at least ``COLD_HANG_FACTOR`` x the slowest first call too.
         """
-        return max(self.call_timeout_s, HANG_FACTOR * self.slowest_call_s)
+        cold = 0.0 if self._warm else COLD_HANG_FACTOR * self.slowest_first_call_s
+        return max(self.call_timeout_s, HANG_FACTOR * self.slowest_call_s, cold)
 
     def run(self, method: Callable[..., Any], *args: Any) -> list[Any]:
         """Call the actor method ``method`` (e.g.
@@ -272,8 +278,11 @@ class ActorGroup:
                 )
                 self.restart()
                 continue
+            took = time.perf_counter() - started
             if self._warm:
-                self.slowest_call_s = max(self.slowest_call_s, time.perf_counter() - started)
+                self.slowest_call_s = max(self.slowest_call_s, took)
+            else:
+                self.slowest_first_call_s = max(self.slowest_first_call_s, took)
             self._warm = True
             return results
 
@@ -372,7 +381,8 @@ class ActorGroup:
         return (
             f"{', '.join(self.describe(rank) for rank in waiting)} did not answer within "
             f"{bound_s:.0f} s "
-            f"(max of call_timeout_s and {HANG_FACTOR:g}x the slowest call); {doing}"
+            f"(max of call_timeout_s, {HANG_FACTOR:g}x the slowest call and, on new workers, "
+            f"{COLD_HANG_FACTOR:g}x the slowest first call); {doing}"
         )
 
     def _phases(self) -> list[str]:

@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import brentq
 
 from pipeline.linalg.operator import Operator
-from pipeline.linalg.probes import apply_in_blocks
+from pipeline.linalg.probes import products_by_block
 from pipeline.linalg.random_matrices import random_columns
 
 
@@ -24,8 +24,13 @@ def pair_residuals(
     """
     op.expect(vectors.shape[1])
     V = vectors.to(torch.float64)
-    HV = apply_in_blocks(op, V, block_size)
-    return (HV - V * values).norm(dim=0).cpu() / values.abs().clamp(min=1e-300)
+    norms = torch.empty(V.shape[1], dtype=torch.float64)
+    # a block of products at a time, its residual formed in place: no D x k temporaries
+    for block, HV in products_by_block(op, V, block_size):
+        for j, column in enumerate(range(block.start, block.stop)):
+            HV[:, j].sub_(V[:, column], alpha=float(values[column]))
+        norms[block] = torch.linalg.vector_norm(HV, dim=0).cpu()
+    return norms / values.abs().clamp(min=1e-300)
 
 
 @dataclass
@@ -70,11 +75,14 @@ def frobenius_error(
     """
     op.expect(test_vectors)
     G = random_columns("gaussian", seed, op.shape[0], range(test_vectors), device=op.device)
-    HG = apply_in_blocks(op, G, block_size)
     V = vectors.to(torch.float64)
-    residual = HG - V @ (values[:, None] * (V.T @ G))
-    est2 = float((residual**2).sum()) / test_vectors
-    norm2 = float((HG**2).sum()) / test_vectors
+    C = values.to(V)[:, None] * (V.T @ G)  # (k, q): V^T H_k g_i = diag(values) V^T g_i
+    est2 = norm2 = 0.0
+    # a block of products at a time, (H - H_k) G formed in place: no D x q temporaries
+    for block, HG in products_by_block(op, G, block_size):
+        norm2 += float(torch.linalg.vector_norm(HG)) ** 2 / test_vectors
+        HG.addmm_(V, C[:, block], alpha=-1.0)
+        est2 += float(torch.linalg.vector_norm(HG)) ** 2 / test_vectors
     est = math.sqrt(est2)
     # est^2 / err^2 >= this w.p. 1 - failure
     high_ratio = chernoff_ratio(test_vectors, failure, upper=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from pipeline.linalg.operator import Operator
@@ -19,15 +21,20 @@ def even_blocks(count: int, block_size: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
+def products_by_block(
+    op: Operator, X: torch.Tensor, block_size: int
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Yield (columns, H X[:, columns] in float64) for blocks of ``even_blocks`` (one at a time)."""
+    for block in even_blocks(X.shape[1], block_size):
+        yield block, (op @ X[:, block].to(op.dtype)).to(torch.float64)
+
+
 def apply_in_blocks(op: Operator, X: torch.Tensor, block_size: int) -> torch.Tensor:
     """H X (D, m) in passes of at most ``block_size`` columns (``even_blocks``), in float64."""
-    return torch.cat(
-        [
-            (op @ X[:, block].to(op.dtype)).to(torch.float64)
-            for block in even_blocks(X.shape[1], block_size)
-        ],
-        dim=1,
-    )
+    out = torch.empty(X.shape[0], X.shape[1], dtype=torch.float64, device=op.device)
+    for block, product in products_by_block(op, X, block_size):
+        out[:, block] = product  # filled in place: no list of blocks and concatenated copy
+    return out
 
 
 def probe_quadratic_forms(
