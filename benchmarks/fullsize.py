@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import subprocess
 import sys
@@ -41,12 +42,17 @@ STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 
 
 class TreeSampler:
-    """Samples the RSS of a process and all its descendants, grouped by role, in a thread."""
+    """Samples the memory of a process and all its descendants in a thread.
 
-    def __init__(self, pid: int, interval_s: float = 0.2):
+    Each sample: (seconds since start, driver RSS, largest worker RSS, largest other Ray process
+    RSS, the tree's summed PSS). PSS splits shared pages (torch's libraries, Ray's object store)
+    among the processes mapping them, so the tree's sum counts them once.
+    """
+
+    def __init__(self, pid: int, started: float, interval_s: float = 0.25):
         self.root = psutil.Process(pid)
-        self.interval_s = interval_s
-        self.peaks: dict[str, int] = {"driver": 0, "worker": 0, "ray": 0, "tree": 0}
+        self.started, self.interval_s = started, interval_s
+        self.samples: list[tuple[float, int, int, int, int]] = []
         self.io: dict[int, tuple[int, int]] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -58,15 +64,15 @@ class TreeSampler:
                 processes = [self.root, *self.root.children(recursive=True)]
             except psutil.Error:
                 return
-            total = 0
+            peaks, tree = {"driver": 0, "worker": 0, "ray": 0}, 0
             for process in processes:
                 try:
-                    rss = process.memory_info().rss
+                    memory = process.memory_full_info()
                     counters = process.io_counters()
                     command = " ".join(process.cmdline()[:1])
                 except psutil.Error:
                     continue
-                total += rss
+                tree += memory.pss
                 self.io[process.pid] = (counters.read_chars, counters.write_chars)
                 role = (
                     "driver"
@@ -75,19 +81,23 @@ class TreeSampler:
                     if command.startswith("ray::CurvatureWorker")
                     else "ray"
                 )
-                self.peaks[role] = max(self.peaks[role], rss)
-            self.peaks["tree"] = max(self.peaks["tree"], total)
+                peaks[role] = max(peaks[role], memory.rss)
+            self.samples.append(
+                (time.time() - self.started, peaks["driver"], peaks["worker"], peaks["ray"], tree)
+            )
 
     def close(self) -> dict[str, float]:
         self.stop.set()
         self.thread.join()
-        read = sum(r for r, _ in self.io.values())
-        written = sum(w for _, w in self.io.values())
         return {
-            **{f"peak_{role}_gib": peak / GIB for role, peak in self.peaks.items()},
-            "read_gib": read / GIB,
-            "written_gib": written / GIB,
+            "read_gib": sum(r for r, _ in self.io.values()) / GIB,
+            "written_gib": sum(w for _, w in self.io.values()) / GIB,
         }
+
+    def peaks(self, since: float = 0.0, until: float = math.inf) -> tuple[float, ...]:
+        """Peak driver RSS, worker RSS, Ray RSS and tree PSS in GiB between two times."""
+        within = [sample[1:] for sample in self.samples if since <= sample[0] <= until]
+        return tuple(max(column) / GIB for column in zip(*within)) if within else (0.0,) * 4
 
 
 def stage_times(log: str, started: float, run_dir: Path) -> list[tuple[str, float]]:
@@ -168,47 +178,54 @@ def main() -> int:
         driver = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        sampler = TreeSampler(driver.pid)
+        sampler = TreeSampler(driver.pid, started)
         log, _ = driver.communicate()
         wall = time.time() - started
-        memory = sampler.close()
+        io = sampler.close()
         if driver.returncode != 0:
             print(log[-4000:])
             return driver.returncode
-        report(
-            json.loads((run_dir / "results.json").read_text()), log, started, run_dir, wall, memory
-        )
+        record = json.loads((run_dir / "results.json").read_text())
+        report(record, stage_times(log, started, run_dir), wall, sampler, io)
     return 0
 
 
 def report(
-    record: dict, log: str, started: float, run_dir: Path, wall: float, memory: dict
+    record: dict, stages: list[tuple[str, float]], wall: float, sampler: TreeSampler, io: dict
 ) -> None:
     plan, actual = record["plan"], record["actual"]
     again = plan.get("calibrated", {})
     calibrated = (
         f", {again['wall_s']:.1f} s predicted after {again['on_matvecs']} products "
         f"({actual['wall_s'] / again['wall_s']:.2f}x)"
-        if "calibrated" in plan
+        if again
         else ""
     )
     print(
         f"\nD = {record['num_params']:,}, {record['num_samples']} samples, {record['matvecs']} "
         f"products, wall {wall:.1f} s (the run's own wall_time_s {record['wall_time_s']:.1f} s)"
     )
-    print("\n| stage ends | s since start | stage s |\n| --- | --- | --- |")
+    print(
+        "\n| stage ends | s since start | stage s | peak RSS GiB: driver | one worker "
+        "| tree PSS GiB |\n| --- | --- | --- | --- | --- | --- |"
+    )
     previous = 0.0
-    for name, when in stage_times(log, started, run_dir):
-        print(f"| {name} | {when:.1f} | {when - previous:.1f} |")
+    for name, when in stages:
+        driver, worker, _, tree = sampler.peaks(previous, when)
+        print(
+            f"| {name} | {when:.1f} | {when - previous:.1f} | {driver:.2f} | {worker:.2f} | "
+            f"{tree:.2f} |"
+        )
         previous = max(previous, when)
+    driver, worker, ray, tree = sampler.peaks()
     rows = [
-        ("driver peak RSS GiB", memory["peak_driver_gib"], plan["driver_bytes"] / GIB),
-        ("one worker's peak RSS GiB", memory["peak_worker_gib"], plan["worker_bytes"] / GIB),
-        ("Ray's own processes, largest peak RSS GiB", memory["peak_ray_gib"], None),
-        ("whole tree peak RSS GiB", memory["peak_tree_gib"], None),
+        ("driver peak RSS GiB", driver, plan["driver_bytes"] / GIB),
+        ("one worker's peak RSS GiB", worker, plan["worker_bytes"] / GIB),
+        ("Ray's own processes, largest peak RSS GiB", ray, None),
+        ("whole tree peak PSS GiB", tree, None),
         ("store GiB", actual["store_bytes"] / GIB, plan["store_bytes"] / GIB),
-        ("read by the tree GiB", memory["read_gib"], None),
-        ("written by the tree GiB", memory["written_gib"], None),
+        ("read() by the tree GiB", io["read_gib"], None),
+        ("write() by the tree GiB", io["written_gib"], None),
     ]
     print("\n| memory and I/O | measured | predicted |\n| --- | --- | --- |")
     for name, measured, predicted in rows:
@@ -216,8 +233,7 @@ def report(
     print(
         f"\nplanner: {plan['wall_s']:.1f} s predicted (start-up {plan['startup_s']:.1f} s of it), "
         f"{actual['wall_s']:.1f} s taken up to the results "
-        f"({actual['wall_s'] / plan['wall_s']:.2f}x)"
-        f"{calibrated}; whole command {wall:.1f} s; "
+        f"({actual['wall_s'] / plan['wall_s']:.2f}x){calibrated}; whole command {wall:.1f} s; "
         f"{plan['matvecs']} products predicted, {actual['matvecs']} spent; "
         f"{plan['seconds_per_matvec']:.3g} s per product at width {plan['block_width']}"
     )
