@@ -173,8 +173,9 @@ def seigh(
         refine_tol: Run block Lanczos from the SEIGH vectors until every residual is below it.
         tol: The residual a pair is converged at when ``refine_tol`` is not set.
         memory_bytes: Bound on the row blocks of post-processing.
-        product_width: Columns of one product (default ``block_size``); free to change between a
-            run and its resume (smaller: less memory per product).
+        product_width: Columns of one product, measurements and checks alike (default
+            ``block_size``); free to change between a run and its resume (smaller: less memory
+            per product).
         store: A ``MeasurementStore`` (default: a fresh ``MemoryStore``; ``RunStore`` on disk).
         problem: Names the operator in the store's fingerprint.
         progress: Log progress lines (default: when the work is long).
@@ -251,7 +252,7 @@ def seigh(
         error_seed=sketch.seeds()["error"],
         refine_tol=refine_tol,
         tol=tol,
-        block_size=block_size,
+        block_size=product_width or block_size,  # the residuals' products as wide as the others
         info=info,
     )
     result.matvecs += measured
