@@ -58,6 +58,9 @@ class ShapeOnly:
             0,
         )
 
+    def expect(self, products: int) -> None:
+        """Announced work: nothing to prepare."""
+
     def __matmul__(self, v):
         raise AssertionError("post-processing of a complete store must not make products")
 

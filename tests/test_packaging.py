@@ -151,6 +151,25 @@ def test_progress_can_be_silenced_and_rejects_a_bad_interval(caplog):
     assert ProgressLog("x", None).line(now=ProgressLog("x", None).start + 1).startswith("x: 0 it")
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+def test_the_gpu_check_script_dry_runs_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.sh --device cpu: the same three steps at toy sizes (the gpu tests
+    collected and skipped, the rehearsal on one worker, post-processing), so the script a GPU
+    session runs is known to work before it spends device time."""
+    out = subprocess.run(
+        ["bash", ROOT / "benchmarks/gpu_check.sh", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHON": sys.executable, "OUT_DIR": str(tmp_path), "RAY_ADDRESS": ""},
+    )
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert "skipped" in out.stdout and "planner:" in out.stdout
+    assert re.search(r"^\| new \| [\d.]+ \|", out.stdout, re.MULTILINE)
+    assert "gpu_check done (cpu)" in out.stdout
+
+
 def test_make_bench_runs_every_benchmark_script():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
