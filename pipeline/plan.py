@@ -176,6 +176,7 @@ def calibrating(plan: dict[str, Any], op: Operator, started: float) -> Iterator[
                     clock(rest),
                     wall / max(plan["wall_s"], 1e-9),
                 )
+                _check_time_limit(plan)
                 return
 
     thread = threading.Thread(target=watch, daemon=True, name="plan calibration")
@@ -206,8 +207,30 @@ def _fits(plan: dict[str, Any], run_dir: Path, time_limit: str | None) -> dict[s
         fits["time limit"] = {
             "fits": plan["wall_s"] <= seconds,
             "why": f"{clock(plan['wall_s'])} predicted, limit {limit}",
+            "limit_s": seconds,
         }
     return fits
+
+
+def _check_time_limit(plan: dict[str, Any]) -> None:
+    """WARN when the calibrated end is past the time limit the plan was checked against.
+
+    The job will be killed before it finishes (every completed block is kept; a requeued job
+    resumes); ``plan["calibrated"]["fits_time_limit"]`` records the verdict.
+    """
+    limit = plan.get("fits", {}).get("time limit")
+    if limit is None:
+        return
+    calibrated = plan["calibrated"]
+    calibrated["fits_time_limit"] = calibrated["wall_s"] <= limit["limit_s"]
+    if not calibrated["fits_time_limit"]:
+        log.warning(
+            "plan, calibrated: the job will not finish within its time limit (%s predicted, limit "
+            "%s): it will be stopped and must be resumed (rerun or requeue: completed blocks are "
+            "kept), or raise the limit",
+            clock(calibrated["wall_s"]),
+            clock(limit["limit_s"]),
+        )
 
 
 def slurm_seconds(limit: str) -> float:

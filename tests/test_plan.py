@@ -145,3 +145,20 @@ def test_a_run_recalibrates_its_plan_on_its_first_products(caplog, monkeypatch):
     assert 4 <= calibrated["on_matvecs"] <= 6
     assert wall / 1.3 <= calibrated["wall_s"] <= wall * 1.3
     assert "plan, calibrated on the first" in caplog.text
+
+
+def test_a_calibration_past_the_time_limit_is_a_warning_and_a_flag(caplog, monkeypatch):
+    """Planned to fit a 1-second limit, run at 5x the planned rate: the re-prediction says it
+    will not fit (WARNING, calibrated.fits_time_limit False)."""
+    from pipeline.plan import calibrating
+
+    monkeypatch.setattr("pipeline.plan.CALIBRATE_POLL_S", 0.01)
+    op = _SteadyOperator(torch.eye(50, dtype=torch.float64), 0.05)
+    limit = {"fits": True, "why": "", "limit_s": 1.0}
+    plan = {"matvecs": 40, "postprocess_s": 0.0, "wall_s": 0.4, "fits": {"time limit": limit}}
+    with caplog.at_level(logging.INFO, logger="pipeline.plan"):
+        with calibrating(plan, op, time.perf_counter()):
+            for _ in range(40):
+                op @ torch.ones(50, dtype=torch.float64)
+    assert plan["calibrated"]["fits_time_limit"] is False
+    assert "will not finish within its time limit" in caplog.text
