@@ -27,47 +27,24 @@ def relative_error(values, reference) -> float:
 def compare(name: str, op, k: int, outer: int, inner: int, block: int) -> None:
     reference = np.abs(lanczos(op, k, tol=1e-8).eigenvalues.numpy())
     rows = []
-    before, start = op.matvecs, time.perf_counter()
-    ours = seigh(
-        op,
-        k,
-        outer,
-        inner,
-        seed=0,
-        block_size=block,
-        residuals=False,
-        error_test_vectors=0,
-        progress=False,
-    )
-    rows.append(
-        (
-            "ours: seigh (independent Omega, Psi)",
-            time.perf_counter() - start,
-            op.matvecs - before,
-            ours.eigenvalues.numpy(),
+    for recycled, label in ((False, "(independent Omega, Psi)"), (True, "recycled")):
+        before, start = op.matvecs, time.perf_counter()
+        ours = seigh(
+            op,
+            k,
+            outer,
+            inner,
+            seed=0,
+            block_size=block,
+            recycled=recycled,
+            residuals=False,
+            error_test_vectors=0,
+            progress=False,
         )
-    )
-    before, start = op.matvecs, time.perf_counter()
-    ours = seigh(
-        op,
-        k,
-        outer,
-        inner,
-        seed=0,
-        block_size=block,
-        recycled=True,
-        residuals=False,
-        error_test_vectors=0,
-        progress=False,
-    )
-    rows.append(
-        (
-            "ours: seigh recycled",
-            time.perf_counter() - start,
-            op.matvecs - before,
-            ours.eigenvalues.numpy(),
+        seconds = time.perf_counter() - start
+        rows.append(
+            (f"ours: seigh {label}", seconds, op.matvecs - before, ours.eigenvalues.numpy())
         )
-    )
     try:
         import skerch.algorithms as sk
     except ImportError:
