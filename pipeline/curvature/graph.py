@@ -35,18 +35,9 @@ class RetainedGraph:
 
     def vjp(self, W: Sequence[torch.Tensor]) -> torch.Tensor:
         """J^T w as a flat (D,) vector for one cotangent ``W`` (shaped like the outputs)."""
-        live = [(out, w) for out, w in zip(self.outputs, W) if out.requires_grad]
-        if not live:
-            return torch.zeros(
-                self.view.dim, dtype=self.leaves[0].dtype, device=self.leaves[0].device
-            )
-        grads = torch.autograd.grad(
-            [o for o, _ in live],
-            self.leaves,
-            [w for _, w in live],
-            retain_graph=True,
-            allow_unused=True,
-        )
+        grads = self._backward(W, batched=False)
+        if grads is None:
+            return self.leaves[0].new_zeros(self.view.dim)
         return _flat(grads, self.leaves)
 
     def vjp_batched(self, W: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -55,25 +46,35 @@ class RetainedGraph:
         J^T W as (D, b) for cotangents with a leading block dimension b, in one batched backward
         (``is_grads_batched``: autograd vmaps the backward over the block).
         """
-        live = [(out, w) for out, w in zip(self.outputs, W) if out.requires_grad]
         b = W[0].shape[0]
-        if not live:
-            return torch.zeros(
-                self.view.dim, b, dtype=self.leaves[0].dtype, device=self.leaves[0].device
-            )
-        grads = torch.autograd.grad(
-            [o for o, _ in live],
-            self.leaves,
-            [w for _, w in live],
-            retain_graph=True,
-            allow_unused=True,
-            is_grads_batched=True,
-        )
+        grads = self._backward(W, batched=True)
+        if grads is None:
+            return self.leaves[0].new_zeros(self.view.dim, b)
         pieces = [
             g.reshape(b, -1) if g is not None else leaf.new_zeros(b, leaf.numel())
             for g, leaf in zip(grads, self.leaves)
         ]
         return torch.cat(pieces, dim=1).T
+
+    def _backward(
+        self, W: Sequence[torch.Tensor], batched: bool
+    ) -> tuple[torch.Tensor | None, ...] | None:
+        """The leaves' gradients of sum_j <outputs_j, W_j> through the kept graph.
+
+        None where no output depends on the leaves; a leaf no output depends on gets None.
+        ``batched``: W has a leading block dimension, vmapped over by autograd.
+        """
+        live = [(out, w) for out, w in zip(self.outputs, W) if out.requires_grad]
+        if not live:
+            return None
+        return torch.autograd.grad(
+            [o for o, _ in live],
+            self.leaves,
+            [w for _, w in live],
+            retain_graph=True,
+            allow_unused=True,
+            is_grads_batched=batched,
+        )
 
     def prepare_jvp(self) -> RetainedGraph:
         """Build the graph of J^T u that ``jvp`` differentiates; returns self.
