@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,13 +69,16 @@ def make_plan(
     job: Job,
     op: Operator,
     run_dir: Path,
-    worker_rss: int | None = None,
+    worker_rss: Callable[[], int | None] | None = None,
     started: float | None = None,
 ) -> dict[str, Any]:
     """The prediction for this job on this operator (see the module docstring).
 
-    ``started`` is the job's start (``time.perf_counter()``); the seconds from it to the end of
-    the plan are the prediction's ``startup_s`` (0 without it).
+    ``worker_rss`` answers the workers' peak memory (None: this process's), asked after the
+    timed products, so the prediction includes a product at the run's width; a solver that keeps
+    a store adds the block rank 0 assembles. ``started`` is the job's start
+    (``time.perf_counter()``); the seconds from it to the end of the plan are the prediction's
+    ``startup_s`` (0 without it).
     """
     a, solver = job.algorithm, job.solver
     dim = op.shape[0]
@@ -100,7 +103,9 @@ def make_plan(
             driver_bytes=dim * (getattr(a, "k", 1) + 2 * width) * 8,
         )
     plan["driver_bytes"] += peak_rss_bytes()
-    plan["worker_bytes"] = worker_rss if worker_rss is not None else peak_rss_bytes()
+    worker = worker_rss() if worker_rss is not None else None
+    store_block = dim * getattr(a, "block_size", 0) * itemsize if solver.needs_store else 0
+    plan["worker_bytes"] = (worker if worker is not None else peak_rss_bytes()) + store_block
     plan["startup_s"] = time.perf_counter() - started if started is not None else 0.0
     plan["wall_s"] = plan["startup_s"] + plan["measurement_s"] + plan["postprocess_s"]
     plan["fits"] = _fits(plan, run_dir, job.plan.time_limit)

@@ -165,7 +165,7 @@ def _track(record: dict, run_dir: Path) -> None:
 
 def plan(job: Job, op: ProblemOperator, run_dir: Path, started: float | None = None) -> dict:
     """The cost prediction for this run (``pipeline.plan``), logged."""
-    prediction = make_plan(job, op, run_dir, op.worker_peak_rss(), started)
+    prediction = make_plan(job, op, run_dir, op.worker_peak_rss, started)
     log_plan(prediction)
     return prediction
 
