@@ -85,6 +85,8 @@ def execute(cfg: DictConfig, run_dir: Path, started: float | None = None) -> int
         return 2
     # a user error or a failing disk: one line naming the fix; any other is a bug
     except (PipelineError, OSError) as error:
+        if _TERMINATED:  # what a SIGTERM left behind (workers shut down under a call)
+            return _stopped("SIGTERM", 143, run_dir)
         failure = error if isinstance(error, PipelineError) else disk_failure(error)
         if failure is None:
             raise
@@ -99,15 +101,13 @@ def execute(cfg: DictConfig, run_dir: Path, started: float | None = None) -> int
         # Ray re-raises a Terminated caught in its blocking calls as a plain KeyboardInterrupt: the
         # handler's record tells
         terminated = isinstance(stop, SystemExit) or bool(_TERMINATED)
-        name, code = ("SIGTERM", 143) if terminated else ("SIGINT", 130)
-        log.error(
-            "stopped by %s: workers were shut down and every completed block is kept in the store; "
-            "rerun the "
-            "same command in %s to resume",
-            name,
-            run_dir,
-        )
-        return code
+        return _stopped(*(("SIGTERM", 143) if terminated else ("SIGINT", 130)), run_dir)
+    except Exception:
+        # the SIGTERM's exception wrapped by what it interrupted (TorchScript turns it into a
+        # RuntimeError "Terminated: <EMPTY MESSAGE>" inside a scripted decomposition)
+        if not _TERMINATED:
+            raise
+        return _stopped("SIGTERM", 143, run_dir)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -187,6 +187,17 @@ def _zarr_io_left_by_a_signal(record: logging.LogRecord) -> bool:
     """
     message = record.getMessage()
     return not ("Task was destroyed but it is pending" in message and "zarr" in message)
+
+
+def _stopped(name: str, code: int, run_dir: Path) -> int:
+    """Log the one line a run stopped by a signal ends with; returns its exit code."""
+    log.error(
+        "stopped by %s: workers were shut down and every completed block is kept in the store; "
+        "rerun the same command in %s to resume",
+        name,
+        run_dir,
+    )
+    return code
 
 
 def _terminate(signum: int, frame: object) -> None:

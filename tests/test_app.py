@@ -1,6 +1,7 @@
 """The Hydra app: composition, bad overrides, the default job end to end, resume after a kill."""
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -433,6 +434,31 @@ def test_unreachable_cluster_fails_fast_with_a_reason(tmp_path):
     assert result.returncode == 2 and time.perf_counter() - start < 60
     output = result.stdout + result.stderr
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in output and "Traceback" not in output
+
+
+def test_a_sigterm_that_surfaces_wrapped_in_another_error_still_ends_in_its_one_line(
+    tmp_path, monkeypatch, caplog
+):
+    """TorchScript turns the SIGTERM's exception raised inside a scripted decomposition into a
+    RuntimeError ("Terminated: <EMPTY MESSAGE>"): once the signal came, whatever surfaces ends the
+    run as stopped by SIGTERM (143, one line), not as a crash with a traceback."""
+    import pipeline.app
+
+    def interrupted_inside_torchscript(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt as stop:
+            raise RuntimeError(
+                f"The following operation failed in the TorchScript interpreter. {stop!r}"
+            ) from None
+
+    monkeypatch.setattr(pipeline.app, "run_job", interrupted_inside_torchscript)
+    with caplog.at_level(logging.ERROR, logger="pipeline"):
+        code = execute(_compose("cluster=none"), tmp_path)
+    assert code == 143
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("stopped by SIGTERM"), errors
 
 
 @pytest.mark.slow
