@@ -100,6 +100,9 @@ class ClusterConfig:
     # a product not answered within max(this, 10x the slowest so far) is a hung worker: killed,
     # replaced, redone
     call_timeout_s: float = 1800.0
+    # memory a worker may use, for algorithm.product_width=auto; null: 80% of its node's memory
+    # (90% of its GPU's) shared by the workers on it
+    worker_memory_gb: Optional[float] = None
 
 
 @dataclass

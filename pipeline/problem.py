@@ -14,6 +14,7 @@ from pipeline.basics import compute_device
 from pipeline.errors import InputError
 
 if TYPE_CHECKING:
+    from pipeline.curvature.memory_fit import WidthFit
     from pipeline.job import Job
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class ProblemOperator(Protocol):
 
         None where products run in this process.
         """
+
+    def width_fit(self, widest: int, budget_bytes: int | None, fixed_bytes: int) -> WidthFit:
+        """The widest product (at most ``widest`` columns) every worker's memory holds."""
 
 
 @contextlib.contextmanager

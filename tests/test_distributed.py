@@ -71,6 +71,18 @@ def test_two_workers_equal_in_process_float64(ray_op):
     assert len(ray_op.last_timings) == 2 and all(t["compute_s"] > 0 for t in ray_op.last_timings)
 
 
+def test_workers_fit_their_product_width_to_their_share_of_the_node(ray_op):
+    """Two workers on one node each budget 80% of half its memory; a budget below what a worker
+    holds is refused from the worker, naming the fix, and not retried."""
+    fit = ray_op.width_fit(16, None, 0)
+    assert 1 <= fit.width <= 16 and fit.per_column_bytes > 0
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert fit.budget_bytes <= 0.8 * physical / 2
+    with pytest.raises(OperationError, match=r"data\.batch_size"):
+        ray_op.width_fit(16, 2**20, 0)
+    assert ray_op.failures == 0
+
+
 def test_two_workers_equal_in_process_for_a_summed_loss(ray_session):
     """A sum-reduced loss: C = sum of the batches' curvatures.
 

@@ -86,25 +86,35 @@ class DataPasses:
         """
         total = torch.zeros_like(V)
         count = 0
-        for index, (inputs, targets, n) in enumerate(self.batches()):
-            if n == 0:
-                continue
-            try:
-                product = self.batch_product(inputs, targets, V)
-            except RuntimeError as error:
-                if "randomness" in str(error):
-                    raise NondeterminismError(STOCHASTIC_MODEL) from error
-                raise
-            if not torch.isfinite(product).all():
-                self._raise_nonfinite(index, inputs, targets)
-            total.add_(product, alpha=n if self.reduction == "mean" else 1)  # no n * product copy
-            count += n
+        for index, batch in enumerate(self.batches()):
+            count += self.accumulate(total, index, batch, V)
         if count == 0:
             raise InputError(
                 "data is empty: the data set yielded no samples; check the data config and subset "
                 "size"
             )
         return total, count
+
+    def accumulate(
+        self, total: torch.Tensor, index: int, batch: tuple[Any, torch.Tensor, int], V: torch.Tensor
+    ) -> int:
+        """Add w_i C_i V of batch ``index`` (a prepared (inputs, targets, n)) to total; return n.
+
+        A batch whose product is not finite raises, naming it.
+        """
+        inputs, targets, n = batch
+        if n == 0:
+            return 0
+        try:
+            product = self.batch_product(inputs, targets, V)
+        except RuntimeError as error:
+            if "randomness" in str(error):
+                raise NondeterminismError(STOCHASTIC_MODEL) from error
+            raise
+        if not torch.isfinite(product).all():
+            self._raise_nonfinite(index, inputs, targets)
+        total.add_(product, alpha=n if self.reduction == "mean" else 1)  # no n * product copy
+        return n
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         return self.normalise(*self.weighted_sum(V))

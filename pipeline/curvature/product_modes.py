@@ -12,12 +12,14 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import torch
 
+from pipeline.curvature.memory_fit import WidthFit, operator_width_fit
 from pipeline.curvature.mode_choice import ModeChoice, choose_mode, known_choice, problem_key
 
 BatchProduct = Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -144,6 +146,26 @@ class ProductModes(ABC):
         self.batch_product(inputs, targets, V)
         self._synchronize()
         return (time.perf_counter() - start) * self.num_samples / max(n, 1)
+
+    @contextmanager
+    def pinned_mode(self, mode: str) -> Iterator[None]:
+        """Products in ``mode`` while the body runs (the choices ``auto`` made are kept)."""
+        kept, self.product_mode = self.product_mode, mode
+        try:
+            yield
+        finally:
+            self.product_mode = kept
+
+    def width_fit(
+        self, widest: int, budget_bytes: int | None, fixed_bytes: int, sharing: int = 1
+    ) -> WidthFit:
+        """The widest product (at most ``widest`` columns) that fits the memory budget.
+
+        See ``pipeline.curvature.memory_fit``: peaks measured on the first batch at two widths,
+        ``budget_bytes`` None for a share of the memory this process could use (``sharing``
+        workers on its node or GPU), ``fixed_bytes`` held beside the products.
+        """
+        return operator_width_fit(self, widest, budget_bytes, fixed_bytes, sharing)
 
     def probe_share(self) -> float:
         """One run of every product mode and one timed run, on the first of the batches."""

@@ -6,12 +6,14 @@ measured blocks written on the workers).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import ray
 import torch
 
+from pipeline.curvature.memory_fit import WidthFit
 from pipeline.distributed.group import WorkerGroup
 from pipeline.distributed.worker import CurvatureWorker
 from pipeline.linalg.operator import Operator
@@ -71,6 +73,18 @@ class RayOperator(Operator):
         all-reduce of the block: a few batches of work, not a pass over the data.
         """
         return max(self.group.run(CurvatureWorker.pass_seconds, int(width)))
+
+    def width_fit(self, widest: int, budget_bytes: int | None, fixed_bytes: int) -> WidthFit:
+        """The widest product every worker can hold (``CurvatureOperator.width_fit`` per rank).
+
+        Each worker measures its own shard's first batch; a node's memory (or a GPU's) is shared
+        by the workers on it. The narrowest rank's fit.
+        """
+        sharing = dict(Counter(info["node"] for info in self.group.info))
+        fits = self.group.run(
+            CurvatureWorker.width_fit, int(widest), budget_bytes, int(fixed_bytes), sharing
+        )
+        return WidthFit(**min(fits, key=lambda fit: fit["width"]))
 
     def probe_share(self) -> float:
         """What one ``pass_seconds`` call at a new width costs, in products (the largest share)."""

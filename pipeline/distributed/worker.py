@@ -156,6 +156,16 @@ class CurvatureWorker(TorchRank):
         process_group.all_reduce_sum(block)
         return seconds + time.perf_counter() - start
 
+    def width_fit(
+        self, widest: int, budget_bytes: int | None, fixed_bytes: int, sharing: dict[str, int]
+    ) -> dict[str, Any]:
+        """This rank's widest product that fits its memory (``CurvatureOperator.width_fit``).
+
+        ``sharing``: workers per node id; a worker shares its node's memory (or its GPU) with them.
+        """
+        node = ray.get_runtime_context().get_node_id()
+        return self.op.width_fit(widest, budget_bytes, fixed_bytes, sharing[node]).as_dict()
+
     def probe_share(self) -> float:
         """What this rank's ``pass_seconds`` at a new width costs, in products of its shard."""
         return self.op.probe_share()

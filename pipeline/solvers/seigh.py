@@ -34,8 +34,9 @@ class SeighConfig(EigenConfig):
     inner: int = 710
     # the store's chunk width and completion unit (fingerprinted)
     block_size: int = default_of(seigh, "block_size")
-    # columns per product (null: block_size); a resume may change it
-    product_width: Optional[int] = default_of(seigh, "product_width")
+    # columns per product (null: block_size; auto: the widest the workers' memory holds, measured
+    # on the first batch); a resume may change it
+    product_width: Any = default_of(seigh, "product_width")
     recycled: bool = default_of(seigh, "recycled")
     outer_kind: str = default_of(seigh, "outer_kind")
     inner_kind: str = default_of(seigh, "inner_kind")
@@ -67,7 +68,7 @@ def preflight(
         a.outer_kind,
         a.inner_kind,
         a.recycled,
-        product_width=a.product_width,
+        product_width=None if a.product_width == "auto" else a.product_width,
     )
     if a.target_tol is None:
         options.validate(shape)
@@ -179,6 +180,11 @@ def check(a: Any) -> None:
     """Refuse unknown test matrices and non-positive tolerances."""
     one_of("algorithm.outer_kind", a.outer_kind, KINDS)
     one_of("algorithm.inner_kind", a.inner_kind, ROW_ACCESSIBLE)
+    width = a.product_width
+    if width not in (None, "auto") and (isinstance(width, bool) or not isinstance(width, int)):
+        raise InputError(
+            f"algorithm.product_width must be null, 'auto' or a positive integer, got {width!r}"
+        )
     for name in ("refine_tol", "target_tol"):
         value = getattr(a, name)
         if value is not None and not value > 0:
