@@ -152,10 +152,9 @@ def test_progress_can_be_silenced_and_rejects_a_bad_interval(caplog):
 
 
 @pytest.mark.slow
-@pytest.mark.ray
 def test_the_gpu_check_script_dry_runs_on_the_cpu(tmp_path):
     """benchmarks/gpu_check.sh --device cpu: the same three steps at toy sizes (the gpu tests
-    collected and skipped, the rehearsal on one worker, post-processing), so the script a GPU
+    collected and skipped, the rehearsal in process, post-processing), so the script a GPU
     session runs is known to work before it spends device time."""
     out = subprocess.run(
         ["bash", ROOT / "benchmarks/gpu_check.sh", "--device", "cpu"],
