@@ -20,6 +20,7 @@ from pipeline.config import register
 from pipeline.disk import disk_failure
 from pipeline.errors import PipelineError
 from pipeline.job import compile_job
+from pipeline.layerwise import layerwise
 from pipeline.progress import set_log_interval
 from pipeline.reproduce import reproduce
 from pipeline.runner import plan_only, run_job
@@ -70,6 +71,8 @@ def execute(cfg: DictConfig, run_dir: Path, started: float | None = None) -> int
                 reproduce(job, run_dir)
             elif job.task == "plan":
                 plan_only(job, run_dir, started)
+            elif job.task == "layerwise":
+                layerwise(job, run_dir)
             else:
                 run_job(job, run_dir, started)
         log.info("done: results in %s", run_dir)

@@ -158,6 +158,21 @@ class PlanConfig:
 
 
 @dataclass
+class LayerwiseConfig:
+    """task=layerwise: the parameter blocks and what is computed for each.
+
+    Each block's top-k eigenpairs come from the job's algorithm (dense where the block is small).
+    """
+
+    # modules (each module with parameters of its own) | a list of name globs / "re:" regexes
+    blocks: Any = "modules"
+    trace_matvecs: int = 60  # Hutch++ products per block
+    density: bool = False  # an SLQ spectral density per block
+    # blocks up to this many parameters: exact, from their dense matrix (D products)
+    dense_max_dim: int = 1000
+
+
+@dataclass
 class Config:
     """The whole job: one group per concern, as composed by Hydra."""
 
@@ -170,8 +185,9 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     reproduce: ReproduceConfig = field(default_factory=ReproduceConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
+    layerwise: LayerwiseConfig = field(default_factory=LayerwiseConfig)
     # eigen (one decomposition) | reproduce (train -> decompose -> overlap) | plan (predict cost,
-    # plan.json)
+    # plan.json) | layerwise (every parameter block's spectrum)
     task: str = "eigen"
     seed: int = 0
     dtype: str = "float32"  # float32 | float64

@@ -62,6 +62,7 @@ class Job:
     output: schema.OutputConfig
     plan: schema.PlanConfig
     reproduce: schema.ReproduceConfig
+    layerwise: schema.LayerwiseConfig
 
     @cached_property
     def problem(self) -> ProblemSpec:
@@ -116,6 +117,7 @@ PARTS = {
     "output": schema.OutputConfig,
     "plan": schema.PlanConfig,
     "reproduce": schema.ReproduceConfig,
+    "layerwise": schema.LayerwiseConfig,
 }
 
 

@@ -19,7 +19,7 @@ from pipeline.tracking import TRACKERS
 if TYPE_CHECKING:
     from pipeline.job import Job
 
-TASKS = ("eigen", "reproduce", "plan")
+TASKS = ("eigen", "reproduce", "plan", "layerwise")
 
 
 def check_job(job: Job) -> None:

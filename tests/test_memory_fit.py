@@ -18,7 +18,7 @@ from deployment import compose_overrides
 
 
 def _wide_mlp_operator(**options) -> HessianOperator:
-    """D = 333,322 in float32: a column of a product is megabytes, far above the allocator's noise."""
+    """D = 333,322 in float32: a product's column is megabytes, far above the allocator's noise."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Linear(128, 512), nn.Tanh(), nn.Linear(512, 512), nn.Tanh(), nn.Linear(512, 10)
@@ -42,7 +42,9 @@ def test_products_at_the_auto_width_stay_within_a_tight_budget():
     budget = current_bytes(op.device) + fixed + free.graph_bytes + free.base_bytes
     budget += 5 * free.per_column_bytes
     fit = op.width_fit(32, budget, fixed)
-    assert 2 <= fit.width < 32 and fit.peak_bytes(fit.width) <= budget < fit.peak_bytes(fit.width + 1)
+    assert 2 <= fit.width < 32 and fit.peak_bytes(fit.width) <= budget < fit.peak_bytes(
+        fit.width + 1
+    )
     held_block = torch.zeros(D, 2)  # the fixed bytes, really held
     peak = peak_above_now(lambda: [op @ torch.randn(D, fit.width) for _ in range(2)], op.device)
     del held_block

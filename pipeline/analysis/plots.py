@@ -220,3 +220,33 @@ def overlap_figure(
     step_ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def layerwise_figure(blocks: Sequence[dict], path: Path, title: str = "") -> Path:
+    """Per parameter block, in network order: its top eigenvalue and its trace (+- stderr).
+
+    And, where computed, each block's spectral density (one curve per block, log scale).
+    """
+    names = [f"{b['name']} ({b['dim']:,})" for b in blocks]
+    x = np.arange(len(blocks))
+    densities = [b for b in blocks if "density" in b]
+    fig, axes = plt.subplots(
+        1, 3 if densities else 2, figsize=(max(8, 0.45 * len(blocks) + 6), 4.2), squeeze=False
+    )
+    top = [b["eigenvalues"][0] for b in blocks]
+    axes[0][0].bar(x, top, color=["C0" if v >= 0 else "C3" for v in top])
+    axes[0][0].set(ylabel="top eigenvalue (by |.|)", title="top eigenvalue per block")
+    traces = [b["trace"] for b in blocks]
+    axes[0][1].bar(x, traces, yerr=[b["trace_stderr"] for b in blocks], capsize=2, color="C2")
+    axes[0][1].set(ylabel="trace (Hutch++ +- stderr; dense: exact)", title="trace per block")
+    for ax in axes[0][:2]:
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
+    for block in densities:
+        grid, values = (np.asarray(block["density"][key]) for key in ("grid", "values"))
+        axes[0][2].semilogy(grid, np.maximum(values, 1e-12), lw=0.8, label=block["name"])
+    if densities:
+        axes[0][2].set(xlabel="eigenvalue", ylabel="density (log)", title="density per block")
+        axes[0][2].legend(fontsize=6, ncol=2)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -4,7 +4,7 @@ from pipeline.distributed.actor_group import ActorGroup, WorkerDied, WorkerHung
 from pipeline.distributed.group import WorkerGroup
 from pipeline.distributed.head_watch import ClusterLost, watching_head
 from pipeline.distributed.operator import RayOperator
-from pipeline.distributed.runtime import init_ray, keep_local_ray, release_ray
+from pipeline.distributed.runtime import init_ray, keep_local_ray, release_ray, sharing_local_ray
 from pipeline.distributed.torch_backend import TorchBackend
 
 # re-exported: the recipe the workers build
@@ -23,6 +23,7 @@ __all__ = [
     "keep_local_ray",
     "release_ray",
     "shard_batches",
+    "sharing_local_ray",
     "shard_indices",
     "watching_head",
 ]

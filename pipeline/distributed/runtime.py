@@ -44,6 +44,24 @@ def keep_local_ray() -> None:
     _keep_local = True
 
 
+@contextmanager
+def sharing_local_ray() -> Iterator[None]:
+    """The jobs run in the body share one local Ray (``keep_local_ray``), stopped at its end.
+
+    Unless a sweep around it keeps it for its next job.
+    """
+    global _keep_local, _kept
+    kept_before = _keep_local
+    _keep_local = True
+    try:
+        yield
+    finally:
+        _keep_local = kept_before
+        if not kept_before and _kept is not None:
+            ray.shutdown()
+            _kept = None
+
+
 def release_ray() -> None:
     """End what ``init_ray`` started or joined.
 
