@@ -235,12 +235,17 @@ def test_a_signal_during_submission_is_raised_only_after_every_rank_has_the_call
     group.actors = [
         type("Actor", (), {"_measure": _Method(calls, signal.SIGINT)})() for _ in range(3)
     ]
-    with pytest.raises(KeyboardInterrupt):
-        group._submit(_measure, "block")
+    # Python's own handler, whatever an earlier test in this process left (Ray installs its own)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            group._submit(_measure, "block")
+        # the handler in place again
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
     # else ranks 1-2 never join rank 0 in the collective, and the exit's flush waits for ever
     assert calls == [("block",)] * 3
-    # the handler in place again
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_user_errors_on_workers_are_raised_not_retried(ray_session):
