@@ -42,20 +42,28 @@ def operator_options(values: dict[str, Any]) -> dict[str, Any]:
 class ModelConfig:
     """``model``: a zoo network or any ``_target_``, and its checkpoint."""
 
-    name: str = "tanh_mlp"  # tanh_mlp | 3c3d | allcnnc | resnet18 | target
+    name: str = "tanh_mlp"  # tanh_mlp | 3c3d | allcnnc | resnet18 | tiny_gpt | target
     widths: Optional[list[int]] = None  # tanh_mlp only
     num_classes: Optional[int] = None  # 3c3d, allcnnc, resnet18
     # {_target_: torchvision.models.resnet18, ...} for name=target
     target: Optional[dict[str, Any]] = None
     checkpoint: Optional[str] = None  # torch.save'd state dict, loaded weights-only
     init_seed: int = 0  # initial weights when no checkpoint is given
+    # cross_entropy (classification) | causal_lm (next-token, mean over real tokens)
+    loss: str = "cross_entropy"
+    # tiny_gpt only
+    vocab_size: Optional[int] = None
+    context: Optional[int] = None
+    layers: Optional[int] = None
+    width: Optional[int] = None
+    heads: Optional[int] = None
 
 
 @dataclass
 class DataConfig:
     """``data``: the data set, its split, the fixed subset and the batches."""
 
-    name: str = "digits"  # digits | synthetic | mnist | cifar10 | cifar100 | imagenet
+    name: str = "digits"  # digits | synthetic | mnist | cifar10 | cifar100 | imagenet | tokens
     root: Optional[str] = None
     split: str = "train"
     subset: Optional[int] = 500  # fixed class-balanced subset size; null = all samples
@@ -67,6 +75,7 @@ class DataConfig:
     samples: int = 512  # synthetic only
     input_shape: list[int] = field(default_factory=lambda: [1, 16, 16])  # synthetic only
     num_classes: int = 10  # synthetic only
+    context: int = 64  # tokens only: tokens per sequence
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pipeline import config as schema
 from pipeline.config import fingerprinted, operator_options
 from pipeline.data import build_dataset
 from pipeline.models import build_from_config
+from pipeline.models.losses import loss_named
 from pipeline.preflight import check_job
 from pipeline.sharding import ProblemSpec
 from pipeline.solvers import Solver, solver_for
@@ -71,6 +72,7 @@ class Job:
         return ProblemSpec(
             model_factory=functools.partial(build_from_config, self.config["model"]),
             dataset_factory=functools.partial(build_dataset, self.config["data"]),
+            loss_fn=loss_named(self.model.loss),
             curvature=curvature["kind"],
             batch_size=self.data.batch_size,
             params=curvature["params"],

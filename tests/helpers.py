@@ -223,3 +223,44 @@ def wait_for_marks(done_path, count: int, timeout_s: float = 120.0) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline and marks() < count:
         time.sleep(0.005)
+
+
+def gpt_factory(seed: int = 0) -> nn.Module:
+    """A 1-layer TinyGPT: vocabulary 11, context 6, width 4, 2 heads (D = 375)."""
+    from pipeline.models.gpt import TinyGPT
+
+    torch.manual_seed(seed)
+    return TinyGPT(vocab_size=11, context=6, layers=1, width=4, heads=2)
+
+
+def ragged_token_batch(lengths=(6, 3, 5, 2, 4, 6, 1), seed: int = 3):
+    """Right-padded sequences of the given lengths: ({input_ids, attention_mask}, targets).
+
+    Targets are the next tokens, IGNORE (-100) past each sequence's end, so sequences of length
+    L carry L - 1 real targets (and one of length 1 none).
+    """
+    from pipeline.models.losses import IGNORE
+
+    gen = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.randint(0, 11, (len(lengths), width + 1), generator=gen)
+    mask = torch.zeros(len(lengths), width, dtype=torch.int64)
+    targets = ids[:, 1:].clone()
+    for row, length in enumerate(lengths):
+        mask[row, :length] = 1
+        targets[row, max(length - 1, 0) :] = IGNORE
+        ids[row, length:] = 0
+    return {"input_ids": ids[:, :width], "attention_mask": mask}, targets
+
+
+class RaggedTokens(torch.utils.data.Dataset):
+    """``ragged_token_batch`` as a map-style data set of (inputs dict, targets) samples."""
+
+    def __init__(self):
+        self.inputs, self.targets = ragged_token_batch()
+
+    def __len__(self):
+        return self.targets.shape[0]
+
+    def __getitem__(self, i):
+        return {key: value[i] for key, value in self.inputs.items()}, self.targets[i]

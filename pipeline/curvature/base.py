@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pipeline.curvature.checks import OperatorChecks
-from pipeline.curvature.data_passes import Batch, DataPasses, cast_floating
+from pipeline.curvature.data_passes import Batch, DataPasses, cast_floating, sample_count
 from pipeline.curvature.graph_cache import GraphCache
 from pipeline.curvature.mode_choice import ModeChoice
 from pipeline.curvature.params import ParamSelector, flat_parameters, weights_digest
@@ -51,6 +51,9 @@ class CurvatureOperator(DataPasses, ProductModes, OperatorChecks, Operator):
             (``mode_choices[b]``; see ``pipeline.curvature.mode_choice``).
         graph_cache_gb: Bytes (GiB) of kept graphs (None: a quarter of the memory available at the
             first build; 0: never kept).
+        batch_size_fn: ``(inputs, targets) -> n_i``, what a batch's mean loss averages over, its
+            weight (None: ``loss_fn.count`` where the loss has one, e.g. tokens, else the first
+            input tensor's first dimension).
 
     Raises:
         InputError: An unknown product mode, a loss that is not one number per batch, no
@@ -67,6 +70,7 @@ class CurvatureOperator(DataPasses, ProductModes, OperatorChecks, Operator):
         vmap_chunk_size: int | None = None,
         product_mode: str = AUTO,
         graph_cache_gb: float | None = None,
+        batch_size_fn: Callable[[Any, torch.Tensor], int] | None = None,
     ):
         if product_mode != AUTO and product_mode not in self.PRODUCT_MODES:
             raise InputError(
@@ -94,6 +98,7 @@ class CurvatureOperator(DataPasses, ProductModes, OperatorChecks, Operator):
         super().__init__(self.view.dim, dtype, self.theta.device)
         self.model = model.eval()
         self.loss_fn = loss_fn
+        self.batch_size_fn = batch_size_fn or getattr(loss_fn, "count", sample_count)
         self.reduction = reduction
         self.data = data
         self.vmap_chunk_size = vmap_chunk_size

@@ -2,7 +2,9 @@
 
 For a data set of N samples split into batches of n_i samples with mean losses L_i, the loss is
 L = (1/N) sum_i n_i L_i, so every curvature matrix is C = (1/N) sum_i n_i C_i: batches are
-weighted by sample count and the operator does not depend on how samples are batched. A
+weighted by sample count and the operator does not depend on how samples are batched. A loss
+that averages over something else (tokens: ``CausalLMLoss``) counts a batch itself
+(``batch_size_fn``, default ``loss_fn.count`` where it has one, else ``sample_count``). A
 sum-reduced loss (``reduction="sum"``) has L = sum_i L_i and C = sum_i C_i.
 """
 
@@ -32,9 +34,9 @@ class DataPasses:
             inputs, targets = batch
         except (TypeError, ValueError):
             raise InputError("each batch of data must be an (inputs, targets) pair") from None
-        inputs = _to(inputs, self.dtype, self.device)
-        targets = _to(targets, self.dtype, self.device)
-        return inputs, targets, int(targets.shape[0])
+        inputs = move_to(inputs, self.dtype, self.device)
+        targets = move_to(targets, self.dtype, self.device)
+        return inputs, targets, self.batch_size_fn(inputs, targets)
 
     @property
     def num_samples(self) -> int:
@@ -43,7 +45,12 @@ class DataPasses:
         N, the samples in this operator's data (a DataLoader's data set is counted, not loaded).
         """
         dataset = getattr(self.data, "dataset", None)
-        if dataset is not None and hasattr(dataset, "__len__"):
+        # a DataLoader's data set is counted, not loaded, where a batch counts its samples
+        if (
+            dataset is not None
+            and hasattr(dataset, "__len__")
+            and self.batch_size_fn is sample_count
+        ):
             return len(dataset)
         return sum(n for _, _, n in self.batches())
 
@@ -132,10 +139,20 @@ def cast_floating(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype) if t.is_floating_point() else t
 
 
-def _to(x: Any, dtype: torch.dtype, device: torch.device) -> Any:
-    """Move tensors (and tuples/lists of tensors) to device; floating ones to dtype."""
+def sample_count(inputs: Any, targets: torch.Tensor) -> int:
+    """A batch's sample count: the first dimension of its inputs (of the first tensor in a dict)."""
+    first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
+    if isinstance(first, (tuple, list)):
+        first = first[0]
+    return int(first.shape[0])
+
+
+def move_to(x: Any, dtype: torch.dtype, device: torch.device) -> Any:
+    """Move tensors (and tuples, lists, dicts of tensors) to device; floating ones to dtype."""
     if isinstance(x, torch.Tensor):
         return cast_floating(x.to(device, non_blocking=True), dtype)
     if isinstance(x, (tuple, list)):
-        return type(x)(_to(t, dtype, device) for t in x)
+        return type(x)(move_to(t, dtype, device) for t in x)
+    if isinstance(x, dict):
+        return {key: move_to(value, dtype, device) for key, value in x.items()}
     return x

@@ -55,7 +55,13 @@ def problem_key(operator: Any, inputs: Any) -> tuple:
     """
     shapes = tuple(
         tuple(t.shape)
-        for t in (inputs if isinstance(inputs, (tuple, list)) else (inputs,))
+        for t in (
+            inputs.values()
+            if isinstance(inputs, dict)
+            else inputs
+            if isinstance(inputs, (tuple, list))
+            else (inputs,)
+        )
         if isinstance(t, torch.Tensor)
     )
     return (
@@ -81,6 +87,22 @@ def known_choice(key: tuple, width: int) -> ModeChoice | None:
     return ModeChoice(nearest.mode, nearest.width, nearest.seconds, nearest.failed, borrowed=True)
 
 
+def double_backward_hint(failures: Any) -> str:
+    """The fix where a failure is a kernel without a double backward (fused attention, say).
+
+    An empty string otherwise.
+    """
+    text = str(failures)
+    unsupported = "derivative for" in text and "not implemented" in text
+    if not unsupported and "Trying to use forward AD with" not in text:
+        return ""
+    return (
+        "; a kernel in the model has no double backward, which every curvature product needs: "
+        "use its math path (torch's scaled_dot_product_attention is run on it already; a Hugging "
+        "Face model: load it with attn_implementation='eager')"
+    )
+
+
 def choose_mode(
     key: tuple,
     width: int,
@@ -100,7 +122,9 @@ def choose_mode(
     fastest, seconds, failures = _Fastest(), {}, {}
     _time_each(products, synchronize, fastest, seconds, failures)
     if not seconds:
-        raise OperationError(f"no product mode works for this model: {failures}")
+        raise OperationError(
+            f"no product mode works for this model: {failures}{double_backward_hint(failures)}"
+        )
     # a second, warm run of the contenders
     for mode in [m for m, t in seconds.items() if t <= CONTENDERS * fastest.seconds]:
         seconds[mode] = min(seconds[mode], fastest.offer(*_timed(products[mode], synchronize)))

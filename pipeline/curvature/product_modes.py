@@ -18,9 +18,17 @@ from functools import partial
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pipeline.curvature.memory_fit import WidthFit, operator_width_fit
-from pipeline.curvature.mode_choice import ModeChoice, choose_mode, known_choice, problem_key
+from pipeline.curvature.mode_choice import (
+    ModeChoice,
+    choose_mode,
+    double_backward_hint,
+    known_choice,
+    problem_key,
+)
+from pipeline.errors import OperationError
 
 BatchProduct = Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
 AUTO = "auto"
@@ -61,8 +69,20 @@ class ProductModes(ABC):
     def batch_product(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         """C_i V (D, b) for one batch in ``product_mode``.
 
-        C_i V (D, b) for one batch, in ``product_mode`` (or the mode ``auto`` chose for width b).
+        C_i V (D, b) for one batch, in ``product_mode`` (or the mode ``auto`` chose for width b),
+        with attention on its math path: the fused kernels have no double backward (PyTorch issue
+        116350); a kernel that still refuses is an OperationError naming the fix.
         """
+        with sdpa_kernel([SDPBackend.MATH]):
+            try:
+                return self._batch_product(inputs, targets, V)
+            except RuntimeError as error:
+                hint = double_backward_hint(error)
+                if not hint:
+                    raise
+                raise OperationError(f"{str(error).splitlines()[0]}{hint}") from None
+
+    def _batch_product(self, inputs: Any, targets: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         if self.product_mode != AUTO:
             return self.products()[self.product_mode](inputs, targets, V)
         width = V.shape[1]

@@ -13,6 +13,7 @@ from pipeline.data.imagenet import ImageFolder
 from pipeline.data.mnist import load_mnist
 from pipeline.data.subsets import batches, class_balanced_indices
 from pipeline.data.synthetic import synthetic
+from pipeline.data.tokens import TokenSequences, load_tokens
 from pipeline.errors import InputError
 
 
@@ -54,6 +55,7 @@ DATASETS: dict[str, tuple[Callable[[dict[str, Any]], Any], bool]] = {
     "cifar10": (_cifar(10), True),
     "cifar100": (_cifar(100), True),
     "imagenet": (_imagenet, True),
+    "tokens": (load_tokens, True),
 }
 NAMES = tuple(DATASETS)
 
@@ -73,6 +75,8 @@ def build_dataset(config: dict[str, Any]) -> Any:
     subset = config.get("subset")
     if not subset:
         return data
+    if isinstance(data, TokenSequences):  # no classes to balance
+        return data.subset(subset, config.get("seed", 0))
     targets = data.targets if isinstance(data, ImageFolder) else data[1]
     index = class_balanced_indices(targets, subset, seed=config.get("seed", 0))
     if isinstance(data, ImageFolder):
@@ -84,6 +88,7 @@ __all__ = [
     "DATASETS",
     "NAMES",
     "ImageFolder",
+    "TokenSequences",
     "batches",
     "build_dataset",
     "class_balanced_indices",

@@ -162,9 +162,12 @@ class CurvatureWorker(TorchRank):
         """This rank's widest product that fits its memory (``CurvatureOperator.width_fit``).
 
         ``sharing``: workers per node id; a worker shares its node's memory (or its GPU) with them.
+        ``fixed_bytes`` (the store blocks a measurement holds) count on rank 0, which assembles and
+        writes them.
         """
         node = ray.get_runtime_context().get_node_id()
-        return self.op.width_fit(widest, budget_bytes, fixed_bytes, sharing[node]).as_dict()
+        fixed = fixed_bytes if self.rank == 0 else 0
+        return self.op.width_fit(widest, budget_bytes, fixed, sharing[node]).as_dict()
 
     def probe_share(self) -> float:
         """What this rank's ``pass_seconds`` at a new width costs, in products of its shard."""

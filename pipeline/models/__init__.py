@@ -12,6 +12,7 @@ from torch import nn
 
 from pipeline.errors import InputError, MissingFileError
 from pipeline.models.cnn import all_cnn_c, c3d3
+from pipeline.models.gpt import tiny_gpt
 from pipeline.models.mlp import tanh_mlp
 from pipeline.models.resnet import ResNet18
 
@@ -20,6 +21,7 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
     "3c3d": c3d3,
     "allcnnc": all_cnn_c,
     "resnet18": ResNet18,
+    "tiny_gpt": tiny_gpt,
 }
 
 # Table 1 of Fernandez et al. (TMLR 2025)
@@ -64,6 +66,7 @@ def build_from_config(config: dict[str, Any]) -> nn.Module:
     checkpoint = options.pop("checkpoint", None)
     target = options.pop("target", None)
     init_seed = options.pop("init_seed", 0)
+    options.pop("loss", None)  # the job's loss (pipeline.models.losses), not the network's
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)  # every worker's replica gets the same initial weights
         if name == "target":

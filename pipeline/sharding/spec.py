@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from pipeline.curvature import CURVATURES, CurvatureOperator
+from pipeline.curvature.data_passes import move_to
 from pipeline.curvature.params import flat_parameters, weights_digest
 from pipeline.errors import InputError
 from pipeline.sharding.shards import shard_batches
@@ -83,7 +84,7 @@ class ProblemSpec:
             if self.torch_dtype is not None:
                 model, inputs = (
                     model.to(self.torch_dtype),
-                    inputs.to(self.torch_dtype) if inputs.is_floating_point() else inputs,
+                    move_to(inputs, self.torch_dtype, torch.device("cpu")),
                 )
             try:
                 with torch.no_grad():

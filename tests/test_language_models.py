@@ -1,0 +1,132 @@
+"""Language models: a tiny GPT's Hessian and GGN products on dict batches of ragged, padded
+sequences equal the dense float64 ones (torch.func) to 1e-10, whatever the batch split or the
+number of Ray workers (the operator weighs batches by their real tokens); data=tokens and
+model=tiny_gpt through the command line; a kernel without a double backward is named with the
+fix."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.func import grad, jvp
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from pipeline.curvature import GGNOperator, HessianOperator
+from pipeline.distributed import ProblemSpec, RayOperator
+from pipeline.errors import OperationError
+from pipeline.models.losses import CausalLMLoss
+
+from helpers import RaggedTokens, dense_ggn, full_loss_fn, gpt_factory, ragged_token_batch
+
+LOSS = CausalLMLoss()
+
+
+def _batches(sizes):
+    inputs, targets = ragged_token_batch()
+    starts = np.cumsum([0, *sizes])
+    return [
+        ({key: value[a:b] for key, value in inputs.items()}, targets[a:b])
+        for a, b in zip(starts[:-1], starts[1:])
+    ]
+
+
+@pytest.fixture(scope="module")
+def dense():
+    """The dense Hessian and GGN of the mean next-token loss over every real token.
+
+    The Hessian column by column, jvp of torch.func.grad per basis vector: torch.func.hessian,
+    which vmaps that over the basis, gives this model a matrix that is not symmetric (0.05 off,
+    torch 2.13; finite differences side with the unbatched columns, as do our products).
+    """
+    model = gpt_factory().double()
+    inputs, targets = ragged_token_batch()
+    f, theta, _ = full_loss_fn(model, LOSS, inputs, targets)
+    basis = torch.eye(len(theta), dtype=theta.dtype)
+    with sdpa_kernel([SDPBackend.MATH]):  # the fused CPU kernel has no forward-mode derivative
+        hessian = torch.stack([jvp(grad(f), (theta,), (e,))[1] for e in basis], dim=1)
+        ggn = dense_ggn(model, LOSS, inputs, targets)
+    assert float((hessian - hessian.T).abs().max()) < 1e-12
+    return hessian, ggn
+
+
+@pytest.mark.parametrize("sizes", [[7], [2, 3, 2], [1, 1, 5]], ids=["one", "three", "uneven"])
+@pytest.mark.parametrize("kind", ["hessian", "ggn"])
+def test_tiny_gpt_products_equal_the_dense_ones_however_the_batch_is_split(dense, kind, sizes):
+    cls, truth = (HessianOperator, dense[0]) if kind == "hessian" else (GGNOperator, dense[1])
+    op = cls(gpt_factory(), LOSS, _batches(sizes), dtype=torch.float64)
+    assert op.num_samples == 1 + 5 + 2 + 4 + 3 + 5 + 0 - 0 == 20  # real next-token targets
+    V = torch.randn(op.shape[0], 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for mode in set(op.PRODUCT_MODES) - set(op.COSTLY_MODES):  # compiled: test_curvature_cases
+        with op.pinned_mode(mode):
+            torch.testing.assert_close(op @ V, truth @ V, rtol=1e-10, atol=1e-12)
+
+
+def test_one_and_two_ray_workers_give_the_in_process_product(ray_session):
+    local = HessianOperator(gpt_factory(), LOSS, _batches([7]), dtype=torch.float64)
+    V = torch.randn(
+        local.shape[0], 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
+    expected = local @ V
+    spec = ProblemSpec(gpt_factory, RaggedTokens, LOSS, batch_size=2, dtype="float64")
+    for workers in (1, 2):
+        with RayOperator(spec, num_workers=workers, cpus_per_worker=1) as op:
+            assert op.num_samples == 20
+            torch.testing.assert_close(op @ V, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_a_kernel_without_double_backward_is_named_with_its_fix():
+    class Fused(torch.nn.Module):  # the CPU flash kernel, as a model might call it directly
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(11, 4)
+
+        def forward(self, inputs):
+            q = self.embed(inputs["input_ids"])[:, None]
+            out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q, q, q, is_causal=True
+            )
+            return out[0][:, 0] @ self.embed.weight.T
+
+    op = HessianOperator(Fused(), LOSS, _batches([7]), product_mode="reverse-over-reverse")
+    with pytest.raises(OperationError, match="no double backward.*attn_implementation='eager'"):
+        op @ torch.randn(op.shape[0])
+
+
+def test_tokens_and_tiny_gpt_through_the_command_line(tmp_path):
+    corpus = tmp_path / "corpus.npy"
+    np.save(corpus, np.random.default_rng(0).integers(0, 13, 2000).astype(np.int32))
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "model=tiny_gpt",
+            "model.vocab_size=13",
+            "model.context=8",
+            "model.layers=1",
+            "model.width=8",
+            "model.heads=2",
+            "data=tokens",
+            f"data.root={corpus}",
+            "data.context=8",
+            "data.subset=12",
+            "data.batch_size=5",
+            "algorithm=lanczos",
+            "algorithm.k=3",
+            "cluster=none",
+            "dtype=float64",
+            "curvature.check_determinism=true",
+            "output.plots=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["num_samples"] == 12 * 8  # every token of 12 sequences is a target
+    assert all(record["converged"]) and len(record["eigenvalues"]) == 3
