@@ -20,12 +20,24 @@ CLUSTER_MODES = ("local", "none", "ray")
 # Field metadata: HOW marks a setting that changes how products are computed, not their values:
 # it is left out of the store's fingerprint, so a run may resume with another value.
 HOW = {"fingerprint": False}
+# ADDED marks a setting added after stores were made: at its default it is left out of the
+# fingerprint, so those stores still resume (a set value is fingerprinted as usual).
+ADDED = {"fingerprint": "unless default"}
 
 
 def fingerprinted(schema: type, values: dict[str, Any]) -> dict[str, Any]:
     """The entries of ``values`` (a plain config node of ``schema``) that determine the numbers."""
-    how = {f.name for f in fields(schema) if not f.metadata.get("fingerprint", True)}
-    return {key: value for key, value in values.items() if key not in how}
+    how = {f.name for f in fields(schema) if f.metadata.get("fingerprint", True) is False}
+    added = {
+        f.name: f.default
+        for f in fields(schema)
+        if f.metadata.get("fingerprint") == ADDED["fingerprint"]
+    }
+    return {
+        key: value
+        for key, value in values.items()
+        if key not in how and not (key in added and value == added[key])
+    }
 
 
 def operator_options(values: dict[str, Any]) -> dict[str, Any]:
@@ -50,13 +62,13 @@ class ModelConfig:
     checkpoint: Optional[str] = None  # torch.save'd state dict, loaded weights-only
     init_seed: int = 0  # initial weights when no checkpoint is given
     # cross_entropy (classification) | causal_lm (next-token, mean over real tokens)
-    loss: str = "cross_entropy"
+    loss: str = field(default="cross_entropy", metadata=ADDED)
     # tiny_gpt only
-    vocab_size: Optional[int] = None
-    context: Optional[int] = None
-    layers: Optional[int] = None
-    width: Optional[int] = None
-    heads: Optional[int] = None
+    vocab_size: Optional[int] = field(default=None, metadata=ADDED)
+    context: Optional[int] = field(default=None, metadata=ADDED)
+    layers: Optional[int] = field(default=None, metadata=ADDED)
+    width: Optional[int] = field(default=None, metadata=ADDED)
+    heads: Optional[int] = field(default=None, metadata=ADDED)
 
 
 @dataclass
@@ -75,7 +87,7 @@ class DataConfig:
     samples: int = 512  # synthetic only
     input_shape: list[int] = field(default_factory=lambda: [1, 16, 16])  # synthetic only
     num_classes: int = 10  # synthetic only
-    context: int = 64  # tokens only: tokens per sequence
+    context: int = field(default=64, metadata=ADDED)  # tokens only: tokens per sequence
 
 
 @dataclass

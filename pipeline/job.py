@@ -89,7 +89,7 @@ class Job:
         fields marked ``HOW``): a run may resume with other values of those.
         """
         return {
-            "model": self.config["model"],
+            "model": fingerprinted(schema.ModelConfig, self.config["model"]),
             "data": fingerprinted(schema.DataConfig, self.config["data"]),
             "curvature": fingerprinted(schema.CurvatureConfig, self.config["curvature"]),
             "dtype": self.dtype,

@@ -130,3 +130,20 @@ def test_tokens_and_tiny_gpt_through_the_command_line(tmp_path):
     record = json.loads((tmp_path / "run" / "results.json").read_text())
     assert record["num_samples"] == 12 * 8  # every token of 12 sequences is a target
     assert all(record["converged"]) and len(record["eigenvalues"]) == 3
+
+
+def test_the_settings_added_for_language_models_leave_older_stores_resumable():
+    """At their defaults the new model and data keys stay out of the store fingerprint (a store
+    made before they existed resumes); set, they are in it."""
+    from pipeline.job import compile_job
+
+    from deployment import compose_overrides
+
+    default = compile_job(compose_overrides([])).fingerprint
+    assert not {"loss", "vocab_size", "context", "layers", "width", "heads"} & set(default["model"])
+    assert "context" not in default["data"]
+    gpt = compile_job(
+        compose_overrides(["model=tiny_gpt", "data=tokens", "data.root=c.npy", "data.context=32"])
+    ).fingerprint
+    assert gpt["model"]["loss"] == "causal_lm" and gpt["model"]["width"] == 64
+    assert gpt["data"]["context"] == 32
