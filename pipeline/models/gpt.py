@@ -46,8 +46,10 @@ class Block(nn.Module):
 
     def __init__(self, width: int, heads: int):
         super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        # in network order: parameters (and layer-wise blocks) follow it
+        self.norm1 = nn.LayerNorm(width)
         self.attention = CausalSelfAttention(width, heads)
+        self.norm2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(
             nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
         )
