@@ -41,7 +41,7 @@ data = TokenSequences(out / "corpus.npy", context=16)
 optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
 loader = torch.utils.data.DataLoader(data, batch_size=16, shuffle=True)
 batches = iter(loader)
-for step in range(300):
+for _ in range(300):
     try:
         inputs, targets = next(batches)
     except StopIteration:
@@ -87,7 +87,8 @@ for name in ("top20", "trace"):
     (out / name).mkdir(exist_ok=True)
 record = run(top, out / "top20")
 print(
-    f"top-20 Hessian eigenvalues of D={record['num_params']:,}: {np.round(record['eigenvalues'][:5], 4)} ..."
+    f"top-20 Hessian eigenvalues of D={record['num_params']:,}: "
+    f"{np.round(record['eigenvalues'][:5], 4)} ..."
 )
 assert all(record["converged"])
 
@@ -101,7 +102,8 @@ trace = run(whole, out / "trace")
 summed = sum(b["trace"] for b in spectrum["blocks"])
 spread = 4 * (trace["trace_stderr"] + sum(b["trace_stderr"] for b in spectrum["blocks"]))
 print(
-    f"sum of the blocks' traces {summed:.4f}, whole Hessian {trace['trace']:.4f} +- {trace['trace_stderr']:.4f}"
+    f"sum of the blocks' traces {summed:.4f}, whole Hessian {trace['trace']:.4f} "
+    f"+- {trace['trace_stderr']:.4f}"
 )
 assert abs(summed - trace["trace"]) <= spread + 1e-6
 print(f"figures: {out / 'layerwise' / 'layerwise.png'}, {out / 'top20'}")
