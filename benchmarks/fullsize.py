@@ -8,6 +8,8 @@ and the planner's prediction beside the actual figures.
 
     python benchmarks/fullsize.py                       # the rehearsal of BENCHMARKS.md (minutes)
     python benchmarks/fullsize.py --model tanh_mlp --samples 256 --resolution 16  # seconds
+    python benchmarks/fullsize.py --model tiny_gpt --workers 0 --samples 8 --outer 100 \
+        --inner 200 --block 8 algorithm.recycled=true   # a GPT of 25.4M parameters (issue 23)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 GIB = 2**30
@@ -122,7 +125,30 @@ def stage_times(log: str, started: float, run_dir: Path) -> list[tuple[str, floa
     return sorted(ends, key=lambda end: end[1])
 
 
-def overrides(args: argparse.Namespace, run_dir: Path) -> list[str]:
+def problem(args: argparse.Namespace, scratch: Path) -> list[str]:
+    """The model and data overrides: ResNet-18 (or a zoo model) on synthetic images, or a GPT.
+
+    ``--model tiny_gpt``: a decoder of ``--layers`` x ``--width`` on ``--samples`` sequences of
+    ``--context`` tokens drawn from a random corpus of ``--vocab`` ids written to ``scratch``.
+    """
+    if args.model == "tiny_gpt":
+        scratch.mkdir(parents=True, exist_ok=True)
+        corpus = scratch / "corpus.npy"
+        tokens = (args.samples + 1) * (args.context + 1)
+        np.save(corpus, np.random.default_rng(0).integers(0, args.vocab, tokens).astype(np.int32))
+        return [
+            "model=tiny_gpt",
+            f"model.vocab_size={args.vocab}",
+            f"model.context={args.context}",
+            f"model.layers={args.layers}",
+            f"model.width={args.width}",
+            f"model.heads={max(args.width // 64, 1)}",
+            "data=tokens",
+            f"data.root={corpus}",
+            f"data.context={args.context}",
+            f"data.subset={args.samples}",
+            f"data.batch_size={args.batch_size}",
+        ]
     model = ["model=resnet18", f"model.num_classes={args.classes}"]
     if args.model != "resnet18":
         model = [f"model={args.model}"]
@@ -133,6 +159,12 @@ def overrides(args: argparse.Namespace, run_dir: Path) -> list[str]:
         f"data.input_shape=[{args.channels},{args.resolution},{args.resolution}]",
         f"data.num_classes={args.classes}",
         f"data.batch_size={args.batch_size}",
+    ]
+
+
+def overrides(args: argparse.Namespace, run_dir: Path) -> list[str]:
+    return [
+        *problem(args, run_dir.parent),
         "algorithm=seigh",
         f"algorithm.k={args.k}",
         f"algorithm.outer={args.outer}",
@@ -162,6 +194,10 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="Ray workers (0: in process)")
+    parser.add_argument("--vocab", type=int, default=256, help="tiny_gpt: vocabulary")
+    parser.add_argument("--context", type=int, default=32, help="tiny_gpt: tokens per sequence")
+    parser.add_argument("--layers", type=int, default=8, help="tiny_gpt: blocks")
+    parser.add_argument("--width", type=int, default=512, help="tiny_gpt: model width")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--outer", type=int, default=32)
     parser.add_argument("--inner", type=int, default=64)
