@@ -35,3 +35,18 @@ def compose_overrides(overrides: list[str]):
         return compose(
             "config", overrides=[o for o in overrides if not o.lstrip("+").startswith("hydra.")]
         )
+
+
+# SEIGH on 100 digits in process, float64, no refinement: a run in seconds
+SMALL = [
+    "cluster=none",
+    "dtype=float64",
+    "data.subset=100",
+    "algorithm.k=4",
+    "algorithm.outer=20",
+    "algorithm.inner=40",
+    "algorithm.block_size=10",
+    "algorithm.error_test_vectors=3",
+    "algorithm.refine_tol=null",
+    "output.plots=false",
+]

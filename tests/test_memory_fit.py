@@ -14,7 +14,7 @@ from pipeline.curvature.memory_fit import current_bytes, peak_above_now
 from pipeline.errors import OperationError
 from pipeline.runner import run
 
-from deployment import compose_overrides
+from deployment import SMALL, compose_overrides
 
 
 def _wide_mlp_operator(**options) -> HessianOperator:
@@ -58,20 +58,8 @@ def test_a_budget_below_one_column_is_refused_naming_the_batch_size():
 
 
 def test_a_run_at_the_auto_width_equals_one_at_that_width_set_by_hand(tmp_path, caplog):
-    small = [
-        "cluster=none",
-        "dtype=float64",
-        "data.subset=100",
-        "algorithm.k=4",
-        "algorithm.outer=20",
-        "algorithm.inner=40",
-        "algorithm.block_size=10",
-        "algorithm.error_test_vectors=3",
-        "algorithm.refine_tol=null",
-        "output.plots=false",
-    ]
     with caplog.at_level(logging.INFO, logger="pipeline"):
-        auto = run(compose_overrides([*small, "algorithm.product_width=auto"]), tmp_path / "auto")
+        auto = run(compose_overrides([*SMALL, "algorithm.product_width=auto"]), tmp_path / "auto")
     fit = auto["plan"]["product_width"]
     assert 1 <= fit["width"] <= 10 and fit["budget_bytes"] > 0
     assert f"product_width=auto: {fit['width']} of 10 columns per product" in caplog.text

@@ -13,20 +13,7 @@ from pipeline.linalg import DenseOperator
 from pipeline.plan import make_plan, slurm_seconds
 from pipeline.runner import plan_only, run
 
-from deployment import compose_overrides
-
-SMALL = [
-    "cluster=none",
-    "dtype=float64",
-    "data.subset=100",
-    "algorithm.k=4",
-    "algorithm.outer=20",
-    "algorithm.inner=40",
-    "algorithm.block_size=10",
-    "algorithm.error_test_vectors=3",
-    "algorithm.refine_tol=null",
-    "output.plots=false",
-]
+from deployment import SMALL, compose_overrides
 
 
 def test_plan_task_predicts_without_running(tmp_path):
