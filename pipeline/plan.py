@@ -7,7 +7,8 @@ workers, and flag what will not fit (disk, RAM, a SLURM time limit).
 prediction at its start and records it next to the actual figures in results.json.
 Model: wall time = start-up (measured: the job's seconds up to the end of the plan, Ray and the
 workers and the product-mode timing included) + products x (seconds per product at the
-algorithm's block width) + the solver's post-processing (its ``cost``: for SEIGH, its flops at
+algorithm's block width, with its test column's generation where SEIGH measures in process) +
+the solver's post-processing (its ``cost``: for SEIGH, its flops at
 the measured matmul rate). Once a tenth of the products are done, the run re-predicts its end from
 their own rate (``calibrating``) and logs it; results.json keeps both.
 """
@@ -27,7 +28,9 @@ import torch
 
 from pipeline.basics import peak_rss_bytes
 from pipeline.disk import free_under, gib
+from pipeline.linalg.measurer import Measurer
 from pipeline.linalg.operator import Operator
+from pipeline.linalg.random_matrices import random_block
 from pipeline.progress import clock
 from pipeline.solvers.base import block_width
 
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CALIBRATE_AT = 0.1  # of the planned products: then the rate seen so far re-predicts the end
 CALIBRATE_POLL_S = 0.5
+GENERATION_ROWS = 1 << 20  # rows of a test block timed for the plan
 
 
 def seconds_per_matvec(op: Operator, width: int, repeats: int = 2) -> float:
@@ -65,6 +69,18 @@ def seconds_per_matvec(op: Operator, width: int, repeats: int = 2) -> float:
     return min(times) / width
 
 
+def generation_seconds(dim: int, width: int, kind: str, rows: int = GENERATION_ROWS) -> float:
+    """Seconds per column to generate a (dim, width) block of seeded test columns in this process.
+
+    Timed on at most ``rows`` of its rows and scaled to ``dim`` (generation is linear in rows).
+    Operators that measure on their workers time it there (``RayOperator.pass_seconds``).
+    """
+    rows = min(rows, dim)
+    start = time.perf_counter()
+    random_block(kind, 0, range(rows), range(width))
+    return (time.perf_counter() - start) * dim / rows / width
+
+
 def make_plan(
     job: Job,
     op: Operator,
@@ -85,6 +101,8 @@ def make_plan(
     matvecs, meaning = solver.matvecs(a, dim)
     width = block_width(a)
     per_matvec = seconds_per_matvec(op, width)
+    if solver.needs_store and not isinstance(op, Measurer):  # its test columns made here
+        per_matvec += generation_seconds(dim, width, getattr(a, "inner_kind", "rademacher"))
     plan: dict[str, Any] = {
         "dim": dim,
         "matvecs": matvecs,

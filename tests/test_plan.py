@@ -163,3 +163,17 @@ def test_the_worker_memory_is_asked_after_the_timed_product_and_adds_a_store_blo
     plan = make_plan(job, op, tmp_path, lambda: asked.append(10 in op.mode_choices) or 1000)
     assert asked == [True]
     assert plan["worker_bytes"] == 1000 + op.shape[0] * 10 * 8  # D x block_size float64
+
+
+def test_a_sketch_measured_in_process_plans_its_test_columns_generation(tmp_path, monkeypatch):
+    """SEIGH in process generates each block's test columns here: timed (on its first rows) and
+    counted per product; an algorithm that generates none is planned without it."""
+    import pipeline.plan
+
+    monkeypatch.setattr(pipeline.plan, "random_block", lambda *args: time.sleep(2.0))
+    seigh = plan_only(compose_overrides(["task=plan", *SMALL]), tmp_path / "seigh")
+    lanczos = plan_only(
+        compose_overrides(["task=plan", "cluster=none", "algorithm=lanczos"]), tmp_path / "lanczos"
+    )
+    # 2 s for a block of 10 columns on all 7030 rows: 0.2 s per product on top of the product
+    assert seigh["seconds_per_matvec"] >= 0.2 > lanczos["seconds_per_matvec"]
