@@ -98,9 +98,9 @@ def test_the_plan_times_one_batch_and_its_product_mode_serves_the_run(
     assert timed == 1 and caplog.text.count("product_mode=auto for blocks of 10:") == 1
     choice = op.mode_choices[10]
     n = op._first_batch()[2]
-    assert plan["seconds_per_matvec"] == pytest.approx(
-        choice.seconds[choice.mode] * op.num_samples / n / 10
-    )
+    product = choice.seconds[choice.mode] * op.num_samples / n / 10
+    # and the test columns SEIGH generates here: a few microseconds per column at this D
+    assert product < plan["seconds_per_matvec"] < product + 1e-3
 
 
 class _SteadyOperator(DenseOperator):
