@@ -147,3 +147,80 @@ def test_the_settings_added_for_language_models_leave_older_stores_resumable():
     ).fingerprint
     assert gpt["model"]["loss"] == "causal_lm" and gpt["model"]["width"] == 64
     assert gpt["data"]["context"] == 32
+
+
+def test_a_hugging_face_causal_lm_equals_its_dense_hessian_and_runs_from_the_command_line(
+    tmp_path,
+):
+    """model=target with pipeline.models.hf.causal_lm (a GPT-2 built from a config and saved
+    here: nothing is downloaded), loaded with eager attention: its Hessian products on ragged,
+    padded sequences equal the dense ones, and the command line runs it on data=tokens."""
+    pytest.importorskip("transformers")
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+    except Exception as error:  # noqa: BLE001 - an optional dependency built for another torch
+        pytest.skip(f"transformers' GPT-2 does not import here: {str(error).splitlines()[0]}")
+    from pipeline.models.hf import causal_lm
+
+    config = GPT2Config(
+        vocab_size=11, n_positions=8, n_embd=4, n_layer=1, n_head=2, resid_pdrop=0.0
+    )
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    model = causal_lm(str(tmp_path / "gpt2")).double().eval()
+    inputs, targets = ragged_token_batch()
+    op = HessianOperator(model, LOSS, _batches([3, 4]), dtype=torch.float64)
+    f, theta, _ = full_loss_fn(model, LOSS, inputs, targets)
+    V = torch.randn(op.shape[0], 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    dense = torch.stack([jvp(grad(f), (theta,), (v,))[1] for v in V.T], dim=1)
+    torch.testing.assert_close(op @ V, dense, rtol=1e-10, atol=1e-12)
+
+    corpus = tmp_path / "corpus.npy"
+    np.save(corpus, np.random.default_rng(0).integers(0, 11, 500).astype(np.int32))
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "model=target",
+            "model.target._target_=pipeline.models.hf.causal_lm",
+            f"+model.target.name={tmp_path / 'gpt2'}",
+            "model.loss=causal_lm",
+            "data=tokens",
+            f"data.root={corpus}",
+            "data.context=8",
+            "data.subset=6",
+            "algorithm=lanczos",
+            "algorithm.k=2",
+            "cluster=none",
+            "output.plots=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["num_samples"] == 6 * 8
+
+
+def test_a_bad_corpus_or_loss_is_refused_naming_the_setting(tmp_path):
+    from pipeline.data import TokenSequences
+    from pipeline.errors import InputError, MissingFileError
+    from pipeline.models.losses import loss_named
+
+    with pytest.raises(MissingFileError, match="does not exist .data.root"):
+        TokenSequences(tmp_path / "none.npy", 8)
+    np.save(tmp_path / "floats.npy", np.zeros(100))
+    with pytest.raises(InputError, match="1-D array of integer token ids"):
+        TokenSequences(tmp_path / "floats.npy", 8)
+    np.save(tmp_path / "short.npy", np.arange(5))
+    with pytest.raises(InputError, match="fewer than one sequence of data.context=8"):
+        TokenSequences(tmp_path / "short.npy", 8)
+    np.save(tmp_path / "ok.npy", np.arange(100))
+    with pytest.raises(InputError, match="data.subset=50 is more than the corpus's 12 sequences"):
+        TokenSequences(tmp_path / "ok.npy", 8).subset(50, seed=0)
+    with pytest.raises(InputError, match="model.loss must be one of cross_entropy, causal_lm"):
+        loss_named("mse")
+    with pytest.raises(InputError, match="longer than the model's context .model.context=6"):
+        gpt_factory()(torch.zeros(1, 7, dtype=torch.int64))
