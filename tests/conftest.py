@@ -6,9 +6,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 torch.set_num_threads(2)
-# the commands the tests start: one thread each, as two test processes share two cores (beside
-# other work, threads of several processes spin against each other)
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

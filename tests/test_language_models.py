@@ -95,39 +95,46 @@ def test_a_kernel_without_double_backward_is_named_with_its_fix():
         op @ torch.randn(op.shape[0])
 
 
-def test_tokens_and_tiny_gpt_through_the_command_line(tmp_path):
+def _run_on_tokens(tmp_path, vocab: int, model: list[str], *extra: str) -> dict:
+    """The command line on data=tokens (a random corpus of ``vocab`` ids written here, sequences
+    of 8 tokens), Lanczos in process: its results.json."""
     corpus = tmp_path / "corpus.npy"
-    np.save(corpus, np.random.default_rng(0).integers(0, 13, 2000).astype(np.int32))
+    np.save(corpus, np.random.default_rng(0).integers(0, vocab, 2000).astype(np.int32))
     run = subprocess.run(
         [
             sys.executable,
             "-m",
             "pipeline",
-            "model=tiny_gpt",
-            "model.vocab_size=13",
-            "model.context=8",
-            "model.layers=1",
-            "model.width=8",
-            "model.heads=2",
+            *model,
             "data=tokens",
             f"data.root={corpus}",
             "data.context=8",
-            "data.subset=12",
-            "data.batch_size=5",
             "algorithm=lanczos",
-            "algorithm.k=3",
             "cluster=none",
-            "dtype=float64",
-            "curvature.check_determinism=true",
             "output.plots=false",
             f"hydra.run.dir={tmp_path / 'run'}",
+            *extra,
         ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    return json.loads((tmp_path / "run" / "results.json").read_text())
+
+
+def test_tokens_and_tiny_gpt_through_the_command_line(tmp_path):
+    gpt = ["model=tiny_gpt", "model.vocab_size=13", "model.context=8", "model.layers=1"]
+    record = _run_on_tokens(
+        tmp_path,
+        13,
+        [*gpt, "model.width=8", "model.heads=2"],
+        "data.subset=12",
+        "data.batch_size=5",
+        "algorithm.k=3",
+        "dtype=float64",
+        "curvature.check_determinism=true",
+    )
     assert record["num_samples"] == 12 * 8  # every token of 12 sequences is a target
     assert all(record["converged"]) and len(record["eigenvalues"]) == 3
 
@@ -175,33 +182,14 @@ def test_a_hugging_face_causal_lm_equals_its_dense_hessian_and_runs_from_the_com
     dense = torch.stack([jvp(grad(f), (theta,), (v,))[1] for v in V.T], dim=1)
     torch.testing.assert_close(op @ V, dense, rtol=1e-10, atol=1e-12)
 
-    corpus = tmp_path / "corpus.npy"
-    np.save(corpus, np.random.default_rng(0).integers(0, 11, 500).astype(np.int32))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "model=target",
-            "model.target._target_=pipeline.models.hf.causal_lm",
-            f"+model.target.name={tmp_path / 'gpt2'}",
-            "model.loss=causal_lm",
-            "data=tokens",
-            f"data.root={corpus}",
-            "data.context=8",
-            "data.subset=6",
-            "algorithm=lanczos",
-            "algorithm.k=2",
-            "cluster=none",
-            "output.plots=false",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["num_samples"] == 6 * 8
+    hf = [
+        "model=target",
+        "model.target._target_=pipeline.models.hf.causal_lm",
+        f"+model.target.name={tmp_path / 'gpt2'}",
+        "model.loss=causal_lm",
+    ]
+    record = _run_on_tokens(tmp_path, 11, hf, "data.subset=6", "algorithm.k=2")
+    assert record["num_samples"] == 6 * 8
 
 
 def test_a_bad_corpus_or_loss_is_refused_naming_the_setting(tmp_path):
