@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -193,14 +195,32 @@ def _zarr_io_left_by_a_signal(record: logging.LogRecord) -> bool:
 
 
 def _stopped(name: str, code: int, run_dir: Path) -> int:
-    """Log the one line a run stopped by a signal ends with; returns its exit code."""
+    """Log the one line a run stopped by a signal ends with; returns its exit code.
+
+    What the signal interrupted says nothing more on the way out: a zarr call cut short leaves a
+    coroutine never awaited (a RuntimeWarning) and, where zarr was starting its I/O thread, a
+    thread never started, which zarr's exit hook would fail to join with a traceback.
+    """
     log.error(
         "stopped by %s: workers were shut down and every completed block is kept in the store; "
         "rerun the same command in %s to resume",
         name,
         run_dir,
     )
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited")
+    atexit.register(forget_unstarted_zarr_thread)  # runs before zarr's own (registered earlier)
     return code
+
+
+def forget_unstarted_zarr_thread() -> None:
+    """Drop zarr's I/O thread if a signal left it created but never started.
+
+    zarr's exit hook joins it, which raises for a thread never started.
+    """
+    sync = sys.modules.get("zarr.core.sync")
+    threads = getattr(sync, "iothread", None)
+    if threads and threads[0] is not None and threads[0].ident is None:
+        threads[0] = None
 
 
 def _terminate(signum: int, frame: object) -> None:
