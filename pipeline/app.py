@@ -181,17 +181,23 @@ class Terminated(KeyboardInterrupt):
 
 # SIGTERM received during this execute (Ray re-raises Terminated as a plain KeyboardInterrupt)
 _TERMINATED: list[int] = []
+# the signal that stopped the run, once its one line is logged
+_STOPPED: list[str] = []
 
 
 def _zarr_io_left_by_a_signal(record: logging.LogRecord) -> bool:
-    """False for asyncio's "Task was destroyed but it is pending" about zarr's I/O loop at exit.
+    """False for what asyncio reports of zarr's I/O cut short by a signal.
 
-    A signal that stops the run inside a zarr call leaves zarr's task pending; zarr writes are
-    atomic renames, so nothing half-written counts, and the one line the run ends with stays the
-    only ERROR.
+    A signal that stops the run inside a zarr call leaves zarr's task pending ("Task was destroyed
+    but it is pending" at exit) or a read's future never awaited ("Future exception was never
+    retrieved", e.g. the FileNotFoundError of a store's first probe); zarr writes are atomic
+    renames, so nothing half-written counts, and the one line the run ends with stays the only
+    ERROR.
     """
     message = record.getMessage()
-    return not ("Task was destroyed but it is pending" in message and "zarr" in message)
+    if "Task was destroyed but it is pending" in message and "zarr" in message:
+        return False
+    return not (_STOPPED and "Future exception was never retrieved" in message)
 
 
 def _stopped(name: str, code: int, run_dir: Path) -> int:
@@ -207,6 +213,7 @@ def _stopped(name: str, code: int, run_dir: Path) -> int:
         name,
         run_dir,
     )
+    _STOPPED.append(name)
     warnings.filterwarnings("ignore", message="coroutine .* was never awaited")
     atexit.register(forget_unstarted_zarr_thread)  # runs before zarr's own (registered earlier)
     return code
