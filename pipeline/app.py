@@ -204,8 +204,9 @@ def _stopped(name: str, code: int, run_dir: Path) -> int:
     """Log the one line a run stopped by a signal ends with; returns its exit code.
 
     What the signal interrupted says nothing more on the way out: a zarr call cut short leaves a
-    coroutine never awaited (a RuntimeWarning) and, where zarr was starting its I/O thread, a
-    thread never started, which zarr's exit hook would fail to join with a traceback.
+    coroutine never awaited (a RuntimeWarning), an event loop half made (its __del__ fails) or a
+    thread never started, which zarr's exit hook would fail to join: all "Exception ignored"
+    reports of the teardown are dropped.
     """
     log.error(
         "stopped by %s: workers were shut down and every completed block is kept in the store; "
@@ -214,6 +215,8 @@ def _stopped(name: str, code: int, run_dir: Path) -> int:
         run_dir,
     )
     _STOPPED.append(name)
+    # teardown of what the signal cut short (an event loop half made, a thread never started)
+    sys.unraisablehook = lambda unraisable: None
     warnings.filterwarnings("ignore", message="coroutine .* was never awaited")
     atexit.register(forget_unstarted_zarr_thread)  # runs before zarr's own (registered earlier)
     return code

@@ -167,6 +167,8 @@ def test_a_signal_while_zarr_starts_its_thread_leaves_no_traceback_at_exit(tmp_p
         "future = loop.create_future()\n"
         "future.set_exception(FileNotFoundError('store.zarr/zarr.json'))\n"
         "del future\n"
+        "half_made = asyncio.new_event_loop()\n"
+        "del half_made._debug  # as a signal inside its __init__ leaves it\n"
         "raise SystemExit(code)\n"
     )
     run = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120)
