@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from pipeline.layerwise import layerwise
 from pipeline.progress import set_log_interval
 from pipeline.reproduce import reproduce
 from pipeline.runner import plan_only, run_job
+from pipeline.store.run_store import start_io
 from pipeline.tracking import tracking
 
 log = logging.getLogger("pipeline")
@@ -63,6 +63,7 @@ def execute(cfg: DictConfig, run_dir: Path, started: float | None = None) -> int
     kept).
     """
     _TERMINATED.clear()
+    start_io()
     previous = signal.signal(signal.SIGTERM, _terminate)
     log.info("run directory: %s", run_dir)
     try:
@@ -204,9 +205,8 @@ def _stopped(name: str, code: int, run_dir: Path) -> int:
     """Log the one line a run stopped by a signal ends with; returns its exit code.
 
     What the signal interrupted says nothing more on the way out: a zarr call cut short leaves a
-    coroutine never awaited (a RuntimeWarning), an event loop half made (its __del__ fails) or a
-    thread never started, which zarr's exit hook would fail to join: all "Exception ignored"
-    reports of the teardown are dropped.
+    coroutine never awaited (a RuntimeWarning) or an event loop half made (its __del__ fails): all
+    "Exception ignored" reports of the teardown are dropped.
     """
     log.error(
         "stopped by %s: workers were shut down and every completed block is kept in the store; "
@@ -218,19 +218,7 @@ def _stopped(name: str, code: int, run_dir: Path) -> int:
     # teardown of what the signal cut short (an event loop half made, a thread never started)
     sys.unraisablehook = lambda unraisable: None
     warnings.filterwarnings("ignore", message="coroutine .* was never awaited")
-    atexit.register(forget_unstarted_zarr_thread)  # runs before zarr's own (registered earlier)
     return code
-
-
-def forget_unstarted_zarr_thread() -> None:
-    """Drop zarr's I/O thread if a signal left it created but never started.
-
-    zarr's exit hook joins it, which raises for a thread never started.
-    """
-    sync = sys.modules.get("zarr.core.sync")
-    threads = getattr(sync, "iothread", None)
-    if threads and threads[0] is not None and threads[0].ident is None:
-        threads[0] = None
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -35,33 +35,36 @@ def _batches(sizes):
 
 @pytest.fixture(scope="module")
 def dense():
-    """The dense Hessian and GGN of the mean next-token loss over every real token.
+    """Three seeded directions V (D, 3) and the float64 products of the mean next-token loss over
+    every real token with them: H V column by column (jvp of torch.func.grad), and G V with the
+    dense GGN.
 
-    The Hessian column by column, jvp of torch.func.grad per basis vector: torch.func.hessian,
-    which vmaps that over the basis, gives this model a matrix that is not symmetric (0.05 off,
-    torch 2.13; finite differences side with the unbatched columns, as do our products).
+    torch.func.hessian, which vmaps those columns over the basis, gives this model a matrix that
+    is not symmetric (0.05 off, torch 2.13; finite differences side with the unbatched columns, as
+    do our products); the whole matrix column by column took a minute of the suite.
     """
     model = gpt_factory().double()
     inputs, targets = ragged_token_batch()
     f, theta, _ = full_loss_fn(model, LOSS, inputs, targets)
-    basis = torch.eye(len(theta), dtype=theta.dtype)
+    V = torch.randn(len(theta), 3, dtype=theta.dtype, generator=torch.Generator().manual_seed(0))
     with sdpa_kernel([SDPBackend.MATH]):  # the fused CPU kernel has no forward-mode derivative
-        hessian = torch.stack([jvp(grad(f), (theta,), (e,))[1] for e in basis], dim=1)
+        hessian_V = torch.stack([jvp(grad(f), (theta,), (v,))[1] for v in V.T], dim=1)
         ggn = dense_ggn(model, LOSS, inputs, targets)
-    assert float((hessian - hessian.T).abs().max()) < 1e-12
-    return hessian, ggn
+    products = V.T @ hessian_V  # V^T H V: symmetric for a symmetric H
+    assert float((products - products.T).abs().max()) < 1e-12
+    return V, {"hessian": hessian_V, "ggn": ggn @ V}
 
 
 @pytest.mark.parametrize("sizes", [[7], [2, 3, 2], [1, 1, 5]], ids=["one", "three", "uneven"])
 @pytest.mark.parametrize("kind", ["hessian", "ggn"])
 def test_tiny_gpt_products_equal_the_dense_ones_however_the_batch_is_split(dense, kind, sizes):
-    cls, truth = (HessianOperator, dense[0]) if kind == "hessian" else (GGNOperator, dense[1])
+    cls = HessianOperator if kind == "hessian" else GGNOperator
+    V, truth = dense[0], dense[1][kind]
     op = cls(gpt_factory(), LOSS, _batches(sizes), dtype=torch.float64)
     assert op.num_samples == 1 + 5 + 2 + 4 + 3 + 5 + 0 - 0 == 20  # real next-token targets
-    V = torch.randn(op.shape[0], 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for mode in set(op.PRODUCT_MODES) - set(op.COSTLY_MODES):  # compiled: test_curvature_cases
         with op.pinned_mode(mode):
-            torch.testing.assert_close(op @ V, truth @ V, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(op @ V, truth, rtol=1e-10, atol=1e-12)
 
 
 def test_one_and_two_ray_workers_give_the_in_process_product(ray_session):

@@ -145,19 +145,39 @@ def test_a_signal_to_a_ray_runs_driver_ends_it_in_one_line(tmp_path, moment, sig
         )
 
 
-def test_a_signal_while_zarr_starts_its_thread_leaves_no_traceback_at_exit(tmp_path):
-    """A SIGTERM landing while zarr creates its I/O thread leaves the thread never started;
-    zarr's exit hook then raised 'cannot join thread before it is started' after the run's one
-    line (seen once in CI); landing while zarr probes the store leaves a future whose exception
-    asyncio logs as never retrieved (seen in the next CI run). Neither is said after the line."""
-    script = tmp_path / "stopped.py"
+def test_zarr_io_runs_before_a_command_handles_signals(tmp_path):
+    """zarr starts its I/O loop and thread at its first call: a SIGTERM landing inside that start
+    left a thread never started, whose join in zarr's exit hook raised after the run's one line
+    (seen in CI). ``execute`` starts them before it installs its handler."""
+    script = tmp_path / "first_step.py"
     script.write_text(
-        "import asyncio, threading\n"
+        "import signal\n"
         "import zarr.core.sync as sync\n"
         "from pathlib import Path\n"
         "from pipeline import app\n"
-        "sync.loop[0] = asyncio.new_event_loop()\n"
-        "sync.iothread[0] = threading.Thread(target=lambda: None)  # created, never started\n"
+        "from pipeline.errors import InputError\n"
+        "def first_step(cfg):\n"
+        "    thread = sync.iothread[0]\n"
+        "    print('handler', signal.getsignal(signal.SIGTERM) is app._terminate)\n"
+        "    print('io thread alive', thread is not None and thread.is_alive())\n"
+        "    raise InputError('stop here')\n"
+        "app.compile_job = first_step\n"
+        f"raise SystemExit(app.execute(None, Path({str(tmp_path)!r})))\n"
+    )
+    run = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stdout.split("\n")[:2] == ["handler True", "io thread alive True"], run.stdout
+
+
+def test_a_signal_inside_zarr_io_leaves_no_traceback_at_exit(tmp_path):
+    """Landing while zarr probes the store leaves a future whose exception asyncio logs as never
+    retrieved (seen in CI), or an event loop half made whose __del__ fails: neither is said after
+    the run's one line."""
+    script = tmp_path / "stopped.py"
+    script.write_text(
+        "import asyncio\n"
+        "from pathlib import Path\n"
+        "from pipeline import app\n"
         "import logging\n"
         "logging.basicConfig()\n"
         "logging.getLogger('asyncio').addFilter(app._zarr_io_left_by_a_signal)  # as cli() does\n"

@@ -32,6 +32,16 @@ from pipeline.store.protocol import BlockedColumns, StoredMatrix
 URL_SCHEME = ""  # plain paths, file:// and fsspec URLs no other backend claims
 
 
+def start_io() -> None:
+    """Start zarr's I/O event loop and its thread now, not at zarr's first call.
+
+    A signal handled inside that lazy start leaves a loop half made or a thread created but never
+    started, which zarr's exit hook then fails to join: a command starts them before it handles
+    signals.
+    """
+    zarr.core.sync._get_loop()
+
+
 def open_url(url: str) -> RunStore:
     """The Zarr group at ``url`` as a ``RunStore`` (created if absent; a local one locked)."""
     return RunStore(url)
