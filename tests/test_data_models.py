@@ -179,6 +179,38 @@ def test_digits_and_class_balanced_subset():
         class_balanced_indices(y, 5000)
 
 
+def test_digits_read_without_scikit_learn_equal_its_loader(monkeypatch):
+    """The digits file read directly (no sklearn import in commands and workers) holds what
+    scikit-learn's loader returns, and its loader is used where the file is not found."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    from pipeline.data import digits
+
+    bunch = sklearn_digits()
+    pixels, labels = digits.digits_table()
+    assert np.array_equal(pixels, bunch.data) and np.array_equal(labels, bunch.target)
+    x, _ = load_digits(8)
+    assert torch.equal(x[:, 0], torch.tensor(bunch.images, dtype=torch.float32) / 16.0)
+    imported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pipeline.data.digits import load_digits; load_digits(); "
+            "print('sklearn' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert imported.stdout.strip() == "False", imported.stderr
+    monkeypatch.setattr(digits.importlib.util, "find_spec", lambda name: None)
+    moved = digits.digits_table()
+    assert np.array_equal(moved[0], bunch.data) and np.array_equal(moved[1], bunch.target)
+
+
 def test_synthetic_and_missing_root():
     x, y = build_dataset(
         {"name": "synthetic", "samples": 50, "input_shape": [4], "num_classes": 3, "seed": 1}
