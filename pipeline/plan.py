@@ -176,19 +176,26 @@ def calibrating(plan: dict[str, Any], op: Operator, started: float) -> Iterator[
     Once ``CALIBRATE_AT`` of the planned products are done (``op.matvecs`` since the body began),
     the rest are predicted at the rate seen so far (their blocks' generation, all-reduce and
     writes included) plus the post-processing; logged once and kept as ``plan["calibrated"]``
-    (``wall_s`` from ``started``, the job's start, and the products it was calibrated on).
+    (``wall_s`` from ``started``, the job's start, and the products it was calibrated on). The rate
+    is taken from the first products seen on: the call that returned them also paid the workers'
+    one-off work (mode timing, width fit, first touch), which had the rehearsal's re-plan 1.5x
+    high; the whole interval where too few products came after them.
     """
     done = threading.Event()
     before, began = op.matvecs, time.perf_counter()
     planned = max(int(plan["matvecs"]), 1)
 
     def watch() -> None:
+        first = None  # (time, products) when the first products were seen
         while not done.wait(CALIBRATE_POLL_S):
-            spent = op.matvecs - before
+            spent, now = op.matvecs - before, time.perf_counter()
+            if first is None and spent > 0:
+                first = (now, spent)
             if spent >= CALIBRATE_AT * planned:
-                elapsed = time.perf_counter() - began
-                rest = max(planned - spent, 0) * elapsed / spent + plan["postprocess_s"]
-                wall = time.perf_counter() - started + rest
+                since, counted = first if spent >= 2 * first[1] else (began, 0)
+                per_product = (now - since) / (spent - counted)
+                rest = max(planned - spent, 0) * per_product + plan["postprocess_s"]
+                wall = now - started + rest
                 plan["calibrated"] = {"wall_s": wall, "on_matvecs": spent}
                 log.info(
                     "plan, calibrated on the first %d of %d products: %s in all, %s to go "
