@@ -5,7 +5,13 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-torch.set_num_threads(2)
+# One thread per process, here and in every command and Ray worker a test starts: the suite runs
+# in two processes (make test's -n 2) on two cores, and a busy machine's third process turns
+# spinning OpenMP threads into waits (an example beside two CPU-bound loops: 55 s at two threads,
+# 23 s at one). The same count everywhere: a command killed at one thread count and resumed in
+# process at another measures float32 blocks with other rounding, which the resume tests catch.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

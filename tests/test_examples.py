@@ -19,9 +19,8 @@ def test_example_runs(script, tmp_path):
         text=True,
         cwd=tmp_path,
         timeout=300,
-        # one thread: beside the other test process (and a busy machine) two threads each spin
-        # against each other (tiny_gpt_spectrum beside two CPU-bound loops: 55 s, one thread 23 s)
-        env={**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"},
+        # one thread, as every command the tests start (conftest)
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stdout.strip()
