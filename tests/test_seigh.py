@@ -6,6 +6,7 @@ import importlib
 import numpy as np
 import pytest
 import torch
+import zarr
 from scipy.sparse.linalg import eigsh
 from scipy.stats import chi2
 
@@ -79,6 +80,49 @@ def test_frobenius_bounds_hold_against_the_chi_square_law_and_in_repeated_trials
         )
     ]
     assert np.mean(inside) >= 0.9
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 7])
+def test_the_error_estimate_draws_its_probes_a_block_at_a_time_as_the_whole_would(block_size):
+    """The probes are generated a block at a time (no D x q matrix held): the estimate equals
+    sqrt(mean_i ||(H - V diag(values) V^T) g_i||^2) with the whole G formed at once (float64)."""
+    from pipeline.linalg import random_columns
+
+    op = synthetic(40, seed=5)
+    values, vectors = torch.linalg.eigh(op.matrix)
+    top = values.abs().argsort(descending=True)[:4]
+    V, lam = vectors[:, top], values[top]
+    G = random_columns("gaussian", 11, 40, range(7))
+    residual = (op.matrix - V @ torch.diag(lam) @ V.T) @ G
+    expected = float(torch.linalg.matrix_norm(residual)) / 7**0.5
+    estimate = frobenius_error(op, lam, V, 7, 11, block_size)
+    assert estimate.estimate == pytest.approx(expected, rel=1e-12)
+    assert estimate.relative == pytest.approx(
+        expected / (float(torch.linalg.matrix_norm(op.matrix @ G)) / 7**0.5), rel=1e-12
+    )
+
+
+def test_the_checks_hold_the_eigenvectors_at_the_products_precision():
+    """Residuals of a float32 operator from eigenvectors read (row block by row block) as float32:
+    equal to the dense float64 residuals of those float32 vectors to float32 rounding."""
+    from pipeline.linalg.aposteriori import pair_residuals
+    from pipeline.linalg.seigh_checks import read_at
+
+    matrix = synthetic(50, seed=6).matrix
+    values, vectors = torch.linalg.eigh(matrix)
+    stored = vectors[:, -3:].numpy()
+    chunked = zarr.create_array(
+        zarr.storage.MemoryStore(), shape=stored.shape, chunks=(7, 3), dtype="f8"
+    )
+    chunked[:] = stored
+    for source in (stored, chunked):
+        V = read_at(source, torch.float32)
+        assert V.dtype == torch.float32 and torch.equal(V, torch.from_numpy(stored).float())
+    op = DenseOperator(matrix.float())
+    got = pair_residuals(op, values[-3:], V, block_size=2)
+    V64 = V.double()
+    truth = torch.linalg.vector_norm(matrix.float().double() @ V64 - V64 * values[-3:], dim=0)
+    torch.testing.assert_close(got, truth / values[-3:].abs(), rtol=1e-4, atol=1e-6)
 
 
 def test_recycled_variant_costs_inner_products_only(problem):

@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import brentq
 
 from pipeline.linalg.operator import Operator
-from pipeline.linalg.probes import products_by_block
+from pipeline.linalg.probes import even_blocks, products_by_block
 from pipeline.linalg.random_matrices import random_columns
 
 
@@ -20,10 +20,11 @@ def pair_residuals(
     """Relative residuals ||H v_i - lambda_i v_i|| / |lambda_i| (k products).
 
     ||H v_i - lambda_i v_i|| / |lambda_i| for unit columns v_i of ``vectors`` (k products,
-    announced: a one-off width is not worth timing the product modes for).
+    announced: a one-off width is not worth timing the product modes for), each v_i taken at the
+    products' precision: the vector H is applied to.
     """
     op.expect(vectors.shape[1])
-    V = vectors.to(torch.float64)
+    V = vectors.to(op.dtype)
     norms = torch.empty(V.shape[1], dtype=torch.float64)
     # a block of products at a time, its residual formed in place: no D x k temporaries
     for block, HV in products_by_block(op, V, block_size):
@@ -74,14 +75,20 @@ def frobenius_error(
     announced as for ``pair_residuals``).
     """
     op.expect(test_vectors)
-    G = random_columns("gaussian", seed, op.shape[0], range(test_vectors), device=op.device)
-    V = vectors.to(torch.float64)
-    C = values.to(V)[:, None] * (V.T @ G)  # (k, q): V^T H_k g_i = diag(values) V^T g_i
+    V = vectors.to(op.dtype)  # at the products' precision, as H is applied
+    values = values.to(dtype=torch.float64, device=V.device)
     est2 = norm2 = 0.0
-    # a block of products at a time, (H - H_k) G formed in place: no D x q temporaries
-    for block, HG in products_by_block(op, G, block_size):
+    # a block of probes at a time, generated, applied and (H - H_k) G formed in place: neither G
+    # nor a D x q temporary is held (D x q float64 was 3.2 GB beside D x k at D = 50M)
+    for block in even_blocks(test_vectors, block_size):
+        G = random_columns(
+            "gaussian", seed, op.shape[0], range(block.start, block.stop), op.dtype, op.device
+        )
+        HG = (op @ G).to(torch.float64)
         norm2 += float(torch.linalg.vector_norm(HG)) ** 2 / test_vectors
-        HG.addmm_(V, C[:, block], alpha=-1.0)
+        # V^T H_k g_i = diag(values) V^T g_i
+        C = values[:, None] * (V.T @ G).to(torch.float64)
+        HG.sub_((V @ C.to(V.dtype)).to(torch.float64))
         est2 += float(torch.linalg.vector_norm(HG)) ** 2 / test_vectors
     est = math.sqrt(est2)
     # est^2 / err^2 >= this w.p. 1 - failure
