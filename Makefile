@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 PIP_CONSTRAINT ?= $(CURDIR)/.ci/constraints.txt
 export PIP_CONSTRAINT
 
-# Test processes (pytest-xdist): 2 suits a 2-core machine (6.7-8 min quiet, 11-12 min beside a CPU-bound job;
-# 3 took 12.8 min busy; BENCHMARKS.md); TEST_WORKERS=0 runs the suite in this process.
+# Test processes (pytest-xdist), one thread each (tests/conftest.py): 2 suits a 2-core machine
+# (7 min 10 s quiet, 7 min 51 s beside a CPU-bound job; BENCHMARKS.md); TEST_WORKERS=0 runs the
+# suite in this process.
 TEST_WORKERS ?= 2
 
 .PHONY: run test bench clean
