@@ -409,7 +409,9 @@ def test_a_lost_head_ends_the_driver_in_one_line_within_the_timeout_and_a_new_he
         )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     resumed = _results(run_dir)
-    assert 0 < resumed["extra"]["measured_now"] < 90  # some blocks came from the store
+    # some blocks (on a busy machine, where the test acts seconds after the third mark: all of
+    # them) came from the store
+    assert resumed["extra"]["measured_now"] < 90
     np.testing.assert_allclose(
         resumed["eigenvalues"], _in_process(overrides, single)["eigenvalues"], rtol=1e-10
     )
