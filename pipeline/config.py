@@ -80,7 +80,8 @@ class DataConfig:
     split: str = "train"
     subset: Optional[int] = 500  # fixed class-balanced subset size; null = all samples
     seed: int = 0
-    batch_size: int = field(default=128, metadata=HOW)
+    # samples per batch, or auto: the largest whose products fit a worker's memory (measured)
+    batch_size: Any = field(default=128, metadata=HOW)
     image_size: Optional[int] = 16
     # MNIST: training images held out (seeded) as the validation split; the paper: 10000
     holdout: int = 0

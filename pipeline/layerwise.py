@@ -28,7 +28,7 @@ from torch import nn
 from pipeline.curvature import select_parameters
 from pipeline.errors import InputError
 from pipeline.models import build_from_config
-from pipeline.problem import open_operator
+from pipeline.problem import open_operator, settle_auto_sizes
 from pipeline.solvers import SOLVERS
 from pipeline.solvers.base import OperatorShape
 from pipeline.store import RunStore
@@ -124,6 +124,7 @@ def _block(job: Job, name: str, params: list[str], sub_dir: Path) -> dict[str, A
     """One block's entry: its eigenpairs, trace and density on one operator."""
     lw = job.layerwise
     with open_operator(job) as op:
+        job, _ = settle_auto_sizes(job, op)
         dim = op.shape[0]
         entry: dict[str, Any] = {"name": name, "params": params, "dim": dim}
         before = op.matvecs

@@ -42,8 +42,9 @@ def check_job(job: Job) -> None:
         value = getattr(a, name, 1)
         if isinstance(value, int) and value < 1:  # "auto" and other strings: the solver's check
             raise InputError(f"algorithm.{name} must be a positive integer, got {value}")
-    if data.batch_size < 1:
-        raise InputError(f"data.batch_size must be a positive integer, got {data.batch_size}")
+    batch = data.batch_size
+    if batch != "auto" and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise InputError(f"data.batch_size must be a positive integer or 'auto', got {batch!r}")
     if data.subset is not None and data.subset < 1:
         raise InputError(
             "data.subset must be a positive sample count (or null for all samples), got "

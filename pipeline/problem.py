@@ -12,9 +12,10 @@ import torch
 
 from pipeline.basics import compute_device
 from pipeline.errors import InputError
+from pipeline.solvers.base import block_width
 
 if TYPE_CHECKING:
-    from pipeline.curvature.memory_fit import WidthFit
+    from pipeline.curvature.memory_fit import MemoryFit
     from pipeline.job import Job
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,14 @@ class ProblemOperator(Protocol):
         None where products run in this process.
         """
 
-    def width_fit(self, widest: int, budget_bytes: int | None, fixed_bytes: int) -> WidthFit:
+    def width_fit(self, widest: int, budget_bytes: int | None, fixed_bytes: int) -> MemoryFit:
         """The widest product (at most ``widest`` columns) every worker's memory holds."""
+
+    def batch_fit(self, width: int, budget_bytes: int | None, fixed_bytes: int) -> MemoryFit:
+        """The largest batch whose products of ``width`` columns every worker's memory holds."""
+
+    def rebatch(self, batch_size: int) -> None:
+        """Split every shard again into batches of ``batch_size`` samples."""
 
 
 @contextlib.contextmanager
@@ -117,3 +124,30 @@ def open_operator(job: Job) -> Iterator[ProblemOperator]:
         finally:
             if started:
                 release_ray()
+
+
+def settle_auto_sizes(job: Job, op: ProblemOperator) -> tuple[Job, dict[str, dict]]:
+    """``data.batch_size=auto`` and ``algorithm.product_width=auto`` settled on the workers, logged.
+
+    The batch first, at the run's product width (1 when that is auto too): the largest batch whose
+    products fit each worker's memory (``batch_fit``; the operator re-batched to it); then the
+    widest product at that batch (``width_fit``). Both against ``cluster.worker_memory_gb`` or a
+    share of the node's memory, with the two store blocks a measurement holds beside its
+    products. The job with the settled numbers, and each fit (results.json: ``plan``).
+    """
+    a = job.algorithm
+    itemsize = torch.empty((), dtype=op.dtype).element_size()
+    memory_gb = job.cluster.worker_memory_gb
+    budget = None if memory_gb is None else int(memory_gb * 2**30)
+    fixed = 2 * op.shape[0] * getattr(a, "block_size", 1) * itemsize
+    settled, fits = {}, {}
+    if job.data.batch_size == "auto":
+        fit = op.batch_fit(block_width(a), budget, fixed)
+        op.rebatch(fit.size)
+        log.info("data.batch_size=auto: %s", fit.describe())
+        settled["data.batch_size"], fits["batch_size"] = fit.size, fit.as_dict()
+    if getattr(a, "product_width", None) == "auto":
+        fit = op.width_fit(a.block_size, budget, fixed)
+        log.info("algorithm.product_width=auto: %s", fit.describe())
+        settled["algorithm.product_width"], fits["product_width"] = fit.size, fit.as_dict()
+    return (job.with_settings(settled) if settled else job), fits

@@ -12,7 +12,6 @@ import logging
 import time
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
 from pipeline.analysis.landscape import loss_along
@@ -22,7 +21,7 @@ from pipeline.errors import InputError
 from pipeline.job import Job, compile_job
 from pipeline.outputs import write_results
 from pipeline.plan import calibrating, compare_with_actual, log_plan, make_plan
-from pipeline.problem import ProblemOperator, open_operator
+from pipeline.problem import ProblemOperator, open_operator, settle_auto_sizes
 from pipeline.solvers.base import OperatorShape
 from pipeline.solvers.outcomes import EigenOutcome, Outcome
 from pipeline.store import RunStore
@@ -125,9 +124,9 @@ def _solve(
                 "must be the same "
                 "on every node"
             )
-        job, width_fit = _settle_product_width(job, op)
+        job, fits = settle_auto_sizes(job, op)
         a = job.algorithm
-        prediction = plan(job, op, run_dir, started, width_fit)
+        prediction = plan(job, op, run_dir, started, fits)
         before = op.matvecs
         try:
             with calibrating(prediction, op, started):
@@ -171,38 +170,17 @@ def plan(
     op: ProblemOperator,
     run_dir: Path,
     started: float | None = None,
-    width_fit: dict | None = None,
+    fits: dict[str, dict] | None = None,
 ) -> dict:
     """The cost prediction for this run (``pipeline.plan``), logged.
 
-    ``width_fit``: how ``algorithm.product_width=auto`` was settled (kept as ``product_width``).
+    ``fits``: how the auto sizes were settled (``settle_auto_sizes``: ``batch_size``,
+    ``product_width``), kept beside it.
     """
     prediction = make_plan(job, op, run_dir, op.worker_peak_rss, started)
-    if width_fit is not None:
-        prediction["product_width"] = width_fit
+    prediction.update(fits or {})
     log_plan(prediction)
     return prediction
-
-
-def _settle_product_width(job: Job, op: ProblemOperator) -> tuple[Job, dict | None]:
-    """``algorithm.product_width=auto``: the widest product the workers' memory holds, logged.
-
-    Measured on each worker's first batch (``CurvatureOperator.width_fit``) against
-    ``cluster.worker_memory_gb`` or a share of its node's memory, with the two store blocks a
-    measurement holds beside its products; the job with that width, and the fit.
-    """
-    a = job.algorithm
-    if getattr(a, "product_width", None) != "auto":
-        return job, None
-    itemsize = torch.empty((), dtype=op.dtype).element_size()
-    budget = job.cluster.worker_memory_gb
-    fit = op.width_fit(
-        a.block_size,
-        None if budget is None else int(budget * 2**30),
-        2 * op.shape[0] * a.block_size * itemsize,
-    )
-    log.info("algorithm.product_width=auto: %s", fit.describe())
-    return job.with_settings({"algorithm.product_width": fit.width}), fit.as_dict()
 
 
 def plan_only(job: Job | DictConfig, run_dir: Path, started: float | None = None) -> dict:
@@ -210,8 +188,8 @@ def plan_only(job: Job | DictConfig, run_dir: Path, started: float | None = None
     started = time.perf_counter() if started is None else started
     job = job if isinstance(job, Job) else compile_job(job)
     with open_operator(job) as op:
-        job, width_fit = _settle_product_width(job, op)
-        prediction = plan(job, op, run_dir, started, width_fit)
+        job, fits = settle_auto_sizes(job, op)
+        prediction = plan(job, op, run_dir, started, fits)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "plan.json").write_text(json.dumps(prediction, indent=2))
     return prediction

@@ -143,6 +143,7 @@ def test_a_composition_error_on_the_command_line_has_no_traceback(tmp_path):
         (["model.checkpoint=/nonexistent.pt"], "does not exist (model.checkpoint)"),
         (["data.subset=3"], "data.subset=3 is smaller than the 10 classes"),
         (["data.batch_size=0"], "data.batch_size must be a positive integer"),
+        (["data.batch_size=big"], "data.batch_size must be a positive integer or 'auto'"),
         # a text file
         ([f"model.checkpoint={Path(__file__).resolve()}"], "is not a file torch.save wrote"),
         (

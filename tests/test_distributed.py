@@ -75,11 +75,29 @@ def test_workers_fit_their_product_width_to_their_share_of_the_node(ray_op):
     """Two workers on one node each budget 80% of half its memory; a budget below what a worker
     holds is refused from the worker, naming the fix, and not retried."""
     fit = ray_op.width_fit(16, None, 0)
-    assert 1 <= fit.width <= 16 and fit.per_column_bytes > 0
+    assert 1 <= fit.size <= 16 and fit.per_unit_bytes > 0
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert fit.budget_bytes <= 0.8 * physical / 2
     with pytest.raises(OperationError, match=r"data\.batch_size"):
         ray_op.width_fit(16, 2**20, 0)
+    assert ray_op.failures == 0
+
+
+def test_workers_fit_their_batch_and_rebatch(ray_op):
+    """data.batch_size=auto on Ray: the smallest rank's fit (a free budget: its whole shard, 30 of
+    61 samples), every shard re-batched (the product unchanged, and a replacement worker built
+    with it), a budget below what a worker holds refused naming the fix, not retried."""
+    local = local_operator()
+    V = torch.randn(local.shape[0], 2, dtype=torch.float64)
+    free = ray_op.batch_fit(2, None, 0)
+    assert free.size == free.largest == 30 and free.unit == "sample"
+    first_batch_share = ray_op.probe_share()  # proportional to a rank's first batch: 16 samples
+    ray_op.rebatch(7)
+    assert ray_op.probe_share() == pytest.approx(first_batch_share * 7 / 16)
+    assert ray_op.group.spec.batch_size == 7
+    torch.testing.assert_close(ray_op @ V, local @ V, rtol=1e-10, atol=1e-12)
+    with pytest.raises(OperationError, match=r"algorithm\.product_width"):
+        ray_op.batch_fit(2, 2**20, 0)
     assert ray_op.failures == 0
 
 

@@ -1,7 +1,8 @@
-"""algorithm.product_width=auto: the widest product that fits a worker's memory, measured on the
-first batch; a tight budget is kept by the products that follow, one that cannot hold a single
-column is refused naming the fix, and a run at the chosen width gives the eigenvalues of a run at
-a width set by hand (products do not depend on their width: test_seigh)."""
+"""algorithm.product_width=auto and data.batch_size=auto: the widest product, the largest batch,
+that fits a worker's memory, measured on the first batch; a tight budget is kept by the products
+that follow, one that cannot hold a single column (sample) is refused naming the fix, and a run at
+the chosen sizes gives the eigenvalues of a run at sizes set by hand (products depend on neither:
+test_seigh, test_curvature)."""
 
 import logging
 
@@ -11,8 +12,9 @@ from torch import nn
 
 from pipeline.curvature import HessianOperator
 from pipeline.curvature.memory_fit import current_bytes, peak_above_now
-from pipeline.errors import OperationError
+from pipeline.errors import InputError, OperationError
 from pipeline.runner import run
+from pipeline.sharding import ProblemSpec
 
 from deployment import SMALL, compose_overrides
 
@@ -37,16 +39,14 @@ def test_products_at_the_auto_width_stay_within_a_tight_budget():
     op = _wide_mlp_operator()  # product_mode=auto: the widest need of its modes
     D = op.shape[0]
     free = op.width_fit(32, None, 0)  # the node's memory: far more than 32 columns need
-    assert free.width == 32 and free.per_column_bytes >= 4 * D  # at least the column's V
+    assert free.size == 32 and free.per_unit_bytes >= 4 * D  # at least the column's V
     fixed = 2 * D * 4  # a block of two columns held beside the products
     budget = current_bytes(op.device) + fixed + free.graph_bytes + free.base_bytes
-    budget += 5 * free.per_column_bytes
+    budget += 5 * free.per_unit_bytes
     fit = op.width_fit(32, budget, fixed)
-    assert 2 <= fit.width < 32 and fit.peak_bytes(fit.width) <= budget < fit.peak_bytes(
-        fit.width + 1
-    )
+    assert 2 <= fit.size < 32 and fit.peak_bytes(fit.size) <= budget < fit.peak_bytes(fit.size + 1)
     held_block = torch.zeros(D, 2)  # the fixed bytes, really held
-    peak = peak_above_now(lambda: [op @ torch.randn(D, fit.width) for _ in range(2)], op.device)
+    peak = peak_above_now(lambda: [op @ torch.randn(D, fit.size) for _ in range(2)], op.device)
     del held_block
     assert _status_bytes("VmHWM") <= budget, (peak, fit.describe())
 
@@ -61,7 +61,86 @@ def test_a_run_at_the_auto_width_equals_one_at_that_width_set_by_hand(tmp_path, 
     with caplog.at_level(logging.INFO, logger="pipeline"):
         auto = run(compose_overrides([*SMALL, "algorithm.product_width=auto"]), tmp_path / "auto")
     fit = auto["plan"]["product_width"]
-    assert 1 <= fit["width"] <= 10 and fit["budget_bytes"] > 0
-    assert f"product_width=auto: {fit['width']} of 10 columns per product" in caplog.text
+    assert 1 <= fit["size"] <= 10 and fit["budget_bytes"] > 0
+    assert f"product_width=auto: {fit['size']} of 10 columns per product" in caplog.text
     assert auto["config"]["algorithm"]["product_width"] == "auto"  # as asked; the plan: as run
     assert len(auto["eigenvalues"]) == 4 and auto["matvecs"] == auto["plan"]["matvecs"]
+
+
+def _conv_net() -> nn.Module:
+    """D = 13,994: a sample's activations (16 channels of 32 x 32, and their tangents) are
+    hundreds of KiB, so a batch's need grows well above the allocator's noise."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.Tanh(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.Tanh(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.Tanh(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
+
+
+def _images() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(256, 3, 32, 32, generator=generator), torch.randint(
+        0, 10, (256,), generator=generator
+    )
+
+
+def _conv_operator(batch_size: int | str, **options) -> HessianOperator:
+    spec = ProblemSpec(_conv_net, _images, batch_size=batch_size, operator_options=options)
+    return spec.build()
+
+
+def test_batches_at_the_auto_size_stay_within_a_tight_budget():
+    op = _conv_operator("auto", graph_cache_gb=0)  # product_mode=auto: the widest need of its modes
+    V = torch.randn(op.shape[0], 2)
+    before = op @ V
+    free = op.batch_fit(2, None, 0)
+    assert free.size == free.largest == 256 and free.per_unit_bytes > 2 * 16 * 32 * 32 * 4
+    fixed = 2 * op.shape[0] * 4
+    budget = current_bytes(op.device) + fixed + free.base_bytes + 40 * free.per_unit_bytes
+    fit = op.batch_fit(2, budget, fixed)
+    assert 16 <= fit.size < 256 and fit.peak_bytes(fit.size) <= budget < fit.peak_bytes(
+        fit.size + 1
+    )
+    op.rebatch(fit.size)
+    assert [n for _, _, n in op.batches()][0] == fit.size and op.num_samples == 256
+    peak = peak_above_now(lambda: [op @ V for _ in range(2)], op.device)
+    assert _status_bytes("VmHWM") <= budget, (peak, fit.describe())
+    torch.testing.assert_close(op @ V, before, rtol=1e-4, atol=1e-6)  # float32: the batch order
+
+
+def test_a_budget_below_one_sample_is_refused_naming_the_width():
+    op = _conv_operator("auto", product_mode="graph-reuse")
+    with pytest.raises(OperationError, match=r"algorithm\.product_width.*worker_memory_gb"):
+        op.batch_fit(4, current_bytes(op.device) // 2, 0)
+
+
+def test_an_operator_given_its_batches_cannot_be_rebatched():
+    op = _wide_mlp_operator()
+    with pytest.raises(InputError, match=r"data\.batch_size to a number"):
+        op.batch_fit(2, None, 0)
+
+
+def test_a_run_at_the_auto_batch_equals_one_at_that_batch_set_by_hand(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        auto = run(
+            compose_overrides([*SMALL, "data.batch_size=auto", "algorithm.product_width=auto"]),
+            tmp_path / "auto",
+        )
+    batch, width = auto["plan"]["batch_size"], auto["plan"]["product_width"]
+    assert batch["size"] == 100 and batch["unit"] == "sample"  # a digits subset: all fit
+    assert "data.batch_size=auto: 100 of 100 samples per batch" in caplog.text
+    assert auto["config"]["data"]["batch_size"] == "auto"  # as asked; the plan: as run
+    by_hand = run(
+        compose_overrides(
+            [*SMALL, "data.batch_size=100", f"algorithm.product_width={width['size']}"]
+        ),
+        tmp_path / "by_hand",
+    )
+    assert auto["eigenvalues"] == pytest.approx(by_hand["eigenvalues"], rel=1e-12)

@@ -11,14 +11,21 @@ sum-reduced loss (``reduction="sum"``) has L = sum_i L_i and C = sum_i C_i.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pipeline.curvature.checks import STOCHASTIC_MODEL, NondeterminismError
 from pipeline.errors import InputError
 
+if TYPE_CHECKING:
+    from pipeline.sharding.shards import Shard
+
 Batch = tuple[Any, torch.Tensor]
+NO_SHARD = (
+    "data.batch_size=auto re-batches an operator built from a ProblemSpec (its data shard); this "
+    "one was given its batches: set data.batch_size to a number"
+)
 
 
 class DataPasses:
@@ -26,8 +33,24 @@ class DataPasses:
 
     Batches moved to the operator's dtype and device (a list of batches once, kept), the sample
     count N, and the weighted sum of the batches' products (``batch_product``, from
-    ``ProductModes``).
+    ``ProductModes``). ``shard``: where the batches came from, when built from a ``ProblemSpec``
+    (None otherwise): what ``rebatch`` splits again.
     """
+
+    shard: Shard | None = None
+
+    def rebatch(self, batch_size: int) -> None:
+        """Split the shard again into batches of ``batch_size`` samples (``data.batch_size=auto``).
+
+        The products are the same (batches are weighted by their samples); the graphs kept and the
+        mode choices made for the old batches are dropped.
+        """
+        if self.shard is None:
+            raise InputError(NO_SHARD)
+        self.data = self.shard.batches(batch_size)
+        self._prepared = None
+        self.graphs.clear()
+        self.mode_choices.clear()
 
     def _prepare(self, batch: Batch) -> tuple[Any, torch.Tensor, int]:
         try:

@@ -1,11 +1,13 @@
-"""``product_width="auto"``: the widest product that fits the memory a worker has.
+"""``auto`` sizes: the widest product, or the largest batch, that fits the memory a worker has.
 
-A product of width w on one batch needs about m(w) = a + b w bytes above what the process holds
-before it: a for the batch's graph, b per column (its tangents, vmapped, and its slice of the
-block in and out). m is measured at two widths on the first batch (the peak of every mode the
-run may use: the largest), and the width is the largest w <= the block width with
+A product of width w on a batch of n samples needs about m = a + b s bytes above what the process
+holds before it, s the size being chosen (w, or n at the run's product width): a for the graph of
+the batch (or the tangents of the columns), b per column (its tangents, vmapped, and its slice of
+the block in and out) or per sample (its activations and their tangents). m is measured at two
+sizes on the first batch (the peak of every mode the run may use: the largest), and the size is
+the largest s <= its limit (the block width, the shard's samples) with
 
-    held + kept graphs + fixed + a + b w <= budget,
+    held + kept graphs + fixed + a + b s <= budget,
 
 where ``held`` is what the process holds now (model, shard, runtime), ``kept graphs`` what the
 graph cache may keep (``curvature.graph_cache_gb``), and ``fixed`` the blocks a measurement keeps
@@ -25,8 +27,9 @@ from typing import Any
 
 import torch
 
+from pipeline.curvature.data_passes import NO_SHARD
 from pipeline.curvature.graph_cache import available_bytes
-from pipeline.errors import OperationError
+from pipeline.errors import InputError, OperationError
 
 log = logging.getLogger(__name__)
 # of the memory a worker has: the rest is left to the allocator's slack and the runtime
@@ -34,43 +37,61 @@ BUDGET_SHARE = {"cpu": 0.8, "cuda": 0.9}
 # vmapped widths (width 1 skips vmap and would not predict the others), far enough apart that the
 # allocator's noise is small beside their difference
 PROBE_WIDTHS = (2, 8)
+# batch sizes: a batch's activations grow with it beside the fixed tangents of the columns
+PROBE_BATCHES = (4, 16)
 # on the measured needs: resident memory extrapolated from widths 2 and 8 read a product of 16
 # columns up to 5% low (allocator thresholds; an MLP of 0.8M parameters)
 MARGIN = 1.15
+# what a size counts, and the settings that lower the need when not even one fits
+UNITS = {
+    "column": (
+        "columns per product",
+        "lower data.batch_size (or curvature.graph_cache_gb, algorithm.block_size)",
+    ),
+    "sample": (
+        "samples per batch",
+        "lower algorithm.product_width (or algorithm.block_size, curvature.graph_cache_gb)",
+    ),
+}
 
 
 @dataclass(frozen=True)
-class WidthFit:
-    """The chosen width and the memory model behind it (bytes): one worker's answer."""
+class MemoryFit:
+    """The chosen size (of a ``unit``: column or sample) and the memory model behind it (bytes).
 
-    width: int
-    widest: int
+    One worker's answer: ``size`` of at most ``largest``, predicted to peak at
+    held + graphs + fixed + base + per_unit x size.
+    """
+
+    size: int
+    largest: int
+    unit: str
     held_bytes: int
     graph_bytes: int
     fixed_bytes: int
     base_bytes: int
-    per_column_bytes: int
+    per_unit_bytes: int
     budget_bytes: int
 
-    def peak_bytes(self, width: int) -> int:
-        """The predicted peak of the worker at products of ``width`` columns."""
+    def peak_bytes(self, size: int) -> int:
+        """The predicted peak of the worker at ``size`` units."""
         return (
             self.held_bytes
             + self.graph_bytes
             + self.fixed_bytes
             + self.base_bytes
-            + self.per_column_bytes * width
+            + self.per_unit_bytes * size
         )
 
     def describe(self) -> str:
-        """One clause for the log: the width, what it needs and the budget."""
+        """One clause for the log: the size, what it needs and the budget."""
         gib = 2**30
         return (
-            f"{self.width} of {self.widest} columns per product: "
-            f"{self.peak_bytes(self.width) / gib:.2f} GiB predicted "
+            f"{self.size} of {self.largest} {UNITS[self.unit][0]}: "
+            f"{self.peak_bytes(self.size) / gib:.2f} GiB predicted "
             f"({self.held_bytes / gib:.2f} held, {self.graph_bytes / gib:.2f} kept graphs, "
             f"{self.fixed_bytes / gib:.2f} blocks, {self.base_bytes / gib:.2f} + "
-            f"{self.per_column_bytes / gib:.3f} per column for a product) within a budget of "
+            f"{self.per_unit_bytes / gib:.3f} per {self.unit}) within a budget of "
             f"{self.budget_bytes / gib:.2f} GiB"
         )
 
@@ -118,46 +139,53 @@ def peak_above_now(run: Callable[[], Any], device: torch.device) -> int:
             clear.write("5")  # reset the peak resident set size (Linux 4.0+)
     except OSError as error:
         raise OperationError(
-            f"algorithm.product_width=auto measures memory through /proc/self/clear_refs, which "
-            f"this system refuses ({error}): set algorithm.product_width to a number"
+            "an auto size (algorithm.product_width, data.batch_size) measures memory through "
+            f"/proc/self/clear_refs, which this system refuses ({error}): set it to a number"
         ) from None
     run()
     return max(_status_kib("VmHWM") * 1024 - before, 0)
 
 
-def linear_need(need_at: Callable[[int], int], room: int, widest: int) -> tuple[int, int]:
-    """(a, b) of m(w) = a + b w from the measured peaks ``need_at(w)`` at two widths.
+def linear_need(
+    need_at: Callable[[int], int], room: int, largest: int, probes: tuple[int, int]
+) -> tuple[int, int]:
+    """(a, b) of m(s) = a + b s from the measured peaks ``need_at(s)`` at two sizes.
 
-    The first at ``PROBE_WIDTHS[0]``; the second no wider than ``room`` bytes allow were a all
-    per-column (so the probe itself fits), nor than ``PROBE_WIDTHS[1]`` or ``widest``. Both a and
-    b at least 0.
+    The first at ``probes[0]``; the second no larger than ``room`` bytes allow were a all per-unit
+    (so the probe itself fits), nor than ``probes[1]`` or ``largest``. Both a and b at least 0.
     """
-    low = min(PROBE_WIDTHS[0], widest)
+    low = min(probes[0], largest)
     need_low = need_at(low)
-    if widest <= low:
+    if largest <= low:
         return need_low, 0
-    upper = room // max(need_low // low, 1)  # the widest that fits if all of need_low scaled
-    high = max(low + 1, min(PROBE_WIDTHS[1], widest, upper))
-    per_column = max((need_at(high) - need_low) // (high - low), 0)
-    return max(need_low - per_column * low, 0), per_column
+    upper = room // max(need_low // low, 1)  # the largest that fits if all of need_low scaled
+    high = max(low + 1, min(probes[1], largest, upper))
+    per_unit = max((need_at(high) - need_low) // (high - low), 0)
+    return max(need_low - per_unit * low, 0), per_unit
 
 
-def fit_width(
-    base: int, per_column: int, widest: int, held: int, graphs: int, fixed: int, budget: int
-) -> WidthFit:
-    """The largest width <= ``widest`` whose predicted peak fits ``budget``.
+def fit_size(
+    base: int,
+    per_unit: int,
+    largest: int,
+    held: int,
+    graphs: int,
+    fixed: int,
+    budget: int,
+    unit: str,
+) -> MemoryFit:
+    """The largest size <= ``largest`` whose predicted peak fits ``budget``.
 
-    Raises OperationError naming the settings that shrink a product when not even one column fits.
+    Raises OperationError naming the settings that shrink the need when not even one unit fits.
     """
     free = budget - held - graphs - fixed - base
-    width = min(widest, free // per_column) if per_column else widest
-    fit = WidthFit(int(max(width, 1)), widest, held, graphs, fixed, base, per_column, budget)
-    if width < 1 or free < 0:
+    size = min(largest, free // per_unit) if per_unit else largest
+    fit = MemoryFit(int(max(size, 1)), largest, unit, held, graphs, fixed, base, per_unit, budget)
+    if size < 1 or free < 0:
         raise OperationError(
-            f"a product of one column does not fit the worker's memory: "
+            f"not even one {unit} ({UNITS[unit][0]}) fits the worker's memory: "
             f"{fit.peak_bytes(1) / 2**30:.2f} GiB predicted, {budget / 2**30:.2f} GiB available "
-            f"({fit.describe()}); lower data.batch_size (or curvature.graph_cache_gb, "
-            "algorithm.block_size) or raise cluster.worker_memory_gb"
+            f"({fit.describe()}); {UNITS[unit][1]} or raise cluster.worker_memory_gb"
         )
     return fit
 
@@ -182,45 +210,94 @@ def _trim_heap() -> None:
 
 def operator_width_fit(
     op: Any, widest: int, budget_bytes: int | None, fixed_bytes: int, sharing: int = 1
-) -> WidthFit:
+) -> MemoryFit:
     """The widest product of ``op`` (a ``CurvatureOperator``) that fits its memory budget.
 
-    Measured on the first batch in every mode the run may use (the configured one, or under
-    ``auto`` every mode without a one-off set-up), each with its graph built afresh; the
-    graphs the cache may keep are those of every batch of the shard, within its budget.
-    ``budget_bytes`` None: ``default_budget`` for ``sharing`` workers.
+    Measured on the first batch in every mode the run may use (``fit_modes``), each with its graph
+    built afresh; the graphs the cache may keep are those of every batch of the shard, within its
+    budget. ``budget_bytes`` None: ``default_budget`` for ``sharing`` workers.
     """
     first = op._first_batch()
-    products = op.products()
-    modes = (
-        [op.product_mode]
-        if op.product_mode in products
-        else [mode for mode in products if mode not in op.COSTLY_MODES]
-    )
+    modes = fit_modes(op)
     budget = default_budget(op.device, sharing) if budget_bytes is None else budget_bytes
-
-    def product(mode: str, width: int) -> None:
-        """One batch's share of a product of ``width`` columns in ``mode``, as a pass makes it."""
-        V = torch.randn(op.shape[0], width, dtype=op.dtype, device=op.device)
-        with op.pinned_mode(mode):
-            op.accumulate(torch.zeros_like(V), 0, first, V)
-
     for mode in modes:  # one-off costs (lazy imports, kernels, caches) before anything is measured
-        product(mode, 1)
+        one_batch_product(op, mode, first, 1)
 
     def need_at(width: int) -> int:
-        peaks = []
-        for mode in modes:
-            op.graphs.clear()
-            peaks.append(peak_above_now(partial(product, mode, width), op.device))
-        return max(peaks)
+        return _peak_of_modes(op, modes, lambda mode: one_batch_product(op, mode, first, width))
 
     held = current_bytes(op.device)
     base, per_column = (
-        int(MARGIN * need) for need in linear_need(need_at, budget - held - fixed_bytes, widest)
+        int(MARGIN * need)
+        for need in linear_need(need_at, budget - held - fixed_bytes, widest, PROBE_WIDTHS)
     )
     batches = len(op.data) if isinstance(op.data, (list, tuple)) else 1
     graphs = min(op.graphs.used_bytes * batches, op.graphs.budget_bytes or 0)
-    fit = fit_width(base, per_column, widest, held, graphs, fixed_bytes, budget)
+    fit = fit_size(base, per_column, widest, held, graphs, fixed_bytes, budget, "column")
     op.graphs.clear()
     return fit
+
+
+def operator_batch_fit(
+    op: Any, width: int, budget_bytes: int | None, fixed_bytes: int, sharing: int = 1
+) -> MemoryFit:
+    """The largest batch of ``op``'s shard whose products of ``width`` columns fit its budget.
+
+    Measured on batches of the shard's first samples (``op.shard``) in every mode the run may use,
+    each batch loaded and prepared inside the measurement (its own memory counts); the graphs the
+    cache may keep are those of every sample of the shard, within its budget.
+    """
+    shard = op.shard
+    if shard is None:
+        raise InputError(NO_SHARD)
+    modes = fit_modes(op)
+    budget = default_budget(op.device, sharing) if budget_bytes is None else budget_bytes
+    for mode in modes:  # one-off costs, as for the width
+        one_batch_product(op, mode, op._prepare(shard.first(1)), width)
+    measured = [0]
+
+    def need_at(samples: int) -> int:
+        measured[0] = samples
+        return _peak_of_modes(
+            op,
+            modes,
+            lambda mode: one_batch_product(op, mode, op._prepare(shard.first(samples)), width),
+        )
+
+    held = current_bytes(op.device)
+    base, per_sample = (
+        int(MARGIN * need)
+        for need in linear_need(need_at, budget - held - fixed_bytes, len(shard), PROBE_BATCHES)
+    )
+    graph_per_sample = op.graphs.used_bytes / max(measured[0], 1)
+    graphs = min(int(graph_per_sample * len(shard)), op.graphs.budget_bytes or 0)
+    fit = fit_size(base, per_sample, len(shard), held, graphs, fixed_bytes, budget, "sample")
+    op.graphs.clear()
+    return fit
+
+
+def fit_modes(op: Any) -> list[str]:
+    """The product modes a run may use: the configured one, or every mode without a one-off set-up.
+
+    (The latter under ``product_mode=auto``.)
+    """
+    products = op.products()
+    if op.product_mode in products:
+        return [op.product_mode]
+    return [mode for mode in products if mode not in op.COSTLY_MODES]
+
+
+def one_batch_product(op: Any, mode: str, batch: tuple[Any, torch.Tensor, int], width: int) -> None:
+    """One batch's share of a product of ``width`` random columns in ``mode``, as passes make it."""
+    V = torch.randn(op.shape[0], width, dtype=op.dtype, device=op.device)
+    with op.pinned_mode(mode):
+        op.accumulate(torch.zeros_like(V), 0, batch, V)
+
+
+def _peak_of_modes(op: Any, modes: list[str], run: Callable[[str], None]) -> int:
+    """The largest ``peak_above_now`` of ``run(mode)`` over ``modes``, each with no graph kept."""
+    peaks = []
+    for mode in modes:
+        op.graphs.clear()
+        peaks.append(peak_above_now(partial(run, mode), op.device))
+    return max(peaks)

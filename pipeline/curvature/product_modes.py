@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from pipeline.curvature.memory_fit import WidthFit, operator_width_fit
+from pipeline.curvature.memory_fit import MemoryFit, operator_batch_fit, operator_width_fit
 from pipeline.curvature.mode_choice import (
     ModeChoice,
     choose_mode,
@@ -178,7 +178,7 @@ class ProductModes(ABC):
 
     def width_fit(
         self, widest: int, budget_bytes: int | None, fixed_bytes: int, sharing: int = 1
-    ) -> WidthFit:
+    ) -> MemoryFit:
         """The widest product (at most ``widest`` columns) that fits the memory budget.
 
         See ``pipeline.curvature.memory_fit``: peaks measured on the first batch at two widths,
@@ -186,6 +186,16 @@ class ProductModes(ABC):
         workers on its node or GPU), ``fixed_bytes`` held beside the products.
         """
         return operator_width_fit(self, widest, budget_bytes, fixed_bytes, sharing)
+
+    def batch_fit(
+        self, width: int, budget_bytes: int | None, fixed_bytes: int, sharing: int = 1
+    ) -> MemoryFit:
+        """The largest batch of the shard whose products of ``width`` columns fit the budget.
+
+        Peaks measured on batches of the shard's first samples at two sizes (see ``width_fit``
+        for the budget); ``rebatch`` applies it.
+        """
+        return operator_batch_fit(self, width, budget_bytes, fixed_bytes, sharing)
 
     def probe_share(self) -> float:
         """One run of every product mode and one timed run, on the first of the batches."""

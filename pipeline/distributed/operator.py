@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import ray
 import torch
 
-from pipeline.curvature.memory_fit import WidthFit
+from pipeline.curvature.memory_fit import MemoryFit
 from pipeline.distributed.group import WorkerGroup
 from pipeline.distributed.worker import CurvatureWorker
 from pipeline.linalg.operator import Operator
@@ -74,17 +75,36 @@ class RayOperator(Operator):
         """
         return max(self.group.run(CurvatureWorker.pass_seconds, int(width)))
 
-    def width_fit(self, widest: int, budget_bytes: int | None, fixed_bytes: int) -> WidthFit:
+    def width_fit(self, widest: int, budget_bytes: int | None, fixed_bytes: int) -> MemoryFit:
         """The widest product every worker can hold (``CurvatureOperator.width_fit`` per rank).
 
         Each worker measures its own shard's first batch; a node's memory (or a GPU's) is shared
         by the workers on it. The narrowest rank's fit.
         """
+        return self._smallest_fit(CurvatureWorker.width_fit, widest, budget_bytes, fixed_bytes)
+
+    def batch_fit(self, width: int, budget_bytes: int | None, fixed_bytes: int) -> MemoryFit:
+        """The largest batch every worker can hold (``CurvatureOperator.batch_fit`` per rank).
+
+        Measured as ``width_fit``; the smallest rank's fit.
+        """
+        return self._smallest_fit(CurvatureWorker.batch_fit, width, budget_bytes, fixed_bytes)
+
+    def rebatch(self, batch_size: int) -> None:
+        """Every rank's shard split again into batches of ``batch_size``.
+
+        Workers started after a failure build theirs so.
+        """
+        self.group.spec = replace(self.group.spec, batch_size=int(batch_size))
+        self.group.run(CurvatureWorker.rebatch, int(batch_size))
+
+    def _smallest_fit(
+        self, method: Callable[..., Any], limit: int, budget_bytes: int | None, fixed_bytes: int
+    ) -> MemoryFit:
+        """The smallest of every rank's ``method`` fit, a node's memory shared by its workers."""
         sharing = dict(Counter(info["node"] for info in self.group.info))
-        fits = self.group.run(
-            CurvatureWorker.width_fit, int(widest), budget_bytes, int(fixed_bytes), sharing
-        )
-        return WidthFit(**min(fits, key=lambda fit: fit["width"]))
+        fits = self.group.run(method, int(limit), budget_bytes, int(fixed_bytes), sharing)
+        return MemoryFit(**min(fits, key=lambda fit: fit["size"]))
 
     def probe_share(self) -> float:
         """What one ``pass_seconds`` call at a new width costs, in products (the largest share)."""

@@ -165,9 +165,25 @@ class CurvatureWorker(TorchRank):
         ``fixed_bytes`` (the store blocks a measurement holds) count on rank 0, which assembles and
         writes them.
         """
+        return self.op.width_fit(widest, budget_bytes, *self._share(fixed_bytes, sharing)).as_dict()
+
+    def batch_fit(
+        self, width: int, budget_bytes: int | None, fixed_bytes: int, sharing: dict[str, int]
+    ) -> dict[str, Any]:
+        """This rank's largest batch that fits its memory (``CurvatureOperator.batch_fit``).
+
+        Shared and fixed memory as for ``width_fit``.
+        """
+        return self.op.batch_fit(width, budget_bytes, *self._share(fixed_bytes, sharing)).as_dict()
+
+    def rebatch(self, batch_size: int) -> None:
+        """This rank's shard split again into batches of ``batch_size`` samples."""
+        self.op.rebatch(batch_size)
+
+    def _share(self, fixed_bytes: int, sharing: dict[str, int]) -> tuple[int, int]:
+        """(the fixed bytes this rank holds: rank 0's alone, the workers on this rank's node)."""
         node = ray.get_runtime_context().get_node_id()
-        fixed = fixed_bytes if self.rank == 0 else 0
-        return self.op.width_fit(widest, budget_bytes, fixed, sharing[node]).as_dict()
+        return (fixed_bytes if self.rank == 0 else 0), sharing[node]
 
     def probe_share(self) -> float:
         """What this rank's ``pass_seconds`` at a new width costs, in products of its shard."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,6 +33,16 @@ def shard_batches(dataset: Any, num_shards: int, rank: int, batch_size: int) -> 
     """
     if batch_size <= 0:
         raise InputError(f"batch_size must be positive, got {batch_size}")
+    dataset = as_dataset(dataset)
+    shard = shard_indices(len(dataset), num_shards, rank)
+    if isinstance(dataset, TensorDataset):
+        inputs, targets = (t[shard.start : shard.stop] for t in dataset.tensors)
+        return list(zip(torch.split(inputs, batch_size), torch.split(targets, batch_size)))
+    return DataLoader(Subset(dataset, shard), batch_size=batch_size, shuffle=False)
+
+
+def as_dataset(dataset: Any) -> Dataset:
+    """``dataset`` as a sized map-style Dataset (an (inputs, targets) pair as a TensorDataset)."""
     if isinstance(dataset, tuple) and len(dataset) == 2:
         dataset = TensorDataset(*dataset)
     if not isinstance(dataset, Dataset) or not hasattr(dataset, "__len__"):
@@ -39,8 +50,29 @@ def shard_batches(dataset: Any, num_shards: int, rank: int, batch_size: int) -> 
             "a data set must be an (inputs, targets) pair or a sized map-style Dataset, got "
             f"{type(dataset).__name__}"
         )
-    shard = shard_indices(len(dataset), num_shards, rank)
-    if isinstance(dataset, TensorDataset):
-        inputs, targets = (t[shard.start : shard.stop] for t in dataset.tensors)
-        return list(zip(torch.split(inputs, batch_size), torch.split(targets, batch_size)))
-    return DataLoader(Subset(dataset, shard), batch_size=batch_size, shuffle=False)
+    return dataset
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``rank`` of ``num_shards`` of ``dataset``, batched on demand (``shard_batches``).
+
+    What lets an operator be re-batched (``data.batch_size=auto``) without loading its data again:
+    a tensor data set is split into views, any other is read lazily.
+    """
+
+    dataset: Any
+    num_shards: int
+    rank: int
+
+    def __len__(self) -> int:
+        """The samples (sequences, images) of the shard."""
+        return len(shard_indices(len(as_dataset(self.dataset)), self.num_shards, self.rank))
+
+    def batches(self, batch_size: int) -> list | DataLoader:
+        """The shard's batches of ``batch_size`` samples (the last one may be smaller)."""
+        return shard_batches(self.dataset, self.num_shards, self.rank, batch_size)
+
+    def first(self, samples: int) -> Any:
+        """The (inputs, targets) batch of the shard's first ``samples`` samples."""
+        return next(iter(self.batches(samples)))

@@ -13,7 +13,11 @@ from pipeline.curvature import CURVATURES, CurvatureOperator
 from pipeline.curvature.data_passes import move_to
 from pipeline.curvature.params import flat_parameters, weights_digest
 from pipeline.errors import InputError
-from pipeline.sharding.shards import shard_batches
+from pipeline.sharding.shards import Shard
+
+AUTO = "auto"
+# the batch size of an operator built for data.batch_size=auto, until its fit re-batches it
+AUTO_START = 16
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class ProblemSpec:
     dataset_factory: Callable[[], Any]
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy
     curvature: str = "hessian"
-    batch_size: int = 128
+    batch_size: int | str = 128  # or "auto": settled by the memory fit (``rebatch``)
     params: Any = None
     dtype: str | None = None
     operator_options: dict[str, Any] = field(default_factory=dict)
@@ -56,9 +60,14 @@ class ProblemSpec:
             raise InputError(
                 f"unknown curvature {self.curvature!r}; choose one of {sorted(CURVATURES)}"
             )
-        if self.batch_size <= 0:
+        if self.batch_size != AUTO and (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, int)
+            or self.batch_size <= 0
+        ):
             raise InputError(
-                f"batch_size (data.batch_size) must be positive, got {self.batch_size}"
+                "batch_size (data.batch_size) must be a positive integer or 'auto', got "
+                f"{self.batch_size!r}"
             )
 
     def num_samples(self) -> int:
@@ -114,15 +123,18 @@ class ProblemSpec:
         """
         model = self.model_factory().to(device)
         dataset = self._dataset if self._dataset is not None else self.dataset_factory()
-        batches = shard_batches(dataset, num_shards, rank, self.batch_size)
-        return CURVATURES[self.curvature](
+        shard = Shard(dataset, num_shards, rank)
+        batch_size = AUTO_START if self.batch_size == AUTO else self.batch_size
+        op = CURVATURES[self.curvature](
             model,
             self.loss_fn,
-            batches,
+            shard.batches(batch_size),
             params=self.params,
             dtype=self.torch_dtype,
             **self.operator_options,
         )
+        op.shard = shard
+        return op
 
     @property
     def torch_dtype(self) -> torch.dtype | None:
