@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from pipeline.linalg import LowRankPlusDiagonalOperator, recovery, seigh
+from pipeline.linalg.random_matrices import random_block
 from pipeline.linalg.recovery import Measurements, _cholesky_factor, row_blocks
-from pipeline.linalg.streaming import WriteBehind, prefetched
+from pipeline.linalg.streaming import AlternatingBuffers, WriteBehind, prefetched
 from pipeline.store import BlockedColumns, MemoryStore, RunStore
 from pipeline.store.run_store import ZarrBlockWriter
 
@@ -129,6 +130,53 @@ def test_prefetch_reads_the_next_block_while_the_current_one_is_used():
     assert seen == [(i, 10 * i) for i in range(4)]
     for i in range(3):  # block i + 1 is being loaded before block i is done with
         assert events.index(("load start", i + 1)) < events.index(("use end", i))
+
+
+def test_reused_buffers_never_overwrite_the_block_in_use():
+    """Each block is loaded into memory reused from the block before last, while the consumer
+    still uses the current one: it stays intact until its iteration ends, and only two buffers
+    are ever made."""
+    pool = AlternatingBuffers()
+    loaded = threading.Event()
+
+    def load(block):
+        values = pool.next(1000, 3)
+        values[:] = block.start
+        loaded.set()
+        return values
+
+    blocks = [range(i, i + 1) for i in range(6)]
+    memory = set()
+    for block, values in prefetched(blocks, load):
+        loaded.clear()
+        if block.start < 5:
+            assert loaded.wait(5)  # the next block is loaded during this iteration
+        assert (values == block.start).all()
+        memory.add(values.__array_interface__["data"][0])
+    assert len(memory) == 2
+
+
+def test_blocks_read_into_reused_buffers_equal_fresh_reads(tmp_path):
+    """A float32 Zarr array decoded straight into float64 buffers, a numpy one copied, and Psi's
+    rows generated into them: the values of a fresh read, whatever the buffer held before."""
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((300, 12)).astype(np.float32)
+    store = RunStore(tmp_path / "s.zarr")
+    zarr_columns = store.columns("inner", 300, 12, 4, torch.float32, row_chunk=100)
+    for start in range(0, 12, 4):
+        zarr_columns.write(range(start, start + 4), values[:, start : start + 4])
+    pool = AlternatingBuffers()
+    for columns in (zarr_columns, _columns(values)):
+        for rows in (range(0, 128), range(128, 300), range(5, 6)):
+            out = pool.next(len(rows), 10)
+            out[:] = np.nan
+            read = columns.read_rows(rows, 10, out)
+            assert read is out and np.array_equal(out, columns.read_rows(rows, 10))
+    for kind in ("rademacher", "gaussian"):
+        out = pool.next(50, 7)
+        out[:] = np.nan
+        random_block(kind, 3, range(20, 70), range(7), out=out)
+        assert np.array_equal(out, random_block(kind, 3, range(20, 70), range(7)))
 
 
 def test_prefetch_raises_the_load_error_at_its_block():

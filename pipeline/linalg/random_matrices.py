@@ -47,16 +47,21 @@ def _bits(seed: int, rows: range, columns: np.ndarray, stream: int = 0) -> np.nd
         return _mix(keys[None, :] ^ _mix(row_ids * _GOLDEN + np.uint64(1))[:, None])
 
 
-def random_block(kind: str, seed: int, rows: range, columns: Iterable[int]) -> np.ndarray:
-    """Entries rows x columns of the test matrix ``kind`` (rademacher or gaussian), float64."""
+def random_block(
+    kind: str, seed: int, rows: range, columns: Iterable[int], out: np.ndarray | None = None
+) -> np.ndarray:
+    """Entries rows x columns of the test matrix ``kind`` (rademacher or gaussian), float64.
+
+    Written into ``out`` ((len(rows), len(columns)) float64) where given.
+    """
     columns = np.asarray(list(columns), dtype=np.int64)
     if kind not in ROW_ACCESSIBLE:
         raise InputError(f"row blocks exist only for {ROW_ACCESSIBLE} test matrices, not {kind!r}")
     if columns.size and columns.min() < 0:
         raise InputError("column indices must be non-negative")
+    out = np.empty((len(rows), columns.size)) if out is None else out
     if kind == "rademacher":
-        return _rademacher(seed, rows, columns)
-    out = np.empty((len(rows), columns.size))
+        return _rademacher(seed, rows, columns, out)
     step = max(1, _CHUNK_ENTRIES // max(columns.size, 1))  # bound the uint64 temporaries
     for start in range(0, len(rows), step):
         bits = _bits(seed, rows[start : start + step], columns)
@@ -67,17 +72,16 @@ def random_block(kind: str, seed: int, rows: range, columns: Iterable[int]) -> n
     return out
 
 
-def _rademacher(seed: int, rows: range, columns: np.ndarray) -> np.ndarray:
+def _rademacher(seed: int, rows: range, columns: np.ndarray, out: np.ndarray) -> np.ndarray:
     """+-1 entries: bit (j mod 64) of the 64-bit hash of word j // 64 (little-endian bit order)."""
     if columns.size == 0:
-        return np.empty((len(rows), 0))
+        return out
     first_word = int(columns.min()) // 64
     words = np.arange(first_word, int(columns.max()) // 64 + 1, dtype=np.int64)
     offsets = columns - 64 * first_word
     if np.array_equal(offsets, np.arange(offsets[0], offsets[0] + offsets.size)):
         # contiguous columns: a view, no gather
         offsets = slice(int(offsets[0]), int(offsets[0]) + offsets.size)
-    out = np.empty((len(rows), columns.size))
     step = max(1, _CHUNK_ENTRIES // (64 * words.size))
     for start in range(0, len(rows), step):
         bits = _bits(seed, rows[start : start + step], words)  # (m, words) uint64

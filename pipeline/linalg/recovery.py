@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from pipeline.linalg.random_matrices import random_block
-from pipeline.linalg.streaming import prefetched
+from pipeline.linalg.streaming import AlternatingBuffers, prefetched
 from pipeline.progress import tracked
 from pipeline.store.protocol import BlockedColumns
 
@@ -42,6 +42,11 @@ class Measurements:
     inner_kind: str
     inner_seed: int
     recycled: bool  # Y is the first nO columns of W
+    # the row blocks' memory, reused by every pass: the first two for stored columns, the third
+    # for Psi's rows (in the order a pass asks for them, so later passes reuse touched memory)
+    buffers: list[AlternatingBuffers] = field(
+        default_factory=lambda: [AlternatingBuffers() for _ in range(3)], repr=False
+    )
 
     @property
     def inner(self) -> int:
@@ -222,10 +227,10 @@ def _householder(
     q2, _ = torch.linalg.qr(torch.cat(factors))
     basis = _HouseholderBasis(stored, list(q2.split(outer)))
     psi_q = torch.zeros(meas.inner, outer, dtype=torch.float64, device=device)
-    stored_rows = basis.loader(device)
+    stored_rows, psi_rows = basis.loader(device), _psi_loader(meas, device, meas.buffers[1])
 
     def load(block: range) -> tuple[torch.Tensor, torch.Tensor]:
-        return stored_rows(block), _psi_rows(meas, block, device)
+        return stored_rows(block), psi_rows(block)
 
     blocks = prefetched(rows, load)
     for index, (_, (q, psi_t)) in enumerate(
@@ -242,9 +247,8 @@ class _CholeskyBasis:
         self.meas, self.R = meas, R
 
     def loader(self, device: torch.device) -> Callable[[range], torch.Tensor]:
-        return lambda block: _device(
-            checked_rows(self.meas.outer_array, block, self.meas.outer, "outer"), device
-        )
+        load = _loader(self.meas, device, outer=True)
+        return lambda block: load(block)[0]
 
     def coefficients(self, right: torch.Tensor) -> Callable[[int], torch.Tensor]:
         """Index -> C_i with Q_i right = data_i C_i (here R^-1 right for every block)."""
@@ -274,23 +278,34 @@ def _loader(
     psi: bool = False,
 ) -> Callable[[range], tuple[torch.Tensor, ...]]:
     """A function block -> the requested row blocks (Y, W, Psi^T rows) as float64 on ``device``."""
+    wanted = [(meas.outer_array, meas.outer, "outer")] if outer else []
+    wanted += [(meas.inner_array, meas.inner, "inner")] if inner else []
+    reads = list(zip(wanted, meas.buffers))
+    psi_rows = _psi_loader(meas, device, meas.buffers[len(reads)]) if psi else None
 
     def load(block: range) -> tuple[torch.Tensor, ...]:
-        out = []
-        if outer:
-            out.append(_device(checked_rows(meas.outer_array, block, meas.outer, "outer"), device))
-        if inner:
-            out.append(_device(checked_rows(meas.inner_array, block, meas.inner, "inner"), device))
-        if psi:
-            out.append(_psi_rows(meas, block, device))
+        out = [
+            _device(checked_rows(array, block, ncols, name, pool.next(len(block), ncols)), device)
+            for (array, ncols, name), pool in reads
+        ]
+        if psi_rows is not None:
+            out.append(psi_rows(block))
         return tuple(out)
 
     return load
 
 
-def _psi_rows(meas: Measurements, block: range, device: torch.device) -> torch.Tensor:
-    # rows of Psi^T
-    return _device(random_block(meas.inner_kind, meas.inner_seed, block, range(meas.inner)), device)
+def _psi_loader(
+    meas: Measurements, device: torch.device, pool: AlternatingBuffers
+) -> Callable[[range], torch.Tensor]:
+    """A function block -> rows ``block`` of Psi^T (m, nI) on ``device``, in ``pool``'s memory."""
+
+    def rows(block: range) -> torch.Tensor:
+        psi_t = pool.next(len(block), meas.inner)
+        random_block(meas.inner_kind, meas.inner_seed, block, range(meas.inner), out=psi_t)
+        return _device(psi_t, device)
+
+    return rows
 
 
 def _device(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -303,15 +318,19 @@ class DamagedMeasurements(RuntimeError):
     """Blocks of a measurement array read back damaged; they were unmarked for remeasurement."""
 
 
-def checked_rows(array: BlockedColumns, block: range, ncols: int, name: str) -> np.ndarray:
-    """Rows ``block`` of the first ``ncols`` columns.
+def checked_rows(
+    array: BlockedColumns, block: range, ncols: int, name: str, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Rows ``block`` of the first ``ncols`` columns (into ``out`` where given).
 
     Column blocks whose chunks fail their checksum, are truncated, lost (fill value) or non-finite
     are unmarked and reported by DamagedMeasurements, naming the array and the columns.
     """
     try:
-        values = array.read_rows(block, ncols)
-        bad = ~np.isfinite(values).all(axis=0)
+        values = array.read_rows(block, ncols, out)
+        # a column sum is finite exactly when its entries are (float32 values summed in float64
+        # cannot overflow), and needs no (m, ncols) mask
+        bad = ~np.isfinite(values.sum(axis=0))
         damaged = sorted({int(c) // array.block for c in np.flatnonzero(bad)})
     except (ValueError, OSError):  # a chunk that does not decode: find which column blocks
         values, damaged = (

@@ -243,6 +243,7 @@ def seigh(
         "cholesky_steps": recovered.cholesky_steps,
         "device": str(device),
     }
+    del recovered  # with it the row blocks' buffers (up to memory_bytes): the checks need none
     result = check_and_refine(
         op,
         V_store,

@@ -79,10 +79,25 @@ class BlockedColumns:
         for index in range(columns.start // self.block, (columns.stop - 1) // self.block + 1):
             self.done[index] = 0
 
-    def read_rows(self, rows: range, ncols: int | None = None) -> np.ndarray:
-        """Rows ``rows`` of the first ``ncols`` columns as float64 (m, ncols)."""
+    def read_rows(
+        self, rows: range, ncols: int | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Rows ``rows`` of the first ``ncols`` columns as float64 (m, ncols).
+
+        Into ``out`` (float64, (m, ncols), C-contiguous) where given: a Zarr array decodes its
+        chunks straight into it (cast on the way), with no temporary of the block's size.
+        """
         ncols = self.shape[1] if ncols is None else ncols
-        return np.asarray(self.data[rows.start : rows.stop, :ncols], dtype=np.float64)
+        selection = (slice(rows.start, rows.stop), slice(0, ncols))
+        if out is None:
+            return np.asarray(self.data[selection], dtype=np.float64)
+        if hasattr(self.data, "get_basic_selection"):  # Zarr
+            from zarr.core.buffer.cpu import NDBuffer
+
+            self.data.get_basic_selection(selection, out=NDBuffer.from_numpy_array(out))
+        else:
+            np.copyto(out, self.data[selection])
+        return out
 
 
 @runtime_checkable
