@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.solvers.outcomes import Outcome
+from pipeline.store.protocol import StoredMatrix
 
 log = logging.getLogger(__name__)
 # results.json: the outcome's record (pipeline.solvers.outcomes), the run's figures (algorithm,
@@ -45,7 +46,10 @@ def write_results(
         if name.endswith(".npz"):
             np.savez(run_dir / name, **value)
         else:
-            np.save(run_dir / name, value)
+            if isinstance(value, StoredMatrix):
+                value.save_npy(run_dir / name)
+            else:
+                np.save(run_dir / name, value)
             if name == "eigenvectors.npy":
                 record["eigenvectors"] = name
     title = plots.run_title(record, config)

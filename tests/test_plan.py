@@ -12,6 +12,7 @@ from pipeline.job import compile_job
 from pipeline.linalg import DenseOperator
 from pipeline.plan import make_plan, slurm_seconds
 from pipeline.runner import plan_only, run
+from pipeline.store import run_store
 
 from deployment import SMALL, compose_overrides
 
@@ -208,3 +209,28 @@ def test_a_sketch_measured_in_process_plans_its_test_columns_generation(tmp_path
     )
     # 2 s for a block of 10 columns on all 7030 rows: 0.2 s per product on top of the product
     assert seigh["seconds_per_matvec"] >= 0.2 > lanczos["seconds_per_matvec"]
+
+
+def test_the_post_processing_plan_counts_the_store_reads(monkeypatch):
+    """The measurements read chunk by chunk at the timed rate of one: W and Y in the first pass (Y
+    not again when it is W's first columns), Y in the second and in V = Q U."""
+    import pipeline.solvers.seigh as solver
+
+    sizes = dict(dim=40000, outer=20, inner=40, k=5, inner_kind="rademacher", memory_bytes=2**24)
+    chunk_seconds = {}
+
+    def predicted(recycled: bool, seconds: float) -> float:
+        monkeypatch.setattr(
+            solver,
+            "chunk_read_seconds",
+            lambda rows, block, dtype: chunk_seconds.setdefault(rows, seconds),
+        )
+        chunk_seconds.clear()
+        return solver.postprocess_seconds(**sizes, recycled=recycled, block=10, itemsize=4)
+
+    for recycled, columns in ((False, 40 + 20 + 2 * 20), (True, 40 + 2 * 20)):
+        without = predicted(recycled, 0.0)
+        with_reads = predicted(recycled, 100.0)
+        (rows,) = chunk_seconds  # one chunk timed: a row block's rows by the store's block width
+        assert with_reads - without == pytest.approx(100.0 * 40000 / rows * columns / 10, rel=1e-3)
+    assert 0 < run_store.chunk_read_seconds(1000, 10, torch.float32) < 1.0

@@ -75,3 +75,17 @@ def test_a_completed_run_loads_read_only_and_an_unfinished_one_is_refused(tmp_pa
         load_eigenpairs(url)
     with pytest.raises(MissingFileError, match="no run store"):
         load_eigenpairs(tmp_path / "absent.zarr")
+
+
+def test_a_stored_matrix_saves_as_the_npy_of_its_whole(tmp_path):
+    """Written by row chunks (7 of 30 rows: the last one partial) or, in memory, in one step: the
+    file is np.save's of the whole matrix, byte for byte."""
+    values = np.random.default_rng(3).standard_normal((30, 4))
+    on_disk = RunStore(tmp_path / "s.zarr").matrix("eigenvectors", (30, 4), 7)
+    on_disk[...] = values
+    for index, stored in enumerate((StoredMatrix(on_disk), StoredMatrix(values))):
+        stored.save_npy(tmp_path / f"streamed{index}.npy")
+        np.save(tmp_path / "whole.npy", values)
+        assert (tmp_path / f"streamed{index}.npy").read_bytes() == (
+            tmp_path / "whole.npy"
+        ).read_bytes()

@@ -33,7 +33,10 @@ class Outcome:
         return {"matvecs": self.matvecs}
 
     def artifacts(self) -> dict[str, Any]:
-        """Arrays to write in the run dir: ``name.npy`` -> array, ``name.npz`` -> {key: array}."""
+        """Arrays to write in the run dir: ``name.npy`` -> array, ``name.npz`` -> {key: array}.
+
+        A ``StoredMatrix`` for a ``.npy`` is written by row blocks.
+        """
         return {}
 
     @property
@@ -96,7 +99,7 @@ class EigenOutcome(Outcome):
             isinstance(vectors, StoredMatrix)
             and int(np.prod(vectors.shape)) * vectors.dtype.itemsize <= VECTORS_NPY_MAX_BYTES
         ):
-            arrays["eigenvectors.npy"] = np.asarray(vectors)
+            arrays["eigenvectors.npy"] = vectors  # written by row blocks
         return arrays
 
     @property

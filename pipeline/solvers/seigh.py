@@ -22,6 +22,7 @@ from pipeline.linalg.seigh import SeighOptions, seigh
 from pipeline.linalg.validation import check_k
 from pipeline.solvers.base import EigenConfig, OperatorShape, Solver, default_of
 from pipeline.solvers.outcomes import EigenOutcome
+from pipeline.store.run_store import chunk_read_seconds
 
 
 @dataclass
@@ -147,19 +148,32 @@ def cost(a: Any, dim: int, itemsize: int) -> dict[str, float]:
     """
     memory = int(a.memory_gb * 2**30)
     return {
-        "postprocess_s": postprocess_seconds(dim, a.outer, a.inner, a.k, a.inner_kind, memory),
+        "postprocess_s": postprocess_seconds(
+            dim, a.outer, a.inner, a.k, a.inner_kind, memory, a.recycled, a.block_size, itemsize
+        ),
         "store_bytes": dim * (a.inner + (0 if a.recycled else a.outer)) * itemsize + dim * a.k * 8,
         "driver_bytes": memory + dim * a.k * 8,
     }
 
 
 def postprocess_seconds(
-    dim: int, outer: int, inner: int, k: int, inner_kind: str, memory_bytes: int, device=None
+    dim: int,
+    outer: int,
+    inner: int,
+    k: int,
+    inner_kind: str,
+    memory_bytes: int,
+    recycled: bool = False,
+    block: int = 16,
+    itemsize: int = 4,
+    device=None,
 ) -> float:
     """Post-processing time.
 
     2 D (3 nO^2 + nO nI + nI^2 + nO k) flops at this device's measured float64 matmul rate, plus
-    Psi's rows generated for every row block (timed on one).
+    Psi's rows generated for every row block (timed on one), plus the measurements read from the
+    store: W (and Y unless recycled) in the first pass, Y in the second and in V = Q U, chunk by
+    chunk at the rate of one chunk decoded (``chunk_read_seconds``).
     """
     device = compute_device(device)
     rows = min(dim, max(outer, rows_within(memory_bytes, outer, inner)))
@@ -173,7 +187,10 @@ def postprocess_seconds(
     random_block(inner_kind, 0, range(rows), range(inner))
     psi = time.perf_counter() - start
     flops = 2 * dim * (3 * outer**2 + outer * inner + inner**2 + outer * k)
-    return flops / rate + psi * -(-dim // rows)
+    columns_read = inner + (0 if recycled else outer) + 2 * outer
+    dtype = torch.float32 if itemsize == 4 else torch.float64
+    read = chunk_read_seconds(rows, block, dtype) * (dim / rows) * (columns_read / block)
+    return flops / rate + psi * -(-dim // rows) + read
 
 
 def check(a: Any) -> None:

@@ -11,6 +11,7 @@ any point resumes by measuring exactly the unmarked blocks.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -179,6 +180,20 @@ class StoredMatrix:
     def tensor(self) -> torch.Tensor:
         """The whole matrix as a float64 CPU tensor."""
         return torch.from_numpy(np.array(self))
+
+    def save_npy(self, path: Path) -> None:
+        """Write it as a .npy file, row block by row block: np.save's bytes, never all in memory.
+
+        At D = 11.7M, k = 10 that took 1.6-3.5 s where reading it whole and saving took 7.5-18 s
+        on the 2-core VM.
+        """
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=self.shape)
+        chunks = getattr(self.array, "chunks", None)
+        step = max(chunks[0] if chunks else 1 << 18, 1)
+        for start in range(0, self.shape[0], step):
+            out[start : start + step] = self[start : start + step]
+        out.flush()
+        del out
 
     def __repr__(self) -> str:
         kind = type(self.array)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import time
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,31 @@ def load_eigenpairs(url: str | Path) -> tuple[np.ndarray, StoredMatrix]:
 
 
 _CHECKSUM = [Crc32cCodec()]
+
+
+def chunk_read_seconds(rows: int, columns: int, dtype: torch.dtype) -> float:
+    """Seconds to read a (rows, columns) chunk of a measurement array into float64 memory.
+
+    Timed on one such chunk in memory with the store's codecs (checksum, decoding, the cast to
+    float64): what post-processing pays per chunk beyond the disk (its files are in the page
+    cache just after the measurements wrote them).
+    """
+    array = zarr.create_array(
+        zarr.storage.MemoryStore(),
+        shape=(rows, columns),
+        chunks=(rows, columns),
+        dtype=numpy_dtype(dtype),
+        compressors=_CHECKSUM,
+    )
+    array[:] = np.ones((rows, columns), dtype=numpy_dtype(dtype))
+    from zarr.core.buffer.cpu import NDBuffer
+
+    out = np.empty((rows, columns))
+    out.fill(0.0)  # touched: post-processing reads into reused buffers
+
+    start = time.perf_counter()
+    array.get_basic_selection(out=NDBuffer.from_numpy_array(out))
+    return time.perf_counter() - start
 
 
 def _version(distribution: str) -> str:
