@@ -13,7 +13,12 @@ import torch
 from pipeline.linalg import LowRankPlusDiagonalOperator, recovery, seigh
 from pipeline.linalg.random_matrices import random_block
 from pipeline.linalg.recovery import Measurements, _cholesky_factor, row_blocks
-from pipeline.linalg.streaming import AlternatingBuffers, WriteBehind, prefetched
+from pipeline.linalg.streaming import (
+    AlternatingBuffers,
+    WriteBehind,
+    computing_beside_reads,
+    prefetched,
+)
 from pipeline.store import BlockedColumns, MemoryStore, RunStore
 from pipeline.store.run_store import ZarrBlockWriter
 
@@ -177,6 +182,28 @@ def test_blocks_read_into_reused_buffers_equal_fresh_reads(tmp_path):
         out[:] = np.nan
         random_block(kind, 3, range(20, 70), range(7), out=out)
         assert np.array_equal(out, random_block(kind, 3, range(20, 70), range(7)))
+
+
+def test_post_processing_leaves_a_core_to_its_reader_and_gives_it_back():
+    """Torch computes on one thread fewer while a pass reads ahead on the CPU (restored after,
+    also when the pass fails); with one thread, or on a GPU, nothing changes."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        with computing_beside_reads(torch.device("cpu")):
+            assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 3
+        with pytest.raises(RuntimeError, match="pass failed"):
+            with computing_beside_reads(torch.device("cpu")):
+                raise RuntimeError("pass failed")
+        assert torch.get_num_threads() == 3
+        with computing_beside_reads(torch.device("cuda")):
+            assert torch.get_num_threads() == 3
+        torch.set_num_threads(1)
+        with computing_beside_reads(torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_prefetch_raises_the_load_error_at_its_block():

@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 
 T = TypeVar("T")
 
@@ -26,6 +28,26 @@ def prefetched(blocks: Sequence[range], load: Callable[[range], T]) -> Iterator[
             value = pending.result()
             pending = pool.submit(load, blocks[index + 1]) if index + 1 < len(blocks) else None
             yield block, value
+
+
+@contextmanager
+def computing_beside_reads(device: torch.device) -> Iterator[None]:
+    """One CPU thread fewer for torch while the body computes beside a ``prefetched`` reader.
+
+    The reader (Zarr decoding, test-matrix rows) keeps a core busy; BLAS threads on every core
+    wait on the one it delays at each barrier. On the 2-core VM post-processing at D = 11.7M took
+    46-52 s with two BLAS threads and 23-34 s with one. Nothing changes on a GPU or with one
+    thread.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads < 2:
+        yield
+        return
+    torch.set_num_threads(threads - 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class AlternatingBuffers:
