@@ -254,10 +254,11 @@ def operator_batch_fit(
     budget = default_budget(op.device, sharing) if budget_bytes is None else budget_bytes
     for mode in modes:  # one-off costs, as for the width
         one_batch_product(op, mode, op._prepare(shard.first(1)), width)
-    measured = [0]
+    probed = 0  # the last batch measured: its graph is the one the cache holds after
 
     def need_at(samples: int) -> int:
-        measured[0] = samples
+        nonlocal probed
+        probed = samples
         return _peak_of_modes(
             op,
             modes,
@@ -269,7 +270,7 @@ def operator_batch_fit(
         int(MARGIN * need)
         for need in linear_need(need_at, budget - held - fixed_bytes, len(shard), PROBE_BATCHES)
     )
-    graph_per_sample = op.graphs.used_bytes / max(measured[0], 1)
+    graph_per_sample = op.graphs.used_bytes / max(probed, 1)
     graphs = min(int(graph_per_sample * len(shard)), op.graphs.budget_bytes or 0)
     fit = fit_size(base, per_sample, len(shard), held, graphs, fixed_bytes, budget, "sample")
     op.graphs.clear()
