@@ -7,7 +7,8 @@ workers, and flag what will not fit (disk, RAM, a SLURM time limit).
 prediction at its start and records it next to the actual figures in results.json.
 Model: wall time = start-up (measured: the job's seconds up to the end of the plan, Ray and the
 workers and the product-mode timing included) + products x (seconds per product at the
-algorithm's block width, with its test column's generation where SEIGH measures in process) +
+algorithm's block width, with its test column's generation and its block's write where SEIGH
+measures in process) +
 the solver's post-processing (its ``cost``: for SEIGH, its flops at
 the measured matmul rate). Once a tenth of the products are done, the run re-predicts its end from
 their own rate (``calibrating``) and logs it; results.json keeps both.
@@ -33,6 +34,7 @@ from pipeline.linalg.operator import Operator
 from pipeline.linalg.random_matrices import random_block
 from pipeline.progress import clock
 from pipeline.solvers.base import block_width
+from pipeline.store.run_store import chunk_write_seconds
 
 if TYPE_CHECKING:
     from pipeline.job import Job
@@ -81,6 +83,18 @@ def generation_seconds(dim: int, width: int, kind: str, rows: int = GENERATION_R
     return (time.perf_counter() - start) * dim / rows / width
 
 
+def write_seconds(dim: int, block: int, dtype: torch.dtype, rows: int = GENERATION_ROWS) -> float:
+    """Seconds per column to write a (dim, block) measured block to the store in this process.
+
+    One chunk of at most ``rows`` rows timed (``chunk_write_seconds``) and scaled to ``dim``. The
+    write runs behind the next products, but on a machine whose cores the products use it delays
+    them about as long (a product beside a block's write took 2.9x as long on 2 cores), so it is
+    counted in full.
+    """
+    rows = min(rows, dim)
+    return chunk_write_seconds(rows, block, dtype) * dim / rows / block
+
+
 def make_plan(
     job: Job,
     op: Operator,
@@ -101,8 +115,9 @@ def make_plan(
     matvecs, meaning = solver.matvecs(a, dim)
     width = block_width(a)
     per_matvec = seconds_per_matvec(op, width)
-    if solver.needs_store and not isinstance(op, Measurer):  # its test columns made here
+    if solver.needs_store and not isinstance(op, Measurer):  # its blocks made and written here
         per_matvec += generation_seconds(dim, width, getattr(a, "inner_kind", "rademacher"))
+        per_matvec += write_seconds(dim, getattr(a, "block_size", width), op.dtype)
     plan: dict[str, Any] = {
         "dim": dim,
         "matvecs": matvecs,

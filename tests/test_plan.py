@@ -234,3 +234,22 @@ def test_the_post_processing_plan_counts_the_store_reads(monkeypatch):
         (rows,) = chunk_seconds  # one chunk timed: a row block's rows by the store's block width
         assert with_reads - without == pytest.approx(100.0 * 40000 / rows * columns / 10, rel=1e-3)
     assert 0 < run_store.chunk_read_seconds(1000, 10, torch.float32) < 1.0
+
+
+def test_a_sketch_measured_in_process_plans_its_blocks_writes(tmp_path, monkeypatch):
+    """In process each measured block is written here, beside the next products: one chunk's
+    write timed and counted per column (SEIGH's blocks of 10 columns on 7030 rows)."""
+    import pipeline.plan
+
+    chunk = {}
+    monkeypatch.setattr(
+        pipeline.plan,
+        "chunk_write_seconds",
+        lambda rows, block, dtype: chunk.setdefault((rows, block), 50.0),
+    )
+    slow = plan_only(compose_overrides(["task=plan", *SMALL]), tmp_path / "slow")
+    monkeypatch.setattr(pipeline.plan, "chunk_write_seconds", lambda *args: 0.0)
+    free = plan_only(compose_overrides(["task=plan", *SMALL]), tmp_path / "free")
+    assert list(chunk) == [(7030, 10)]  # every row of D = 7030 in one chunk, the block's width
+    extra = slow["seconds_per_matvec"] - free["seconds_per_matvec"]
+    assert extra == pytest.approx(50.0 / 10, rel=0.02)  # 50 s a block of 10 columns

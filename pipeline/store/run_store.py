@@ -247,6 +247,26 @@ def chunk_read_seconds(rows: int, columns: int, dtype: torch.dtype) -> float:
     float64): what post-processing pays per chunk beyond the disk (its files are in the page
     cache just after the measurements wrote them).
     """
+    from zarr.core.buffer.cpu import NDBuffer
+
+    array, _ = _timed_chunk_write(rows, columns, dtype)
+    out = np.empty((rows, columns))
+    out.fill(0.0)  # touched: post-processing reads into reused buffers
+    start = time.perf_counter()
+    array.get_basic_selection(out=NDBuffer.from_numpy_array(out))
+    return time.perf_counter() - start
+
+
+def chunk_write_seconds(rows: int, columns: int, dtype: torch.dtype) -> float:
+    """Seconds to write a (rows, columns) chunk of a measurement array (encoding, checksum).
+
+    Timed on one such chunk in memory; what a measured block costs beside its products.
+    """
+    return _timed_chunk_write(rows, columns, dtype)[1]
+
+
+def _timed_chunk_write(rows: int, columns: int, dtype: torch.dtype) -> tuple[zarr.Array, float]:
+    """An in-memory measurement array of one (rows, columns) chunk, written once, and the time."""
     array = zarr.create_array(
         zarr.storage.MemoryStore(),
         shape=(rows, columns),
@@ -254,15 +274,10 @@ def chunk_read_seconds(rows: int, columns: int, dtype: torch.dtype) -> float:
         dtype=numpy_dtype(dtype),
         compressors=_CHECKSUM,
     )
-    array[:] = np.ones((rows, columns), dtype=numpy_dtype(dtype))
-    from zarr.core.buffer.cpu import NDBuffer
-
-    out = np.empty((rows, columns))
-    out.fill(0.0)  # touched: post-processing reads into reused buffers
-
+    values = np.ones((rows, columns), dtype=numpy_dtype(dtype))
     start = time.perf_counter()
-    array.get_basic_selection(out=NDBuffer.from_numpy_array(out))
-    return time.perf_counter() - start
+    array[:] = values
+    return array, time.perf_counter() - start
 
 
 def _version(distribution: str) -> str:
