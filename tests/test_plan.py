@@ -253,3 +253,13 @@ def test_a_sketch_measured_in_process_plans_its_blocks_writes(tmp_path, monkeypa
     assert list(chunk) == [(7030, 10)]  # every row of D = 7030 in one chunk, the block's width
     extra = slow["seconds_per_matvec"] - free["seconds_per_matvec"]
     assert extra == pytest.approx(50.0 / 10, rel=0.02)  # 50 s a block of 10 columns
+
+
+def test_a_products_plan_counts_each_batchs_finite_check_and_accumulation(monkeypatch):
+    """A pass checks each batch's product and adds it to the total: that work, timed on the
+    product's shape, is counted once per batch (4 batches of 25 here), beside the product."""
+    op = compile_job(compose_overrides([*SMALL, "data.batch_size=25"])).problem.build()
+    V = torch.ones(op.shape[0], 2, dtype=op.dtype)
+    assert op._pass_overhead(V) > 0
+    monkeypatch.setattr(type(op), "_pass_overhead", lambda self, V: 50.0)
+    assert 4 * 50.0 < op.pass_seconds(2) < 4 * 50.0 + 10.0
