@@ -75,11 +75,18 @@ def rows_within(memory_bytes: int, outer: int, inner: int) -> int:
 
 
 def row_blocks(dim: int, min_rows: int, target_rows: int) -> list[range]:
-    """Row blocks of about ``target_rows`` rows, each with at least ``min_rows`` (for the QR)."""
+    """Row blocks of about ``target_rows`` rows, each with at least ``min_rows`` (for the QR).
+
+    All start at multiples of the first one's height (the stores' chunk height), so a block reads
+    whole chunks: blocks of 111,111 and 111,112 rows over chunks of 111,111 decoded two chunks
+    for four of nine blocks at D = 1M. A last block shorter than ``min_rows`` joins the one before.
+    """
     height = max(min_rows, target_rows, 1)
-    count = max(1, dim // height)
-    edges = np.linspace(0, dim, count + 1).round().astype(int)
-    return [range(a, b) for a, b in zip(edges[:-1], edges[1:])]
+    step = -(-dim // max(1, dim // height))  # at least ``height``: no more blocks than fit
+    starts = list(range(0, dim, step))
+    if len(starts) > 1 and dim - starts[-1] < min_rows:
+        starts.pop()
+    return [range(a, b) for a, b in zip(starts, [*starts[1:], dim])]
 
 
 def recover(

@@ -25,13 +25,20 @@ class ColumnWriter(Protocol):
         """Write ``block`` (D, len(columns)) as ``columns`` and mark them complete."""
 
 
+class RowReader(Protocol):
+    """Reads rows of an array's columns straight into float64 memory (e.g. its chunk files)."""
+
+    def read(self, rows: range, columns: range, out: np.ndarray) -> None:
+        """out[:] = array[rows, columns], out float64 (len(rows), len(columns))."""
+
+
 class BlockedColumns:
     """A (D, n) measurement array written in blocks of ``block`` columns; ``done[i]`` marks block i.
 
     ``ncols`` (default: all) views the first ncols columns of a wider stored array (a sketch
     shrunk after it grew): its blocks are the stored blocks that hold those columns, measured
     whole, and readers see ncols columns. ``writer`` (picklable, or None) lets remote workers
-    write blocks themselves.
+    write blocks themselves; ``reader`` (or None) reads row blocks faster than ``data`` slices.
     """
 
     def __init__(
@@ -41,8 +48,10 @@ class BlockedColumns:
         block: int,
         writer: ColumnWriter | None = None,
         ncols: int | None = None,
+        reader: RowReader | None = None,
     ):
         self.data, self.done, self.block, self.writer = data, done, block, writer
+        self.reader = reader
         self.shape = (data.shape[0], data.shape[1] if ncols is None else ncols)
 
     def blocks(self) -> list[range]:
@@ -85,13 +94,17 @@ class BlockedColumns:
     ) -> np.ndarray:
         """Rows ``rows`` of the first ``ncols`` columns as float64 (m, ncols).
 
-        Into ``out`` (float64, (m, ncols), C-contiguous) where given: a Zarr array decodes its
-        chunks straight into it (cast on the way), with no temporary of the block's size.
+        Into ``out`` (float64, (m, ncols), C-contiguous) where given: through the ``reader``, or a
+        Zarr array decodes its chunks straight into it (cast on the way), with no temporary of the
+        block's size.
         """
         ncols = self.shape[1] if ncols is None else ncols
         selection = (slice(rows.start, rows.stop), slice(0, ncols))
         if out is None:
             return np.asarray(self.data[selection], dtype=np.float64)
+        if self.reader is not None:
+            self.reader.read(rows, range(ncols), out)
+            return out
         if hasattr(self.data, "get_basic_selection"):  # Zarr
             from zarr.core.buffer.cpu import NDBuffer
 

@@ -26,6 +26,7 @@ from zarr.codecs import Crc32cCodec
 
 from pipeline.basics import numpy_dtype
 from pipeline.errors import InputError, MissingFileError
+from pipeline.store.chunk_files import ChunkFiles
 from pipeline.store.fingerprint import check_fingerprint, fingerprint_hash
 from pipeline.store.lock import StoreLock
 from pipeline.store.protocol import BlockedColumns, StoredMatrix
@@ -160,7 +161,12 @@ class RunStore:
                 done[stored // block] = 0
             data.resize((dim, ncols))
         return BlockedColumns(
-            data, done, block, ZarrBlockWriter(self.url, name, block), ncols=ncols
+            data,
+            done,
+            block,
+            ZarrBlockWriter(self.url, name, block),
+            ncols=ncols,
+            reader=ChunkFiles.of(data),
         )
 
     def matrix(
