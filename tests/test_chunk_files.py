@@ -1,7 +1,7 @@
-"""Row blocks read straight from a run store's chunk files equal Zarr's own read of them (aligned
-or not with the chunks, column subsets, padded edge chunks, unwritten chunks), a damaged chunk
-raises instead of reading numbers, and other layouts are left to Zarr; post-processing's row
-blocks start at chunk boundaries."""
+"""A run store's chunk files written directly read back through Zarr (padded edge chunks), and
+row blocks read directly equal Zarr's own read of them (aligned or not with the chunks, column
+subsets, unwritten chunks); a damaged chunk raises instead of reading numbers, and other layouts
+are left to Zarr; post-processing's row blocks start at chunk boundaries."""
 
 import numpy as np
 import pytest
@@ -13,13 +13,24 @@ from pipeline.store import RunStore
 from pipeline.store.chunk_files import ChunkFiles
 
 
-def _measurements(tmp_path, dtype: torch.dtype, dim: int = 1003, ncols: int = 12):
-    """A (dim, ncols) run-store array in chunks of 100 x 4, written but for its last block."""
+def _measurements(tmp_path, dtype: torch.dtype, dim: int = 1003, ncols: int = 12, last=False):
+    """A (dim, ncols) run-store array in chunks of 100 x 4, written (its last block if ``last``)
+    through its chunk files, and the values written."""
     columns = RunStore(tmp_path / "store.zarr").columns("inner", dim, ncols, 4, dtype, 100)
-    values = np.random.default_rng(0).standard_normal((dim, ncols))
-    for cols in columns.blocks()[:-1]:
-        columns.write(cols, torch.from_numpy(values[:, cols.start : cols.stop]).to(dtype))
-    return columns
+    values = torch.from_numpy(np.random.default_rng(0).standard_normal((dim, ncols))).to(dtype)
+    for cols in columns.blocks()[: None if last else -1]:
+        columns.write(cols, values[:, cols.start : cols.stop])
+    return columns, values.double().numpy()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_blocks_written_through_chunk_files_read_back_through_zarr(tmp_path, dtype):
+    """Padded edge chunks: 1003 rows in chunks of 100, a last block of 2 columns in chunks of 4."""
+    columns, values = _measurements(tmp_path, dtype, ncols=10, last=True)
+    assert columns.chunk_io is not None  # the run store's plain layout
+    np.testing.assert_array_equal(np.asarray(columns.data[:], dtype=np.float64), values)
+    assert not list((tmp_path / "store.zarr" / "inner").rglob("*.partial"))
+    assert not columns.chunk_io.write(range(2, 6), values[:, 2:6])  # two columns of chunks
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -28,9 +39,9 @@ def _measurements(tmp_path, dtype: torch.dtype, dim: int = 1003, ncols: int = 12
     [(range(0, 100), 12), (range(250, 420), 12), (range(990, 1003), 7), (range(0, 1003), 3)],
 )
 def test_chunk_files_read_what_zarr_reads(tmp_path, dtype, rows, ncols):
-    columns = _measurements(tmp_path, dtype)
-    assert columns.reader is not None  # the run store's plain layout
+    columns, values = _measurements(tmp_path, dtype)
     expected = np.asarray(columns.data[rows.start : rows.stop, :ncols], dtype=np.float64)
+    np.testing.assert_array_equal(expected[:, :8], values[rows.start : rows.stop, : min(ncols, 8)])
     out = np.full((len(rows), ncols), 7.0)
     assert columns.read_rows(rows, ncols, out) is out
     np.testing.assert_array_equal(out, expected)  # the unwritten last block: NaN in both
@@ -38,7 +49,7 @@ def test_chunk_files_read_what_zarr_reads(tmp_path, dtype, rows, ncols):
 
 
 def test_a_damaged_chunk_raises_naming_its_file(tmp_path):
-    columns = _measurements(tmp_path, torch.float32)
+    columns, _ = _measurements(tmp_path, torch.float32)
     chunk = tmp_path / "store.zarr" / "inner" / "c" / "2" / "1"
     data = bytearray(chunk.read_bytes())
     data[100] ^= 0xFF

@@ -25,11 +25,14 @@ class ColumnWriter(Protocol):
         """Write ``block`` (D, len(columns)) as ``columns`` and mark them complete."""
 
 
-class RowReader(Protocol):
-    """Reads rows of an array's columns straight into float64 memory (e.g. its chunk files)."""
+class ChunkIO(Protocol):
+    """Reads and writes an array's chunks directly (its chunk files), faster than its slices."""
 
     def read(self, rows: range, columns: range, out: np.ndarray) -> None:
         """out[:] = array[rows, columns], out float64 (len(rows), len(columns))."""
+
+    def write(self, columns: range, values: np.ndarray) -> bool:
+        """array[:, columns] = values; False (nothing written) where it cannot."""
 
 
 class BlockedColumns:
@@ -38,7 +41,7 @@ class BlockedColumns:
     ``ncols`` (default: all) views the first ncols columns of a wider stored array (a sketch
     shrunk after it grew): its blocks are the stored blocks that hold those columns, measured
     whole, and readers see ncols columns. ``writer`` (picklable, or None) lets remote workers
-    write blocks themselves; ``reader`` (or None) reads row blocks faster than ``data`` slices.
+    write blocks themselves; ``chunk_io`` (or None) reads and writes ``data``'s chunks directly.
     """
 
     def __init__(
@@ -48,10 +51,10 @@ class BlockedColumns:
         block: int,
         writer: ColumnWriter | None = None,
         ncols: int | None = None,
-        reader: RowReader | None = None,
+        chunk_io: ChunkIO | None = None,
     ):
         self.data, self.done, self.block, self.writer = data, done, block, writer
-        self.reader = reader
+        self.chunk_io = chunk_io
         self.shape = (data.shape[0], data.shape[1] if ncols is None else ncols)
 
     def blocks(self) -> list[range]:
@@ -78,7 +81,8 @@ class BlockedColumns:
             if isinstance(values, torch.Tensor)
             else np.asarray(values)
         )
-        self.data[:, columns.start : columns.stop] = array.astype(self.data.dtype, copy=False)
+        if self.chunk_io is None or not self.chunk_io.write(columns, array):
+            self.data[:, columns.start : columns.stop] = array.astype(self.data.dtype, copy=False)
         self.done[columns.start // self.block] = 1
 
     def unmark(self, columns: range) -> None:
@@ -94,7 +98,7 @@ class BlockedColumns:
     ) -> np.ndarray:
         """Rows ``rows`` of the first ``ncols`` columns as float64 (m, ncols).
 
-        Into ``out`` (float64, (m, ncols), C-contiguous) where given: through the ``reader``, or a
+        Into ``out`` (float64, (m, ncols), C-contiguous) where given: through ``chunk_io``, or a
         Zarr array decodes its chunks straight into it (cast on the way), with no temporary of the
         block's size.
         """
@@ -102,8 +106,8 @@ class BlockedColumns:
         selection = (slice(rows.start, rows.stop), slice(0, ncols))
         if out is None:
             return np.asarray(self.data[selection], dtype=np.float64)
-        if self.reader is not None:
-            self.reader.read(rows, range(ncols), out)
+        if self.chunk_io is not None:
+            self.chunk_io.read(rows, range(ncols), out)
             return out
         if hasattr(self.data, "get_basic_selection"):  # Zarr
             from zarr.core.buffer.cpu import NDBuffer

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +61,10 @@ class ZarrBlockWriter:
     def write(self, columns: range, values: torch.Tensor) -> None:
         """Write ``values`` (D, len(columns)) as ``columns`` and mark them complete."""
         group = zarr.open_group(self.url, mode="r+")
-        BlockedColumns(group[self.name], group[self.name + "_done"], self.block).write(
-            columns, values
-        )
+        data = group[self.name]
+        BlockedColumns(
+            data, group[self.name + "_done"], self.block, chunk_io=ChunkFiles.of(data)
+        ).write(columns, values)
 
 
 class RunStore:
@@ -166,7 +170,7 @@ class RunStore:
             block,
             ZarrBlockWriter(self.url, name, block),
             ncols=ncols,
-            reader=ChunkFiles.of(data),
+            chunk_io=ChunkFiles.of(data),
         )
 
     def matrix(
@@ -249,41 +253,49 @@ _CHECKSUM = [Crc32cCodec()]
 def chunk_read_seconds(rows: int, columns: int, dtype: torch.dtype) -> float:
     """Seconds to read a (rows, columns) chunk of a measurement array into float64 memory.
 
-    Timed on one such chunk in memory with the store's codecs (checksum, decoding, the cast to
-    float64): what post-processing pays per chunk beyond the disk (its files are in the page
-    cache just after the measurements wrote them).
+    Timed on one such chunk as the run store lays it out, in a temporary directory, read as
+    post-processing reads it (``ChunkFiles``: the file, its checksum, the cast to float64) into
+    touched memory; its file is in the page cache, as the measurements' are just after they are
+    written.
     """
-    from zarr.core.buffer.cpu import NDBuffer
-
-    array, _ = _timed_chunk_write(rows, columns, dtype)
-    out = np.empty((rows, columns))
-    out.fill(0.0)  # touched: post-processing reads into reused buffers
-    start = time.perf_counter()
-    array.get_basic_selection(out=NDBuffer.from_numpy_array(out))
-    return time.perf_counter() - start
+    with _one_chunk(rows, columns, dtype) as (files, _):
+        out = np.empty((rows, columns))
+        out.fill(0.0)  # touched: post-processing reads into reused buffers
+        start = time.perf_counter()
+        files.read(range(rows), range(columns), out)
+        return time.perf_counter() - start
 
 
 def chunk_write_seconds(rows: int, columns: int, dtype: torch.dtype) -> float:
-    """Seconds to write a (rows, columns) chunk of a measurement array (encoding, checksum).
+    """Seconds to write a (rows, columns) chunk of a measurement array (checksum, file, rename).
 
-    Timed on one such chunk in memory; what a measured block costs beside its products.
+    Timed on one such chunk in a temporary directory; what a measured block costs beside its
+    products.
     """
-    return _timed_chunk_write(rows, columns, dtype)[1]
+    with _one_chunk(rows, columns, dtype) as (_, seconds):
+        return seconds
 
 
-def _timed_chunk_write(rows: int, columns: int, dtype: torch.dtype) -> tuple[zarr.Array, float]:
-    """An in-memory measurement array of one (rows, columns) chunk, written once, and the time."""
-    array = zarr.create_array(
-        zarr.storage.MemoryStore(),
-        shape=(rows, columns),
-        chunks=(rows, columns),
-        dtype=numpy_dtype(dtype),
-        compressors=_CHECKSUM,
-    )
-    values = np.ones((rows, columns), dtype=numpy_dtype(dtype))
-    start = time.perf_counter()
-    array[:] = values
-    return array, time.perf_counter() - start
+@contextmanager
+def _one_chunk(rows: int, columns: int, dtype: torch.dtype) -> Iterator[tuple[ChunkFiles, float]]:
+    """A one-chunk (rows, columns) measurement array in a temporary directory; its write's seconds.
+
+    Written once through its chunk files, as a measured block is.
+    """
+    with tempfile.TemporaryDirectory(prefix="hessian-pipeline-chunk-") as directory:
+        array = zarr.create_array(
+            zarr.storage.LocalStore(directory),
+            shape=(rows, columns),
+            chunks=(rows, columns),
+            dtype=numpy_dtype(dtype),
+            fill_value=np.nan,
+            compressors=_CHECKSUM,
+        )
+        files = ChunkFiles.of(array)
+        values = np.ones((rows, columns), dtype=numpy_dtype(dtype))
+        start = time.perf_counter()
+        files.write(range(columns), values)
+        yield files, time.perf_counter() - start
 
 
 def _version(distribution: str) -> str:
