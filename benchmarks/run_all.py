@@ -31,6 +31,8 @@ RUNS = {
     # BENCHMARKS.md: the 11.7M run passes --dim 11689512
     "seigh_out_of_core": ["--dir", "{dir}/out_of_core", "--dim", "1000000"],
     "worker_priority": ["--hogs", "2"],
+    # a measured ResNet-18 block's write beside a product: Zarr against the chunk files
+    "block_writes": ["--rounds", "3"],
     # the full-size rehearsal of BENCHMARKS.md (ResNet-18 through the CLI on 2 Ray workers)
     "fullsize": ["--dir", "{dir}/fullsize"],
 }

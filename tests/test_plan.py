@@ -183,18 +183,19 @@ def test_a_calibration_past_the_time_limit_is_a_warning_and_a_flag(caplog, monke
     assert "will not finish within its time limit" in caplog.text
 
 
-def test_the_worker_memory_is_asked_after_the_timed_product_and_adds_a_store_block(
+def test_the_worker_memory_is_asked_after_the_timed_product_and_adds_two_store_blocks(
     tmp_path, monkeypatch
 ):
     """The workers' peak is read once the plan's product at the run's width has run (the
-    mode timing's memory is in it), and SEIGH adds the store block rank 0 assembles."""
+    mode timing's memory is in it), and SEIGH adds the two store blocks rank 0 holds (the one it
+    assembles, the one written behind it)."""
     monkeypatch.setattr("pipeline.curvature.mode_choice._CHOICES", {})
     job = compile_job(compose_overrides([*SMALL, "curvature.product_mode=auto"]))
     op = job.problem.build(1, 0)
     asked = []
     plan = make_plan(job, op, tmp_path, lambda: asked.append(10 in op.mode_choices) or 1000)
     assert asked == [True]
-    assert plan["worker_bytes"] == 1000 + op.shape[0] * 10 * 8  # D x block_size float64
+    assert plan["worker_bytes"] == 1000 + 2 * op.shape[0] * 10 * 8  # 2 D x block_size float64
 
 
 def test_a_sketch_measured_in_process_plans_its_test_columns_generation(tmp_path, monkeypatch):
