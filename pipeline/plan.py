@@ -31,7 +31,7 @@ from pipeline.basics import peak_rss_bytes
 from pipeline.disk import free_under, gib
 from pipeline.linalg.measurer import Measurer
 from pipeline.linalg.operator import Operator
-from pipeline.linalg.random_matrices import random_block
+from pipeline.linalg.random_matrices import random_columns
 from pipeline.progress import clock
 from pipeline.solvers.base import block_width
 from pipeline.store.run_store import chunk_write_seconds
@@ -71,15 +71,18 @@ def seconds_per_matvec(op: Operator, width: int, repeats: int = 2) -> float:
     return min(times) / width
 
 
-def generation_seconds(dim: int, width: int, kind: str, rows: int = GENERATION_ROWS) -> float:
+def generation_seconds(
+    dim: int, width: int, kind: str, dtype: torch.dtype, rows: int = GENERATION_ROWS
+) -> float:
     """Seconds per column to generate a (dim, width) block of seeded test columns in this process.
 
-    Timed on at most ``rows`` of its rows and scaled to ``dim`` (generation is linear in rows).
-    Operators that measure on their workers time it there (``RayOperator.pass_seconds``).
+    Timed as a measurement makes them (``random_columns`` at the products' ``dtype``) on at most
+    ``rows`` of its rows and scaled to ``dim`` (generation is linear in rows). Operators that
+    measure on their workers time it there (``RayOperator.pass_seconds``).
     """
     rows = min(rows, dim)
     start = time.perf_counter()
-    random_block(kind, 0, range(rows), range(width))
+    random_columns(kind, 0, rows, range(width), dtype=dtype)
     return (time.perf_counter() - start) * dim / rows / width
 
 
@@ -118,7 +121,9 @@ def make_plan(
     width = block_width(a)
     per_matvec = seconds_per_matvec(op, width)
     if solver.needs_store and not isinstance(op, Measurer):  # its blocks made and written here
-        per_matvec += generation_seconds(dim, width, getattr(a, "inner_kind", "rademacher"))
+        per_matvec += generation_seconds(
+            dim, width, getattr(a, "inner_kind", "rademacher"), op.dtype
+        )
         per_matvec += write_seconds(dim, getattr(a, "block_size", width), op.dtype)
     plan: dict[str, Any] = {
         "dim": dim,

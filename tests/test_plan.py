@@ -203,7 +203,7 @@ def test_a_sketch_measured_in_process_plans_its_test_columns_generation(tmp_path
     counted per product; an algorithm that generates none is planned without it."""
     import pipeline.plan
 
-    monkeypatch.setattr(pipeline.plan, "random_block", lambda *args: time.sleep(2.0))
+    monkeypatch.setattr(pipeline.plan, "random_columns", lambda *args, **kwargs: time.sleep(2.0))
     seigh = plan_only(compose_overrides(["task=plan", *SMALL]), tmp_path / "seigh")
     lanczos = plan_only(
         compose_overrides(["task=plan", "cluster=none", "algorithm=lanczos"]), tmp_path / "lanczos"
