@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from pipeline.analysis.landscape import loss_along
 from pipeline.basics import peak_rss_bytes
+from pipeline.curvature.memory_fit import MemoryFit
 from pipeline.disk import check_store_fits, disk_failure, size_on_disk
 from pipeline.errors import InputError
 from pipeline.job import Job, compile_job
@@ -175,10 +176,15 @@ def plan(
     """The cost prediction for this run (``pipeline.plan``), logged.
 
     ``fits``: how the auto sizes were settled (``settle_auto_sizes``: ``batch_size``,
-    ``product_width``), kept beside it.
+    ``product_width``), kept beside it; the last one fitted predicts the workers' peak (the peak
+    read after the plan's product is its memory probes', not the run's).
     """
     prediction = make_plan(job, op, run_dir, op.worker_peak_rss, started)
-    prediction.update(fits or {})
+    fits = fits or {}
+    prediction.update(fits)
+    fitted = fits.get("product_width") or fits.get("batch_size")
+    if fitted is not None:
+        prediction["worker_bytes"] = MemoryFit(**fitted).peak_bytes(fitted["size"])
     log_plan(prediction)
     return prediction
 

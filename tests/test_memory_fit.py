@@ -70,6 +70,14 @@ def test_a_run_at_the_auto_width_equals_one_at_that_width_set_by_hand(tmp_path, 
     assert f"product_width=auto: {fit['size']} of 10 columns per product" in caplog.text
     assert auto["config"]["algorithm"]["product_width"] == "auto"  # as asked; the plan: as run
     assert len(auto["eigenvalues"]) == 4 and auto["matvecs"] == auto["plan"]["matvecs"]
+    # the workers' memory planned as the fit predicts it at the chosen width
+    assert auto["plan"]["worker_bytes"] == (
+        fit["held_bytes"]
+        + fit["graph_bytes"]
+        + fit["fixed_bytes"]
+        + fit["base_bytes"]
+        + fit["per_unit_bytes"] * fit["size"]
+    )
 
 
 def _conv_net() -> nn.Module:
