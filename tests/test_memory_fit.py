@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pipeline.curvature import HessianOperator
-from pipeline.curvature.memory_fit import current_bytes, peak_above_now
+from pipeline.curvature.memory_fit import current_bytes, linear_need, peak_above_now
 from pipeline.errors import InputError, OperationError
 from pipeline.runner import run
 from pipeline.sharding import ProblemSpec
@@ -54,6 +54,30 @@ def test_products_at_the_auto_width_stay_within_a_tight_budget():
     peak = peak_above_now(two_products, op.device)
     del held_block
     assert _status_bytes("VmHWM") <= budget, (peak, fit.describe())
+
+
+@pytest.mark.parametrize(
+    "room, largest, probed",
+    [
+        (10_000, 32, [2, 8]),  # room for the second probe
+        (300, 32, [2, 5]),  # the second probe as large as the room allows were all per-unit
+        (130, 32, [2, 1]),  # 3 might not fit: the second probe below the first
+        (100, 32, [2, 1]),  # not even the first fits: the answer lies below it
+        (10_000, 2, [2]),  # the first is the largest
+    ],
+)
+def test_the_memory_model_is_probed_within_the_room(room, largest, probed):
+    """m(s) = 100 + 10 s measured at sizes that fit ``room`` (all but the first probe), recovered
+    exactly from any two of them."""
+    asked = []
+
+    def need_at(size: int) -> int:
+        asked.append(size)
+        return 100 + 10 * size
+
+    base, per_unit = linear_need(need_at, room, largest, (2, 8))
+    assert asked == probed
+    assert (base, per_unit) == ((100, 10) if len(probed) == 2 else (120, 0))
 
 
 def test_a_budget_below_one_column_is_refused_naming_the_batch_size():

@@ -152,15 +152,21 @@ def linear_need(
     """(a, b) of m(s) = a + b s from the measured peaks ``need_at(s)`` at two sizes.
 
     The first at ``probes[0]``; the second no larger than ``room`` bytes allow were a all per-unit
-    (so the probe itself fits), nor than ``probes[1]`` or ``largest``. Both a and b at least 0.
+    (so the probe itself fits), nor than ``probes[1]`` or ``largest``; where even one unit more
+    than the first might not fit, the second is 1 (below it: no probe beyond the room, and the
+    answer lies below anyway; the rehearsal's width fit probed 3 columns where 2 did not fit).
+    Both a and b at least 0.
     """
     low = min(probes[0], largest)
     need_low = need_at(low)
     if largest <= low:
         return need_low, 0
     upper = room // max(need_low // low, 1)  # the largest that fits if all of need_low scaled
-    high = max(low + 1, min(probes[1], largest, upper))
-    per_unit = max((need_at(high) - need_low) // (high - low), 0)
+    if upper <= low and low > 1:
+        other = 1
+    else:
+        other = max(low + 1, min(probes[1], largest, upper))
+    per_unit = max((need_at(other) - need_low) // (other - low), 0)
     return max(need_low - per_unit * low, 0), per_unit
 
 
