@@ -33,6 +33,13 @@ def test_blocks_written_through_chunk_files_read_back_through_zarr(tmp_path, dty
     assert not columns.chunk_io.write(range(2, 6), values[:, 2:6])  # two columns of chunks
 
 
+def test_a_write_of_part_of_a_chunk_is_left_to_zarr_and_keeps_its_neighbours(tmp_path):
+    columns, values = _measurements(tmp_path, torch.float64)
+    assert not columns.chunk_io.write(range(4, 6), values[:, :2])  # half of chunk column 1
+    columns.data[:, 4:6] = values[:, :2]  # what BlockedColumns.write then does through Zarr
+    np.testing.assert_array_equal(np.asarray(columns.data[:, 6:8]), values[:, 6:8])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(
     "rows, ncols",

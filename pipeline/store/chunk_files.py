@@ -120,21 +120,24 @@ class ChunkFiles:
     def write(self, columns: range, values: np.ndarray) -> bool:
         """array[:, columns] = values ((D, len(columns))), one whole chunk file after another.
 
-        False (nothing written) where ``columns`` is not within one column of chunks.
+        False (nothing written) unless ``columns`` are all of one column of chunks (up to the
+        array's last column): a chunk's other columns would need reading and merging, which Zarr
+        does.
         """
         chunk_rows, chunk_cols = self.chunks
         j = columns.start // chunk_cols
-        if not columns or (columns.stop - 1) // chunk_cols != j:
+        if columns.start != j * chunk_cols or columns.stop != min(
+            (j + 1) * chunk_cols, self.shape[1]
+        ):
             return False
         values = np.asarray(values, dtype=self.dtype)
-        left = columns.start - j * chunk_cols
         for i in range(-(-self.shape[0] // chunk_rows)):
             part = values[i * chunk_rows : (i + 1) * chunk_rows]
             if part.shape == self.chunks:
                 chunk = np.ascontiguousarray(part)
-            else:  # an edge chunk, or columns that do not fill it: padded as Zarr pads
+            else:  # an edge chunk (last rows or last columns): padded as Zarr pads
                 chunk = np.full(self.chunks, self.fill_value, dtype=self.dtype)
-                chunk[: part.shape[0], left : left + part.shape[1]] = part
+                chunk[: part.shape[0], : part.shape[1]] = part
             self._put(self.directory / "c" / str(i) / str(j), chunk)
         return True
 
