@@ -226,8 +226,7 @@ def operator_width_fit(
     first = op._first_batch()
     modes = fit_modes(op)
     budget = default_budget(op.device, sharing) if budget_bytes is None else budget_bytes
-    for mode in modes:  # one-off costs (lazy imports, kernels, caches) before anything is measured
-        one_batch_product(op, mode, first, 1)
+    warm_up(op, modes, first, 1)
 
     def need_at(width: int) -> int:
         return _peak_of_modes(op, modes, lambda mode: one_batch_product(op, mode, first, width))
@@ -258,8 +257,7 @@ def operator_batch_fit(
         raise InputError(NO_SHARD)
     modes = fit_modes(op)
     budget = default_budget(op.device, sharing) if budget_bytes is None else budget_bytes
-    for mode in modes:  # one-off costs, as for the width
-        one_batch_product(op, mode, op._prepare(shard.first(1)), width)
+    warm_up(op, modes, op._prepare(shard.first(1)), width)
     probed = 0  # the last batch measured: its graph is the one the cache holds after
 
     def need_at(samples: int) -> int:
@@ -292,6 +290,19 @@ def fit_modes(op: Any) -> list[str]:
     if op.product_mode in products:
         return [op.product_mode]
     return [mode for mode in products if mode not in op.COSTLY_MODES]
+
+
+def warm_up(op: Any, modes: list[str], batch: tuple[Any, torch.Tensor, int], width: int) -> None:
+    """One product of each mode at ``width`` on ``batch``, unless a fit ran one already.
+
+    Its one-off costs (lazy imports, kernels, caches) are paid before anything is measured; a
+    width fit after the batch fit (every mode at width 1, up to the whole batch) pays none again:
+    3 products on ResNet-18.
+    """
+    for mode in modes:
+        if (mode, width) not in op.warmed_modes:
+            one_batch_product(op, mode, batch, width)
+            op.warmed_modes.add((mode, width))
 
 
 def one_batch_product(op: Any, mode: str, batch: tuple[Any, torch.Tensor, int], width: int) -> None:
