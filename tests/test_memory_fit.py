@@ -174,6 +174,28 @@ def test_a_width_fit_after_the_batch_fit_pays_no_warm_up_again(monkeypatch):
     assert widths == [1, 2, 8]
 
 
+def test_a_rank_without_the_store_blocks_probes_as_the_rank_with_them(monkeypatch):
+    """Probes sized for ``probe_fixed_bytes`` (rank 0's blocks), the fit for the rank's own."""
+    import pipeline.curvature.memory_fit as memory_fit
+
+    widths = []
+    product = memory_fit.one_batch_product
+    monkeypatch.setattr(
+        memory_fit,
+        "one_batch_product",
+        lambda op, mode, batch, width: widths.append(width) or product(op, mode, batch, width),
+    )
+    op = _conv_operator(64, product_mode="reverse-over-reverse", graph_cache_gb=0)
+    free = op.width_fit(8, None, 0)
+    budget = current_bytes(op.device) + free.base_bytes + 20 * free.per_unit_bytes
+    blocks = 19 * free.per_unit_bytes  # with them, not even 2 columns fit
+    widths.clear()
+    assert op.width_fit(8, budget, 0).size == 8 and widths == [2, 8]
+    widths.clear()
+    fit = op.width_fit(8, budget, 0, probe_fixed_bytes=blocks)
+    assert widths == [2, 1] and fit.fixed_bytes == 0 and fit.size >= 2
+
+
 def test_a_budget_below_one_sample_is_refused_naming_the_width():
     op = _conv_operator("auto", product_mode="graph-reuse")
     with pytest.raises(OperationError, match=r"algorithm\.product_width.*worker_memory_gb"):

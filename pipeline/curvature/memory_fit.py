@@ -215,13 +215,21 @@ def _trim_heap() -> None:
 
 
 def operator_width_fit(
-    op: Any, widest: int, budget_bytes: int | None, fixed_bytes: int, sharing: int = 1
+    op: Any,
+    widest: int,
+    budget_bytes: int | None,
+    fixed_bytes: int,
+    sharing: int = 1,
+    probe_fixed_bytes: int = 0,
 ) -> MemoryFit:
     """The widest product of ``op`` (a ``CurvatureOperator``) that fits its memory budget.
 
     Measured on the first batch in every mode the run may use (``fit_modes``), each with its graph
     built afresh; the graphs the cache may keep are those of every batch of the shard, within its
-    budget. ``budget_bytes`` None: ``default_budget`` for ``sharing`` workers.
+    budget. ``budget_bytes`` None: ``default_budget`` for ``sharing`` workers. The probes are sized
+    for at least ``probe_fixed_bytes`` held beside them: a rank without the store blocks probes as
+    small as the rank with them, whose fit binds (on the rehearsal the other rank probed 8 columns
+    in every mode, 11 s, for a fit the run could not use).
     """
     first = op._first_batch()
     modes = fit_modes(op)
@@ -234,7 +242,9 @@ def operator_width_fit(
     held = current_bytes(op.device)
     base, per_column = (
         int(MARGIN * need)
-        for need in linear_need(need_at, budget - held - fixed_bytes, widest, PROBE_WIDTHS)
+        for need in linear_need(
+            need_at, budget - held - max(fixed_bytes, probe_fixed_bytes), widest, PROBE_WIDTHS
+        )
     )
     batches = len(op.data) if isinstance(op.data, (list, tuple)) else 1
     graphs = min(op.graphs.used_bytes * batches, op.graphs.budget_bytes or 0)
@@ -244,13 +254,19 @@ def operator_width_fit(
 
 
 def operator_batch_fit(
-    op: Any, width: int, budget_bytes: int | None, fixed_bytes: int, sharing: int = 1
+    op: Any,
+    width: int,
+    budget_bytes: int | None,
+    fixed_bytes: int,
+    sharing: int = 1,
+    probe_fixed_bytes: int = 0,
 ) -> MemoryFit:
     """The largest batch of ``op``'s shard whose products of ``width`` columns fit its budget.
 
     Measured on batches of the shard's first samples (``op.shard``) in every mode the run may use,
     each batch loaded and prepared inside the measurement (its own memory counts); the graphs the
-    cache may keep are those of every sample of the shard, within its budget.
+    cache may keep are those of every sample of the shard, within its budget. Probes sized as for
+    ``operator_width_fit``.
     """
     shard = op.shard
     if shard is None:
@@ -272,7 +288,9 @@ def operator_batch_fit(
     held = current_bytes(op.device)
     base, per_sample = (
         int(MARGIN * need)
-        for need in linear_need(need_at, budget - held - fixed_bytes, len(shard), PROBE_BATCHES)
+        for need in linear_need(
+            need_at, budget - held - max(fixed_bytes, probe_fixed_bytes), len(shard), PROBE_BATCHES
+        )
     )
     graph_per_sample = op.graphs.used_bytes / max(probed, 1)
     graphs = min(int(graph_per_sample * len(shard)), op.graphs.budget_bytes or 0)

@@ -192,25 +192,40 @@ class ProductModes(ABC):
             self.product_mode = kept
 
     def width_fit(
-        self, widest: int, budget_bytes: int | None, fixed_bytes: int, sharing: int = 1
+        self,
+        widest: int,
+        budget_bytes: int | None,
+        fixed_bytes: int,
+        sharing: int = 1,
+        probe_fixed_bytes: int = 0,
     ) -> MemoryFit:
         """The widest product (at most ``widest`` columns) that fits the memory budget.
 
         See ``pipeline.curvature.memory_fit``: peaks measured on the first batch at two widths,
         ``budget_bytes`` None for a share of the memory this process could use (``sharing``
-        workers on its node or GPU), ``fixed_bytes`` held beside the products.
+        workers on its node or GPU), ``fixed_bytes`` held beside the products (the probes sized
+        for at least ``probe_fixed_bytes``).
         """
-        return operator_width_fit(self, widest, budget_bytes, fixed_bytes, sharing)
+        return operator_width_fit(
+            self, widest, budget_bytes, fixed_bytes, sharing, probe_fixed_bytes
+        )
 
     def batch_fit(
-        self, width: int, budget_bytes: int | None, fixed_bytes: int, sharing: int = 1
+        self,
+        width: int,
+        budget_bytes: int | None,
+        fixed_bytes: int,
+        sharing: int = 1,
+        probe_fixed_bytes: int = 0,
     ) -> MemoryFit:
         """The largest batch of the shard whose products of ``width`` columns fit the budget.
 
         Peaks measured on batches of the shard's first samples at two sizes (see ``width_fit``
-        for the budget); ``rebatch`` applies it.
+        for the budget and the probes); ``rebatch`` applies it.
         """
-        return operator_batch_fit(self, width, budget_bytes, fixed_bytes, sharing)
+        return operator_batch_fit(
+            self, width, budget_bytes, fixed_bytes, sharing, probe_fixed_bytes
+        )
 
     def probe_share(self) -> float:
         """One run of every product mode and one timed run, on the first of the batches."""

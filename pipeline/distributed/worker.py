@@ -163,18 +163,24 @@ class CurvatureWorker(TorchRank):
 
         ``sharing``: workers per node id; a worker shares its node's memory (or its GPU) with them.
         ``fixed_bytes`` (the store blocks a measurement holds) count on rank 0, which assembles and
-        writes them.
+        writes them; every rank sizes its probes for them, as rank 0's fit binds.
         """
-        return self.op.width_fit(widest, budget_bytes, *self._share(fixed_bytes, sharing)).as_dict()
+        fit = self.op.width_fit(
+            widest, budget_bytes, *self._share(fixed_bytes, sharing), probe_fixed_bytes=fixed_bytes
+        )
+        return fit.as_dict()
 
     def batch_fit(
         self, width: int, budget_bytes: int | None, fixed_bytes: int, sharing: dict[str, int]
     ) -> dict[str, Any]:
         """This rank's largest batch that fits its memory (``CurvatureOperator.batch_fit``).
 
-        Shared and fixed memory as for ``width_fit``.
+        Shared and fixed memory, and the probes, as for ``width_fit``.
         """
-        return self.op.batch_fit(width, budget_bytes, *self._share(fixed_bytes, sharing)).as_dict()
+        fit = self.op.batch_fit(
+            width, budget_bytes, *self._share(fixed_bytes, sharing), probe_fixed_bytes=fixed_bytes
+        )
+        return fit.as_dict()
 
     def rebatch(self, batch_size: int) -> None:
         """This rank's shard split again into batches of ``batch_size`` samples."""
