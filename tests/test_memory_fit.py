@@ -152,28 +152,6 @@ def test_batches_at_the_auto_size_stay_within_a_tight_budget():
     torch.testing.assert_close(op @ V, before, rtol=1e-4, atol=1e-6)  # float32: the batch order
 
 
-def test_a_width_fit_after_the_batch_fit_pays_no_warm_up_again(monkeypatch):
-    """The batch fit runs every mode at width 1 (its warm-up, then its probes up to the whole
-    batch): the width fit after it measures at once, where a fresh operator warms up first."""
-    import pipeline.curvature.memory_fit as memory_fit
-
-    widths = []
-    product = memory_fit.one_batch_product
-    monkeypatch.setattr(
-        memory_fit,
-        "one_batch_product",
-        lambda op, mode, batch, width: widths.append(width) or product(op, mode, batch, width),
-    )
-    op = _conv_operator("auto", product_mode="reverse-over-reverse")
-    op.batch_fit(1, None, 0)
-    widths.clear()
-    op.width_fit(8, None, 0)
-    assert widths == [2, 8]  # the probes alone
-    widths.clear()
-    _conv_operator("auto", product_mode="reverse-over-reverse").width_fit(8, None, 0)
-    assert widths == [1, 2, 8]
-
-
 def test_a_rank_without_the_store_blocks_probes_as_the_rank_with_them(monkeypatch):
     """Probes sized for ``probe_fixed_bytes`` (rank 0's blocks), the fit for the rank's own."""
     import pipeline.curvature.memory_fit as memory_fit
@@ -190,10 +168,10 @@ def test_a_rank_without_the_store_blocks_probes_as_the_rank_with_them(monkeypatc
     budget = current_bytes(op.device) + free.base_bytes + 20 * free.per_unit_bytes
     blocks = 19 * free.per_unit_bytes  # with them, not even 2 columns fit
     widths.clear()
-    assert op.width_fit(8, budget, 0).size == 8 and widths == [2, 8]
+    assert op.width_fit(8, budget, 0).size == 8 and widths == [2, 2, 8]  # warm-up, probes
     widths.clear()
     fit = op.width_fit(8, budget, 0, probe_fixed_bytes=blocks)
-    assert widths == [2, 1] and fit.fixed_bytes == 0 and fit.size >= 2
+    assert widths == [2, 2, 1] and fit.fixed_bytes == 0 and fit.size >= 2
 
 
 def test_a_budget_below_one_sample_is_refused_naming_the_width():

@@ -104,8 +104,6 @@ class CurvatureOperator(DataPasses, ProductModes, OperatorChecks, Operator):
         self.vmap_chunk_size = vmap_chunk_size
         self.product_mode = product_mode
         self.mode_choices: dict[int, ModeChoice] = {}
-        # (mode, width) whose one-off costs a memory fit has paid (``memory_fit.warm_up``)
-        self.warmed_modes: set[tuple[str, int]] = set()
         self.graphs = GraphCache(None if graph_cache_gb is None else int(graph_cache_gb * 2**30))
         self._prepared: list[tuple[Any, torch.Tensor, int]] | None = None
         self._fixed = {
