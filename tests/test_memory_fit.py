@@ -166,7 +166,7 @@ def test_a_rank_without_the_store_blocks_probes_as_the_rank_with_them(monkeypatc
     op = _conv_operator(64, product_mode="reverse-over-reverse", graph_cache_gb=0)
     free = op.width_fit(8, None, 0)
     budget = current_bytes(op.device) + free.base_bytes + 20 * free.per_unit_bytes
-    blocks = 19 * free.per_unit_bytes  # with them, not even 2 columns fit
+    blocks = budget - current_bytes(op.device)  # with them, not even 2 columns fit
     widths.clear()
     assert op.width_fit(8, budget, 0).size == 8 and widths == [2, 2, 8]  # warm-up, probes
     widths.clear()
